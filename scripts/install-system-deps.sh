@@ -1,0 +1,19 @@
+#!/bin/sh
+# Debian packages the test suite and the benchmark use beside Node.js:
+#   docker-compose  parses docker-compose.yml statically (no Docker engine here)
+#   nginx           the single-copy WebDAV baseline of `npm run bench`
+# Installs only what is missing; does nothing where all is present.
+set -eu
+missing=""
+command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
+[ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-system-deps: please install:$missing (Debian packages)" >&2
+  exit 1
+fi
+echo "install-system-deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,109 @@
+// One schema over process.env (DESIGN §6), parsed once at start-up. Every
+// bad value is reported at once; nothing else reads process.env.
+import { z } from 'zod'
+
+const GiB = 1024 ** 3
+
+const int = (min: number) => z.coerce.number().int().min(min)
+const optionalUrl = z.preprocess((v) => (typeof v === 'string' && v.trim() === '' ? undefined : v), z.url().optional())
+const list = z
+  .string()
+  .transform((v) => v.split(',').map((s) => s.trim()).filter((s) => s !== ''))
+
+export const configSchema = z
+  .object({
+    /** where a process keeps its data */
+    MAYFLY_DATA_DIR: z.string().min(1).default('./data'),
+    /** the process's HTTP port */
+    MAYFLY_PORT: int(0).max(65535).optional(),
+    /** the address to listen on */
+    MAYFLY_HOST: z.string().min(1).default('127.0.0.1'),
+    /** a storage node's zone */
+    MAYFLY_ZONE: z.string().regex(/^[a-z0-9-]{1,32}$/, 'lowercase letters, digits and dashes').default('default'),
+    /** shared secret between gateways, workers, replicators and storage nodes */
+    MAYFLY_CLUSTER_SECRET: z.string().min(16, 'at least 16 characters').optional(),
+    /** where a storage node announces itself and sends heartbeats */
+    MAYFLY_CONTROL_URL: optionalUrl,
+    /** the url by which others reach this storage node */
+    MAYFLY_ADVERTISE_URL: optionalUrl,
+    /** the public url of the gateway, for links in API answers; default: the request's Host */
+    MAYFLY_PUBLIC_URL: optionalUrl,
+    /** copies kept of every blob */
+    MAYFLY_REPLICATION_FACTOR: int(1).max(9).default(3),
+    /** copies fsynced before an upload is acknowledged */
+    MAYFLY_WRITE_QUORUM: int(1).max(9).default(2),
+    /** seconds a link lives when the upload does not say */
+    MAYFLY_DEFAULT_EXPIRES_IN: int(1).default(86400),
+    /** the longest life an upload may ask for, seconds */
+    MAYFLY_MAX_EXPIRES_IN: int(1).default(2592000),
+    /** larger uploads get 413 */
+    MAYFLY_MAX_UPLOAD_BYTES: int(1).default(5 * GiB),
+    /** seconds between a file's death and the removal of its bytes */
+    MAYFLY_DELETE_GRACE_SECONDS: int(0).default(60),
+    /** seconds between two sweeps for dead files */
+    MAYFLY_SWEEP_INTERVAL_SECONDS: z.coerce.number().positive().default(5),
+    /** a storage node re-reads every blob once per this period */
+    MAYFLY_SCRUB_INTERVAL_SECONDS: int(1).default(604800),
+    /** a silent node is suspect after this many seconds */
+    MAYFLY_NODE_SUSPECT_AFTER_SECONDS: z.coerce.number().positive().default(3),
+    /** a silent node is down (its blobs re-replicated) after this many seconds */
+    MAYFLY_NODE_DOWN_AFTER_SECONDS: z.coerce.number().positive().default(300),
+    /** storage node heartbeat period, milliseconds */
+    MAYFLY_HEARTBEAT_INTERVAL_MS: int(50).default(1000),
+    /** a call to a storage node that sends or answers nothing for this long fails (ms) */
+    MAYFLY_NODE_TIMEOUT_MS: int(100).default(5000),
+    /** a client that sends nothing for this long is cut off (ms) */
+    MAYFLY_CLIENT_TIMEOUT_MS: int(100).default(30000),
+    /** attempts of a job before it goes to the dead-letter queue */
+    MAYFLY_JOB_MAX_ATTEMPTS: int(1).default(5),
+    /** first retry delay of a failed job, doubled on every attempt (ms) */
+    MAYFLY_JOB_RETRY_DELAY_MS: int(1).default(1000),
+    /** jobs a worker runs at once */
+    MAYFLY_WORKER_CONCURRENCY: int(1).default(2),
+    /** seconds file metadata stays in the cache */
+    MAYFLY_CACHE_TTL_SECONDS: int(1).default(30),
+    /** PostgreSQL for writes; absent: embedded PGlite */
+    MAYFLY_DATABASE_URL: optionalUrl,
+    /** comma-separated PostgreSQL read endpoints */
+    MAYFLY_DATABASE_READ_URLS: list.default([]),
+    /** Redis; absent (and no sentinels): embedded cache and lock */
+    MAYFLY_REDIS_URL: optionalUrl,
+    /** host:port,… of Redis Sentinels */
+    MAYFLY_REDIS_SENTINELS: list.default([]),
+    MAYFLY_REDIS_MASTER_NAME: z.string().default('mayfly'),
+    /** RabbitMQ; absent: embedded queue */
+    MAYFLY_AMQP_URL: optionalUrl,
+    /** prefix of queue names, Redis keys and lock names (tests give each run its own) */
+    MAYFLY_NAMESPACE: z.string().regex(/^[a-z0-9-]{1,40}$/).default('mayfly'),
+    /** pino level */
+    MAYFLY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .refine((c) => c.MAYFLY_WRITE_QUORUM <= c.MAYFLY_REPLICATION_FACTOR, {
+    message: 'MAYFLY_WRITE_QUORUM must not exceed MAYFLY_REPLICATION_FACTOR',
+    path: ['MAYFLY_WRITE_QUORUM'],
+  })
+  .refine((c) => c.MAYFLY_DEFAULT_EXPIRES_IN <= c.MAYFLY_MAX_EXPIRES_IN, {
+    message: 'MAYFLY_DEFAULT_EXPIRES_IN must not exceed MAYFLY_MAX_EXPIRES_IN',
+    path: ['MAYFLY_DEFAULT_EXPIRES_IN'],
+  })
+
+export type Config = z.infer<typeof configSchema>
+
+export class ConfigError extends Error {
+  readonly problems: string[]
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`)
+    this.name = 'ConfigError'
+    this.problems = problems
+  }
+}
+
+/** Parses the environment; throws ConfigError listing every bad value. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const picked = Object.fromEntries(Object.entries(env).filter(([k, v]) => k.startsWith('MAYFLY_') && v !== undefined))
+  const result = configSchema.safeParse(picked)
+  if (!result.success) {
+    throw new ConfigError(result.error.issues.map((i) => `${i.path.join('.') || 'config'}: ${i.message}`))
+  }
+  return result.data
+}

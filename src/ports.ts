@@ -1,0 +1,191 @@
+// The ports: what services need from the outside world, in domain words.
+// Each has an embedded adapter (one process, `mayfly up`) and a real one
+// (PostgreSQL, Redis, RabbitMQ, storage nodes over HTTP). Only wiring.ts picks.
+import type { Readable } from 'node:stream'
+import type { BlobRecord, FileRecord, VariantName, VariantRecord } from './core/file.ts'
+import type { NodeAnnouncement, NodeRecord } from './core/node.ts'
+
+/** A dependency's state for /ready and /api/cluster. */
+export interface DependencyStatus {
+  name: string
+  kind: string
+  ok: boolean
+  detail: Record<string, unknown>
+}
+
+export interface NewFile {
+  id: string
+  blob: BlobRecord
+  /** nodes holding a fsynced copy of the blob */
+  replicas: string[]
+  name: string
+  mime: string
+  createdAt: Date
+  expiresAt: Date
+  maxDownloads: number | null
+  passwordHash: string | null
+  deleteTokenHash: string
+  /** variants to create as `pending` (images), or `skipped` with their reason */
+  variants: { name: VariantName; state: 'pending' | 'skipped'; reason: string | null }[]
+}
+
+export type ClaimResult =
+  | { ok: true; file: FileRecord }
+  | { ok: false; reason: 'not_found' }
+  | { ok: false; reason: 'expired' | 'download_limit_reached' | 'deleted'; file: FileRecord }
+
+/** A dead file whose bytes are still on nodes: its blobs and where they are. */
+export interface PurgeItem {
+  fileId: string
+  blobs: { key: string; nodeIds: string[] }[]
+}
+
+/**
+ * Durable metadata: files, blobs, replicas, variants and nodes. PostgreSQL in
+ * production, PGlite embedded; both run the same migrations and SQL.
+ * Every method throws Unavailable when the store cannot be reached.
+ */
+export interface MetadataStore {
+  /** Records a blob as being written, so that an upload that dies halfway is found and cleaned. Idempotent. */
+  beginBlob(key: string, now: Date): Promise<void>
+  /** Forgets a pending blob whose write failed (its bytes were removed or never landed). Idempotent. */
+  abandonBlob(key: string): Promise<void>
+  /** Pending blobs begun before `before`: uploads whose gateway died. */
+  listStalePendingBlobs(before: Date, limit: number): Promise<string[]>
+
+  /** In one transaction: the blob becomes active with its replicas, the file and its variant rows exist. Throws Conflict on a duplicate id. */
+  createFile(file: NewFile): Promise<FileRecord>
+  /** The file, dead or alive, or null when the id is unknown (or purged long ago). */
+  getFile(id: string): Promise<FileRecord | null>
+  /**
+   * Atomically counts one download if the link is alive and below its limit.
+   * With N concurrent callers and max_downloads = N - k, exactly N - k get ok.
+   * The claim that takes the last download sets exhaustedAt.
+   */
+  claimDownload(id: string, now: Date): Promise<ClaimResult>
+  /** Gives back a claimed download that failed before any byte was sent. */
+  refundDownload(id: string): Promise<void>
+  /** Kills the link (deletedAt = now). Idempotent; false when the id is unknown. */
+  deleteFile(id: string, now: Date): Promise<boolean>
+
+  /** Records a variant's outcome; a ready variant's blob and replicas in the same transaction. Idempotent. */
+  setVariant(variant: VariantRecord, replicas: string[]): Promise<void>
+  listVariants(fileId: string): Promise<VariantRecord[]>
+
+  /** Nodes holding a replica of the blob. */
+  listReplicas(blobKey: string): Promise<string[]>
+  /** Idempotent. */
+  addReplica(blobKey: string, nodeId: string): Promise<void>
+  /** Idempotent. */
+  removeReplica(blobKey: string, nodeId: string): Promise<void>
+  /** Blobs with fewer than `factor` replicas (for /api/cluster and the replicator). */
+  countUnderReplicated(factor: number): Promise<number>
+
+  /** Files that died before `diedBefore` and are not purged, with their blobs and replicas. */
+  listPurgeable(diedBefore: Date, limit: number): Promise<PurgeItem[]>
+  /** Marks the file purged and drops its blob rows once no replica is left. */
+  markPurged(fileId: string, now: Date): Promise<void>
+
+  /** A node announced itself or sent a heartbeat. */
+  recordHeartbeat(node: NodeAnnouncement, now: Date): Promise<void>
+  listNodes(): Promise<NodeRecord[]>
+
+  status(): Promise<DependencyStatus>
+  close(): Promise<void>
+}
+
+/**
+ * A cache of small strings. Never throws: an unreachable cache is a miss
+ * (logged), so it slows the gateway down and breaks nothing. Entries lapse
+ * after their TTL, which also bounds staleness if an invalidation was lost.
+ */
+export interface Cache {
+  get(key: string): Promise<string | null>
+  set(key: string, value: string, ttlMs: number): Promise<void>
+  delete(key: string): Promise<void>
+  status(): Promise<DependencyStatus>
+  close(): Promise<void>
+}
+
+/** A held lease. `token` grows with every acquisition of the same name (fencing). */
+export interface Lease {
+  readonly name: string
+  readonly token: number
+  /** Extends the lease; false when it was lost (expired and taken by another). */
+  renew(): Promise<boolean>
+  /** Idempotent; releases only if still ours. */
+  release(): Promise<void>
+}
+
+/** Leases with a TTL: only one holder at a time per name, until it lapses. */
+export interface Lock {
+  /** The lease, or null when someone else holds it. Throws Unavailable when the backend is down. */
+  acquire(name: string, ttlMs: number): Promise<Lease | null>
+  close(): Promise<void>
+}
+
+export interface JobContext {
+  /** 1 on first delivery */
+  attempt: number
+}
+
+export type JobHandler = (job: Record<string, unknown>, ctx: JobContext) => Promise<void>
+
+export interface QueueDepth {
+  queue: string
+  ready: number
+  unacked: number
+  retrying: number
+  dead: number
+  consumers: number
+}
+
+export interface Consumer {
+  /** Stops taking new jobs and waits for the running ones. */
+  stop(): Promise<void>
+}
+
+/**
+ * Durable jobs, delivered at least once: handlers must be idempotent.
+ * A handler that throws is retried with backoff; one that throws
+ * PermanentJobError, or fails maxAttempts times, goes to the dead-letter queue.
+ * A job whose consumer dies before it finishes is delivered again.
+ */
+export interface JobQueue {
+  /** Resolves once the broker has the job durably (publisher confirm). Throws Unavailable. */
+  publish(topic: string, job: Record<string, unknown>): Promise<void>
+  consume(topic: string, handler: JobHandler, options?: { concurrency?: number }): Promise<Consumer>
+  depths(topics: string[]): Promise<QueueDepth[]>
+  status(): Promise<DependencyStatus>
+  close(): Promise<void>
+}
+
+export interface WrittenBlob extends BlobRecord {
+  /** nodes that fsynced the blob before write() resolved (at least the write quorum) */
+  replicas: string[]
+  /** settles when the remaining copies of this write finish, with the nodes that took them */
+  remaining: Promise<string[]>
+}
+
+export interface ByteRange {
+  start: number
+  /** inclusive */
+  end: number
+}
+
+/**
+ * Blobs replicated across storage nodes: placement, fan-out writes with a
+ * write quorum, reads that fail over between replicas (also mid-stream).
+ */
+export interface BlobStore {
+  /**
+   * Streams `source` to the replication factor's nodes at once, in distinct
+   * zones where possible; resolves when the write quorum has fsynced. Throws
+   * TooLarge past maxBytes, Unavailable without a quorum; on failure no copy stays.
+   */
+  write(source: Readable, options: { key: string; maxBytes: number }): Promise<WrittenBlob>
+  /** The blob's bytes (or a range), checked against its sha256 when read whole, from any healthy replica. */
+  read(blob: BlobRecord, replicas: string[], range?: ByteRange): Readable
+  /** Deletes the blob from the given nodes; returns the nodes where it is now gone. */
+  remove(key: string, nodeIds: string[]): Promise<string[]>
+}
