@@ -184,8 +184,14 @@ export interface BlobStore {
    * TooLarge past maxBytes, Unavailable without a quorum; on failure no copy stays.
    */
   write(source: Readable, options: { key: string; maxBytes: number }): Promise<WrittenBlob>
-  /** The blob's bytes (or a range), checked against its sha256 when read whole, from any healthy replica. */
-  read(blob: BlobRecord, replicas: string[], range?: ByteRange): Readable
+  /**
+   * The blob's bytes (or a range) from a healthy replica. Resolves once a
+   * replica has answered, so a caller can still send a clean error; throws
+   * NotFound when no replica has it, Unavailable when none answers. If the
+   * replica fails mid-stream the stream goes on from the next one (by Range);
+   * it errors only when every replica failed.
+   */
+  open(blob: BlobRecord, replicas: string[], range?: ByteRange): Promise<Readable>
   /** Deletes the blob from the given nodes; returns the nodes where it is now gone. */
   remove(key: string, nodeIds: string[]): Promise<string[]>
 }

@@ -1,0 +1,282 @@
+// The BlobStore port over storage nodes: zone-aware placement, one upload
+// streamed to every chosen node at once and acknowledged on the write quorum,
+// reads that move to the next replica on failure, also mid-stream (by Range).
+import { createHash } from 'node:crypto'
+import { once } from 'node:events'
+import { PassThrough, Readable } from 'node:stream'
+import { MayflyError, NotFound, TooLarge, Unavailable } from '../../core/errors.ts'
+import { placeReplicas } from '../../core/placement.ts'
+import type { BlobRecord } from '../../core/file.ts'
+import type { Logger } from '../../log.ts'
+import type { BlobStore, ByteRange, WrittenBlob } from '../../ports.ts'
+import type { NodeDirectory, NodeView } from './node-directory.ts'
+
+/** The calls this store makes on one storage node (src/adapters/storage-node/client.ts). */
+export interface NodeCalls {
+  put(nodeUrl: string, key: string, body: Readable): Promise<{ size: number; sha256: string }>
+  get(
+    nodeUrl: string,
+    key: string,
+    options?: { range?: ByteRange },
+  ): Promise<{ body: Readable; totalSize: number }>
+  delete(nodeUrl: string, key: string): Promise<void>
+}
+
+export interface ReplicatedBlobStoreOptions {
+  client: NodeCalls
+  nodes: NodeDirectory
+  replicationFactor: number
+  writeQuorum: number
+  /** a node that takes no bytes for this long is dropped from the write */
+  stallTimeoutMs: number
+  log: Logger
+}
+
+interface Leg {
+  node: NodeView
+  body: PassThrough
+  /** resolves with the node's sha256, rejects when the node failed */
+  result: Promise<string>
+  state: 'writing' | 'failed' | 'stored'
+}
+
+export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): BlobStore {
+  const { client, nodes, replicationFactor, writeQuorum, stallTimeoutMs, log } = options
+
+  function startLeg(node: NodeView, key: string): Leg {
+    const body = new PassThrough({ highWaterMark: 256 * 1024 })
+    const leg: Leg = { node, body, result: Promise.resolve(''), state: 'writing' }
+    leg.result = client.put(node.url, key, body).then(
+      (stored) => {
+        leg.state = 'stored'
+        nodes.reportSuccess(node.id)
+        return stored.sha256
+      },
+      (err: unknown) => {
+        leg.state = 'failed'
+        body.destroy()
+        if (isNodeFault(err)) nodes.reportFailure(node.id)
+        log.warn({ err, node: node.id, key }, 'replica write failed')
+        throw err
+      },
+    )
+    leg.result.catch(() => {}) // observed through leg.state; never an unhandled rejection
+    return leg
+  }
+
+  /** Writes one chunk to every live leg and waits for the slow ones, dropping those that stall or fail. */
+  async function writeChunk(legs: Leg[], chunk: Buffer): Promise<void> {
+    const waits: Promise<void>[] = []
+    for (const leg of legs) {
+      if (leg.state !== 'writing') continue
+      if (!leg.body.write(chunk)) waits.push(waitForDrain(leg))
+    }
+    if (waits.length > 0) await Promise.all(waits)
+    requireQuorum(legs)
+  }
+
+  function waitForDrain(leg: Leg): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        log.warn({ node: leg.node.id }, 'replica write stalled; dropping it from this upload')
+        nodes.reportFailure(leg.node.id)
+        leg.state = 'failed'
+        leg.body.destroy()
+        done()
+      }, stallTimeoutMs)
+      const done = () => {
+        clearTimeout(timer)
+        leg.body.off('drain', done)
+        resolve()
+      }
+      leg.body.once('drain', done)
+      leg.result.then(done, done)
+    })
+  }
+
+  function requireQuorum(legs: Leg[]): void {
+    const alive = legs.filter((l) => l.state !== 'failed').length
+    if (alive < writeQuorum) {
+      throw new Unavailable(
+        `only ${alive} of ${legs.length} storage nodes took the upload; ${writeQuorum} are needed`,
+        'quorum_unavailable',
+      )
+    }
+  }
+
+  /** Resolves with the first writeQuorum legs that stored the right bytes, or throws once that cannot happen. */
+  async function awaitQuorum(legs: Leg[], sha256: string): Promise<Leg[]> {
+    const stored: Leg[] = []
+    let settled = 0
+    return new Promise((resolve, reject) => {
+      for (const leg of legs) {
+        const finish = (ok: boolean) => {
+          settled++
+          if (ok) stored.push(leg)
+          if (stored.length === writeQuorum) resolve([...stored])
+          else if (stored.length + (legs.length - settled) < writeQuorum) {
+            reject(new Unavailable(`only ${stored.length} storage nodes stored the upload; ${writeQuorum} are needed`, 'quorum_unavailable'))
+          }
+        }
+        leg.result.then(
+          (nodeSha) => {
+            if (nodeSha === sha256) return finish(true)
+            log.error({ node: leg.node.id, nodeSha, sha256 }, 'a node stored different bytes than were sent')
+            leg.state = 'failed'
+            finish(false)
+          },
+          () => finish(false),
+        )
+      }
+    })
+  }
+
+  function removeFrom(key: string, targets: NodeView[]): void {
+    for (const node of targets) {
+      client.delete(node.url, key).catch((err: unknown) => log.warn({ err, node: node.id, key }, 'cleanup of a failed write failed'))
+    }
+  }
+
+  return {
+    async write(source, { key, maxBytes }) {
+      const targets = placeReplicas(await nodes.writable(), replicationFactor)
+      if (targets.length < writeQuorum) {
+        source.resume()
+        throw new Unavailable(
+          `${targets.length} storage nodes are available; an upload needs ${writeQuorum}`,
+          'quorum_unavailable',
+        )
+      }
+      const legs = targets.map((node) => startLeg(node, key))
+      const hash = createHash('sha256')
+      let size = 0
+      try {
+        for await (const chunk of source as AsyncIterable<Buffer>) {
+          size += chunk.length
+          if (size > maxBytes) throw new TooLarge(`the upload is larger than the limit of ${maxBytes} bytes`)
+          hash.update(chunk)
+          await writeChunk(legs, chunk)
+        }
+        for (const leg of legs) if (leg.state === 'writing') leg.body.end()
+        const sha256 = hash.digest('hex')
+        const quorum = await awaitQuorum(legs, sha256)
+        const rest = legs.filter((l) => !quorum.includes(l))
+        const remaining = Promise.all(rest.map((l) => l.result.then((s) => s === sha256, () => false))).then((oks) => {
+          const late = rest.filter((_, i) => oks[i])
+          removeFrom(key, rest.filter((_, i) => !oks[i]).map((l) => l.node))
+          return late.map((l) => l.node.id)
+        })
+        return {
+          key,
+          size,
+          sha256,
+          replicas: quorum.map((l) => l.node.id),
+          remaining,
+        } satisfies WrittenBlob
+      } catch (err) {
+        for (const leg of legs) leg.body.destroy()
+        if (!source.destroyed) source.resume()
+        // a leg may have stored its copy before the others failed: no copy may stay
+        await Promise.allSettled(legs.map((l) => l.result))
+        removeFrom(key, targets)
+        throw err
+      }
+    },
+
+    async open(blob, replicas, range) {
+      const start = range?.start ?? 0
+      const end = range?.end ?? blob.size - 1
+      if (end < start) return Readable.from([])
+      const order = await readOrder(replicas)
+      let position = start
+      let next = 0
+
+      /** Connects to the next replica that answers for [position, end]. */
+      async function connect(): Promise<{ node: NodeView; body: Readable }> {
+        let notFound = 0
+        let lastError: unknown = null
+        while (next < order.length) {
+          const node = order[next++]!
+          try {
+            const res = await client.get(node.url, blob.key, { range: { start: position, end } })
+            if (res.totalSize !== blob.size) {
+              res.body.destroy()
+              throw new NotFound(`node ${node.id} holds a blob of ${res.totalSize} bytes, not ${blob.size}`)
+            }
+            return { node, body: res.body }
+          } catch (err) {
+            lastError = err
+            if (err instanceof NotFound) notFound++
+            else if (isNodeFault(err)) nodes.reportFailure(node.id)
+            log.warn({ err, node: node.id, key: blob.key }, 'replica read failed; trying the next one')
+          }
+        }
+        if (notFound === order.length && order.length > 0) throw new NotFound('no replica holds this blob', 'blob_missing')
+        throw new Unavailable('no replica of this file can be read right now', 'replicas_unavailable', { cause: lastError })
+      }
+
+      let current = await connect()
+      const out = new PassThrough({ highWaterMark: 256 * 1024 })
+      out.on('close', () => current.body.destroy())
+
+      const pump = async () => {
+        for (;;) {
+          try {
+            for await (const chunk of current.body as AsyncIterable<Buffer>) {
+              position += chunk.length
+              if (!out.write(chunk)) await once(out, 'drain')
+              if (out.destroyed) return
+            }
+            if (position > end) return void out.end()
+            throw new Unavailable(`node ${current.node.id} ended the blob early`, 'replica_truncated')
+          } catch (err) {
+            if (out.destroyed) return
+            current.body.destroy()
+            nodes.reportFailure(current.node.id)
+            log.warn({ err, node: current.node.id, key: blob.key, position }, 'replica failed mid-stream; resuming from the next one')
+            try {
+              current = await connect()
+            } catch (connectErr) {
+              out.destroy(connectErr as Error)
+              return
+            }
+          }
+        }
+      }
+      void pump()
+      return out
+    },
+
+    async remove(key, nodeIds) {
+      const removed: string[] = []
+      await Promise.all(
+        nodeIds.map(async (id) => {
+          const node = await nodes.byId(id)
+          if (node === undefined) return
+          try {
+            await client.delete(node.url, key)
+            removed.push(id)
+          } catch (err) {
+            log.warn({ err, node: id, key }, 'blob delete failed; will retry')
+          }
+        }),
+      )
+      return removed
+    },
+  }
+
+  /** Replicas in the order to try them: healthy nodes first, shuffled to spread load. */
+  async function readOrder(replicas: string[]): Promise<NodeView[]> {
+    const known = (await nodes.all()).filter((n) => replicas.includes(n.id))
+    const rank = (n: NodeView) => (n.failing ? 2 : n.state === 'up' ? 0 : n.state === 'suspect' ? 1 : 3)
+    return known
+      .map((n) => ({ n, r: rank(n) + Math.random() * 0.5 }))
+      .sort((a, b) => a.r - b.r)
+      .map((x) => x.n)
+  }
+}
+
+/** Errors that say the node is sick, not that the request was wrong. */
+function isNodeFault(err: unknown): boolean {
+  return !(err instanceof MayflyError) || err.status >= 500
+}

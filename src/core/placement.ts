@@ -1,0 +1,51 @@
+// Where the copies of a new blob go: distinct zones first, then any node,
+// each pick weighted by free space (so fuller nodes fill more slowly).
+// No I/O here; `random` is a parameter so tests can pin it.
+
+export interface PlacementCandidate {
+  id: string
+  zone: string
+  freeBytes: number
+}
+
+/**
+ * Picks up to `count` distinct nodes. While some zone is not yet used, the
+ * next pick comes from an unused zone; when every zone holds a copy, it comes
+ * from any remaining node. With fewer zones than copies, zones hold more than
+ * one copy; with fewer nodes than copies, fewer nodes are returned.
+ */
+export function placeReplicas<T extends PlacementCandidate>(
+  candidates: readonly T[],
+  count: number,
+  random: () => number = Math.random,
+): T[] {
+  const remaining = [...candidates]
+  const chosen: T[] = []
+  const usedZones = new Set<string>()
+  while (chosen.length < count && remaining.length > 0) {
+    const fresh = remaining.filter((n) => !usedZones.has(n.zone))
+    const pool = fresh.length > 0 ? fresh : remaining
+    const pick = pickWeighted(pool, random)
+    chosen.push(pick)
+    usedZones.add(pick.zone)
+    remaining.splice(remaining.indexOf(pick), 1)
+  }
+  return chosen
+}
+
+function pickWeighted<T extends PlacementCandidate>(pool: readonly T[], random: () => number): T {
+  // +1 so that full nodes keep a tiny chance and an all-zero pool still works
+  const weights = pool.map((n) => Math.max(0, n.freeBytes) + 1)
+  const total = weights.reduce((a, b) => a + b, 0)
+  let roll = random() * total
+  for (let i = 0; i < pool.length; i++) {
+    roll -= weights[i]!
+    if (roll < 0) return pool[i]!
+  }
+  return pool[pool.length - 1]!
+}
+
+/** How many distinct zones a set of nodes spans. */
+export function zoneCount(nodes: readonly { zone: string }[]): number {
+  return new Set(nodes.map((n) => n.zone)).size
+}

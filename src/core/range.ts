@@ -1,0 +1,21 @@
+// HTTP Range (RFC 9110 §14) for one range; several ranges are served whole.
+import type { ByteRange } from '../ports.ts'
+
+export type RangeRequest = { kind: 'none' } | { kind: 'range'; range: ByteRange } | { kind: 'unsatisfiable' }
+
+export function parseRange(header: string | undefined, size: number): RangeRequest {
+  if (header === undefined) return { kind: 'none' }
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
+  if (m === null) return { kind: 'none' } // malformed or multi-range: ignore, as the RFC allows
+  const [, a, b] = m as unknown as [string, string, string]
+  if (a === '' && b === '') return { kind: 'none' }
+  if (a === '') {
+    const suffix = Number(b)
+    if (suffix === 0 || size === 0) return { kind: 'unsatisfiable' }
+    return { kind: 'range', range: { start: Math.max(0, size - suffix), end: size - 1 } }
+  }
+  const start = Number(a)
+  const end = b === '' ? size - 1 : Math.min(Number(b), size - 1)
+  if (start >= size || end < start) return { kind: 'unsatisfiable' }
+  return { kind: 'range', range: { start, end } }
+}

@@ -1,0 +1,88 @@
+// Health, readiness, the node list, the cluster overview, metrics, and the
+// door storage nodes announce themselves through (their heartbeats).
+import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
+import { Invalid, Unauthorized } from '../../core/errors.ts'
+import { safeEqual } from '../../core/secrets.ts'
+import type { DependencyStatus } from '../../ports.ts'
+import type { GatewayDeps } from './deps.ts'
+import { nodeView } from './file-view.ts'
+
+const announcementSchema = z.object({
+  id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+  url: z.url(),
+  zone: z.string().min(1).max(64),
+  version: z.string().max(64),
+  capacityBytes: z.number().nonnegative(),
+  freeBytes: z.number().nonnegative(),
+  usedBytes: z.number().nonnegative(),
+  blobCount: z.number().int().nonnegative(),
+})
+
+export function registerClusterRoutes(app: FastifyInstance, deps: GatewayDeps): void {
+  const { metadata, cache, queue, nodes, settings } = deps
+  const now = deps.now ?? (() => new Date())
+
+  app.get('/health', async () => ({ status: 'ok' }))
+
+  app.get('/ready', async (_req, reply) => {
+    const writable = await nodes.writable().catch(() => [])
+    const checks: DependencyStatus[] = [
+      await metadata.status().catch((err: Error) => failed('metadata', err)),
+      {
+        name: 'storage',
+        kind: 'storage-nodes',
+        ok: writable.length >= settings.writeQuorum,
+        detail: { writable: writable.length, write_quorum: settings.writeQuorum },
+      },
+      await cache.status().catch((err: Error) => failed('cache', err)),
+      await queue.status().catch((err: Error) => failed('queue', err)),
+    ]
+    // cache and queue being down slows things or delays variants; it does not stop uploads
+    const ready = checks[0]!.ok && checks[1]!.ok
+    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', dependencies: checks })
+  })
+
+  app.get('/api/nodes', async () => ({ nodes: (await nodes.all()).map(nodeView) }))
+
+  app.get('/api/cluster', async () => {
+    const [meta, cacheStatus, queueStatus, depths, nodeList, underReplicated] = await Promise.all([
+      metadata.status().catch((err: Error) => failed('metadata', err)),
+      cache.status().catch((err: Error) => failed('cache', err)),
+      queue.status().catch((err: Error) => failed('queue', err)),
+      queue.depths([settings.variantTopic]).catch(() => []),
+      nodes.all().catch(() => []),
+      metadata.countUnderReplicated(settings.replicationFactor).catch(() => null),
+    ])
+    return {
+      metadata: meta,
+      cache: cacheStatus,
+      queue: { ...queueStatus, queues: depths },
+      storage_nodes: nodeList.map(nodeView),
+      replication: {
+        factor: settings.replicationFactor,
+        write_quorum: settings.writeQuorum,
+        zones: new Set(nodeList.filter((n) => n.state === 'up').map((n) => n.zone)).size,
+        blobs_below_factor: underReplicated,
+      },
+      workers: { consumers: depths.reduce((sum, d) => sum + d.consumers, 0) },
+    }
+  })
+
+  app.get('/metrics', async (_req, reply) => {
+    return reply.header('content-type', deps.metrics.contentType).send(await deps.metrics.metrics())
+  })
+
+  app.post('/internal/nodes/heartbeat', async (req, reply) => {
+    const auth = req.headers.authorization ?? ''
+    if (!safeEqual(auth, `Bearer ${settings.clusterSecret}`)) throw new Unauthorized('a valid cluster secret is required')
+    const parsed = announcementSchema.safeParse(req.body)
+    if (!parsed.success) throw new Invalid(`bad heartbeat: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
+    await metadata.recordHeartbeat(parsed.data, now())
+    return reply.status(204).send()
+  })
+}
+
+function failed(name: string, err: Error): DependencyStatus {
+  return { name, kind: 'unknown', ok: false, detail: { error: err.message } }
+}

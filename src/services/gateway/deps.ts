@@ -1,0 +1,31 @@
+// What the gateway is built from. wiring.ts makes these; tests pass embedded ones.
+import type { Registry } from 'prom-client'
+import type { Logger } from '../../log.ts'
+import type { BlobStore, Cache, JobQueue, MetadataStore } from '../../ports.ts'
+import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
+
+export interface GatewaySettings {
+  clusterSecret: string
+  publicUrl: string | undefined
+  replicationFactor: number
+  writeQuorum: number
+  defaultExpiresInSeconds: number
+  maxExpiresInSeconds: number
+  maxUploadBytes: number
+  cacheTtlMs: number
+  clientTimeoutMs: number
+  /** the topic variant jobs are published to */
+  variantTopic: string
+}
+
+export interface GatewayDeps {
+  settings: GatewaySettings
+  log: Logger
+  metadata: MetadataStore
+  cache: Cache
+  queue: JobQueue
+  blobs: BlobStore
+  nodes: NodeDirectory
+  metrics: Registry
+  now?: () => Date
+}

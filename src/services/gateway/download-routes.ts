@@ -1,0 +1,161 @@
+// Downloads and derived images (DESIGN §3). A download of the original counts
+// one against the link's limit, claimed atomically in the metadata store
+// before a byte is sent; HEAD, info, thumbnails and the share page count nothing.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { Expired, NotFound, Unauthorized } from '../../core/errors.ts'
+import { fileStatus, type FileRecord, type VariantName } from '../../core/file.ts'
+import { isId } from '../../core/ids.ts'
+import { contentDisposition, isInlineSafe, servedMime } from '../../core/mime.ts'
+import { parseRange } from '../../core/range.ts'
+import { passwordMatches } from '../../core/secrets.ts'
+import type { BlobRecord } from '../../core/file.ts'
+import type { ByteRange } from '../../ports.ts'
+import type { GatewayDeps } from './deps.ts'
+import type { FileLookup } from './file-lookup.ts'
+import type { GatewayMetrics } from './metrics.ts'
+
+type IdParams = { Params: { id: string } }
+
+export function registerDownloadRoutes(
+  app: FastifyInstance,
+  deps: GatewayDeps,
+  files: FileLookup,
+  metrics: GatewayMetrics,
+): void {
+  const { metadata, blobs } = deps
+  const now = deps.now ?? (() => new Date())
+
+  app.get<IdParams>('/api/download/:id', async (req, reply) => {
+    return download(req, reply, passwordFromHeader(req))
+  })
+
+  // the share page's form posts the password here
+  app.post<IdParams & { Body: { password?: string } }>('/f/:id/download', async (req, reply) => {
+    return download(req, reply, typeof req.body?.password === 'string' ? req.body.password : undefined)
+  })
+
+  app.head<IdParams>('/api/download/:id', async (req, reply) => {
+    const file = await liveFile(req.params.id)
+    await checkPassword(file, passwordFromHeader(req))
+    setFileHeaders(reply, file)
+    return reply.header('content-length', file.size).send()
+  })
+
+  app.get<IdParams>('/api/files/:id/thumbnail', async (req, reply) => {
+    return sendVariant(req, reply, 'thumbnail')
+  })
+
+  app.get<{ Params: { id: string; name: string } }>('/api/files/:id/variants/:name', async (req, reply) => {
+    const name = req.params.name
+    if (name !== 'thumbnail' && name !== 'compressed') throw new NotFound(`there is no variant called ${name}`)
+    return sendVariant(req, reply, name)
+  })
+
+  async function download(req: FastifyRequest<IdParams>, reply: FastifyReply, password: string | undefined) {
+    const file = await liveFile(req.params.id)
+    await checkPassword(file, password)
+    const claim = await metadata.claimDownload(file.id, now())
+    await files.invalidate(file.id)
+    if (!claim.ok) {
+      metrics.downloads.inc({ result: claim.reason })
+      throw claim.reason === 'not_found' ? new NotFound('no such file') : deadError(claim.reason)
+    }
+    // A limited link is served whole or not at all: Range must not be a way around the limit.
+    const range = file.maxDownloads === null ? parseRange(req.headers.range, file.size) : { kind: 'none' as const }
+    if (range.kind === 'unsatisfiable') {
+      await metadata.refundDownload(file.id)
+      return reply.status(416).header('content-range', `bytes */${file.size}`).send({ error: 'range_not_satisfiable', message: `the file has ${file.size} bytes` })
+    }
+    let body
+    try {
+      body = await openBlob(blobOf(file), file.blobKey, range.kind === 'range' ? range.range : undefined)
+    } catch (err) {
+      await metadata.refundDownload(file.id).catch(() => {})
+      await files.invalidate(file.id)
+      metrics.downloads.inc({ result: 'unavailable' })
+      throw err
+    }
+    metrics.downloads.inc({ result: 'ok' })
+    setFileHeaders(reply, file)
+    if (file.maxDownloads === null) reply.header('accept-ranges', 'bytes')
+    if (range.kind === 'range') {
+      const { start, end } = range.range
+      reply.status(206).header('content-range', `bytes ${start}-${end}/${file.size}`).header('content-length', end - start + 1)
+    } else {
+      reply.header('content-length', file.size)
+    }
+    body.on('data', (chunk: Buffer) => metrics.downloadBytes.inc(chunk.length))
+    return reply.send(body)
+  }
+
+  async function sendVariant(req: FastifyRequest<IdParams>, reply: FastifyReply, name: VariantName) {
+    const file = await liveFile(req.params.id)
+    await checkPassword(file, passwordFromHeader(req))
+    const variant = (await metadata.listVariants(file.id)).find((v) => v.name === name)
+    if (variant === undefined || variant.state !== 'ready' || variant.blob === null) {
+      throw new NotFound(`the ${name} of this file is ${variant?.state ?? 'missing'}`, 'variant_not_ready')
+    }
+    const body = await openBlob(variant.blob, variant.blob.key)
+    const mime = variant.mime ?? 'application/octet-stream'
+    return reply
+      .header('content-type', mime)
+      .header('content-length', variant.blob.size)
+      .header('etag', `"${variant.blob.sha256}"`)
+      .header('cache-control', 'private, max-age=300')
+      .header('x-content-type-options', 'nosniff')
+      .send(body)
+  }
+
+  async function openBlob(blob: BlobRecord, key: string, range?: ByteRange) {
+    return blobs.open(blob, await metadata.listReplicas(key), range)
+  }
+
+  /** The file if its link is alive: 404 for unknown or malformed ids, 410 once it died. */
+  async function liveFile(id: string): Promise<FileRecord> {
+    if (!isId(id)) throw new NotFound('no such file')
+    const file = await files.get(id)
+    if (file === null) throw new NotFound('no such file')
+    const status = fileStatus(file, now())
+    if (status !== 'active') throw deadError(status)
+    return file
+  }
+}
+
+function deadError(status: 'expired' | 'download_limit_reached' | 'deleted'): Expired {
+  const messages = {
+    expired: 'this link has expired',
+    download_limit_reached: 'this link has reached its download limit',
+    deleted: 'this link was deleted',
+  }
+  return new Expired(messages[status], status)
+}
+
+function passwordFromHeader(req: FastifyRequest): string | undefined {
+  const value = req.headers['x-mayfly-password']
+  return typeof value === 'string' ? value : undefined
+}
+
+async function checkPassword(file: FileRecord, password: string | undefined): Promise<void> {
+  if (file.passwordHash === null) return
+  if (password === undefined || password === '') throw new Unauthorized('this file is protected by a password', 'password_required')
+  if (password.length > 1024 || !(await passwordMatches(password, file.passwordHash))) {
+    throw new Unauthorized('wrong password', 'wrong_password')
+  }
+}
+
+function blobOf(file: FileRecord): BlobRecord {
+  return { key: file.blobKey, size: file.size, sha256: file.sha256 }
+}
+
+function setFileHeaders(reply: FastifyReply, file: FileRecord): void {
+  const inline = isInlineSafe(file.mime)
+  reply
+    .header('content-type', servedMime(file.mime))
+    .header('content-disposition', contentDisposition(inline ? 'inline' : 'attachment', file.name))
+    .header('etag', `"${file.sha256}"`)
+    .header('x-content-type-options', 'nosniff')
+    // even if a browser renders it, it runs nothing and reaches nothing of ours
+    .header('content-security-policy', "default-src 'none'; img-src 'self'; media-src 'self'; sandbox")
+    .header('cache-control', 'private, no-store')
+}
+

@@ -1,0 +1,43 @@
+// File info and deletion (DESIGN §3). Neither counts a download.
+import type { FastifyInstance } from 'fastify'
+import { Forbidden, NotFound, Unauthorized } from '../../core/errors.ts'
+import { isId } from '../../core/ids.ts'
+import { tokenMatches } from '../../core/secrets.ts'
+import type { GatewayDeps } from './deps.ts'
+import type { FileLookup } from './file-lookup.ts'
+import { fileInfoView } from './file-view.ts'
+import { publicBase } from './upload-routes.ts'
+
+type IdParams = { Params: { id: string } }
+
+export function registerFileRoutes(app: FastifyInstance, deps: GatewayDeps, files: FileLookup): void {
+  const { metadata } = deps
+  const now = deps.now ?? (() => new Date())
+
+  app.get<IdParams>('/api/files/:id', async (req) => {
+    const file = await knownFile(req.params.id)
+    const [variants, replicas, nodes] = await Promise.all([
+      metadata.listVariants(file.id),
+      metadata.listReplicas(file.blobKey),
+      deps.nodes.all(),
+    ])
+    return fileInfoView(publicBase(req, deps.settings.publicUrl), file, variants, replicas, nodes, now())
+  })
+
+  app.delete<IdParams>('/api/files/:id', async (req, reply) => {
+    const file = await knownFile(req.params.id)
+    const token = req.headers['x-delete-token']
+    if (typeof token !== 'string' || token === '') throw new Unauthorized('send the delete token in X-Delete-Token', 'delete_token_required')
+    if (!tokenMatches(token, file.deleteTokenHash)) throw new Forbidden('wrong delete token', 'wrong_delete_token')
+    await metadata.deleteFile(file.id, now())
+    await files.invalidate(file.id)
+    req.log.info({ fileId: file.id }, 'file deleted by its owner')
+    return reply.status(204).send()
+  })
+
+  async function knownFile(id: string) {
+    const file = isId(id) ? await files.get(id) : null
+    if (file === null || file.purgedAt !== null) throw new NotFound('no such file')
+    return file
+  }
+}

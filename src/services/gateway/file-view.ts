@@ -1,0 +1,79 @@
+// The JSON shapes of DESIGN §3 for a file.
+import { downloadsRemaining, fileStatus, type FileRecord, type VariantRecord } from '../../core/file.ts'
+import type { NodeView } from '../../adapters/replicated/node-directory.ts'
+
+export function fileUrls(base: string, id: string) {
+  return {
+    download_url: `${base}/api/download/${id}`,
+    info_url: `${base}/api/files/${id}`,
+    share_url: `${base}/f/${id}`,
+  }
+}
+
+export function uploadView(base: string, file: FileRecord, deleteToken: string) {
+  return { ...fileSummary(base, file), delete_token: deleteToken }
+}
+
+export function fileSummary(base: string, file: FileRecord) {
+  return {
+    id: file.id,
+    name: file.name,
+    size: file.size,
+    mime: file.mime,
+    sha256: file.sha256,
+    created_at: file.createdAt.toISOString(),
+    expires_at: file.expiresAt.toISOString(),
+    max_downloads: file.maxDownloads,
+    downloads_remaining: downloadsRemaining(file),
+    password_protected: file.passwordHash !== null,
+    ...fileUrls(base, file.id),
+  }
+}
+
+export function fileInfoView(
+  base: string,
+  file: FileRecord,
+  variants: VariantRecord[],
+  replicas: string[],
+  nodes: NodeView[],
+  now: Date,
+) {
+  return {
+    ...fileSummary(base, file),
+    downloads: file.downloads,
+    status: fileStatus(file, now),
+    variants: variants.map((v) => ({
+      name: v.name,
+      state: v.state,
+      size: v.blob?.size ?? null,
+      mime: v.mime,
+      url: v.state === 'ready' ? variantUrl(base, file.id, v.name) : null,
+      ...(v.reason !== null ? { reason: v.reason } : {}),
+    })),
+    replicas: replicas.map((id) => {
+      const node = nodes.find((n) => n.id === id)
+      return { node_id: id, zone: node?.zone ?? null, state: node?.state ?? 'unknown' }
+    }),
+  }
+}
+
+export function variantUrl(base: string, id: string, name: string): string {
+  return name === 'thumbnail' ? `${base}/api/files/${id}/thumbnail` : `${base}/api/files/${id}/variants/${name}`
+}
+
+export function nodeView(n: NodeView) {
+  return {
+    id: n.id,
+    url: n.url,
+    zone: n.zone,
+    state: n.state,
+    failing: n.failing,
+    draining: n.draining,
+    last_heartbeat: n.lastHeartbeat.toISOString(),
+    capacity_bytes: n.capacityBytes,
+    free_bytes: n.freeBytes,
+    used_bytes: n.usedBytes,
+    blob_count: n.blobCount,
+    version: n.version,
+  }
+}

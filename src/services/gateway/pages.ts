@@ -1,0 +1,115 @@
+// The web UI: upload page, share page and admin dashboard. Server-rendered
+// HTML with a little script; every value from a user is escaped. The share
+// page counts nothing, so link-preview bots cannot burn a limited link.
+import type { FastifyInstance } from 'fastify'
+import { downloadsRemaining, fileStatus, type FileRecord } from '../../core/file.ts'
+import { isId } from '../../core/ids.ts'
+import type { GatewayDeps } from './deps.ts'
+import type { FileLookup } from './file-lookup.ts'
+
+const STYLE = `body{font:16px system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}td,th{padding:.3rem .5rem;border-bottom:1px solid #ddd;text-align:left}
+.muted{color:#666}.bad{color:#b00}.ok{color:#070}img.preview{max-width:100%;border-radius:4px}button,input{font:inherit;padding:.4rem}
+code{background:#f3f3f3;padding:.1rem .3rem}`
+
+function page(title: string, body: string, script = ''): string {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<meta name="robots" content="noindex"><title>${escapeHtml(title)}</title><style>${STYLE}</style></head>
+<body>${body}${script === '' ? '' : `<script>${script}</script>`}</body></html>`
+}
+
+export function escapeHtml(value: string): string {
+  return value.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!)
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let i = 0
+  let v = n
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024
+    i++
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`
+}
+
+const UPLOAD_SCRIPT = `
+const form = document.querySelector('form'), out = document.querySelector('#out'), bar = document.querySelector('progress')
+form.addEventListener('submit', (e) => {
+  e.preventDefault()
+  const data = new FormData(form)
+  for (const [k, v] of [...data.entries()]) if (v === '') data.delete(k)
+  const xhr = new XMLHttpRequest()
+  xhr.open('POST', '/api/upload')
+  xhr.upload.onprogress = (p) => { if (p.lengthComputable) bar.value = p.loaded / p.total }
+  xhr.onload = () => {
+    const r = JSON.parse(xhr.responseText)
+    out.textContent = ''
+    if (xhr.status !== 201) { out.className = 'bad'; out.textContent = r.message; return }
+    out.className = 'ok'
+    const a = document.createElement('a'); a.href = r.share_url; a.textContent = r.share_url
+    out.append('Share this link: ', a, document.createElement('br'), 'Delete token (keep it): ')
+    const c = document.createElement('code'); c.textContent = r.delete_token; out.append(c)
+  }
+  xhr.onerror = () => { out.className = 'bad'; out.textContent = 'upload failed: network error' }
+  xhr.send(data)
+})`
+
+const ADMIN_SCRIPT = `
+const el = (t, text) => { const e = document.createElement(t); e.textContent = text; return e }
+async function refresh() {
+  const c = await (await fetch('/api/cluster')).json()
+  const rows = c.storage_nodes.map((n) => [n.id, n.zone, n.state, n.url, (n.used_bytes/2**20).toFixed(1) + ' MiB', n.blob_count, n.last_heartbeat])
+  const t = document.querySelector('#nodes'); t.replaceChildren()
+  const head = document.createElement('tr'); for (const h of ['node','zone','state','url','used','blobs','last heartbeat']) head.append(el('th', h)); t.append(head)
+  for (const r of rows) { const tr = document.createElement('tr'); for (const v of r) tr.append(el('td', String(v))); tr.children[2].className = r[2] === 'up' ? 'ok' : 'bad'; t.append(tr) }
+  document.querySelector('#tiers').textContent = JSON.stringify({ metadata: c.metadata, cache: c.cache, queue: c.queue, replication: c.replication, workers: c.workers }, null, 2)
+}
+refresh(); setInterval(refresh, 2000)`
+
+export function registerPages(app: FastifyInstance, deps: GatewayDeps, files: FileLookup): void {
+  const now = deps.now ?? (() => new Date())
+
+  app.get('/', async (_req, reply) => {
+    const body = `<h1>Mayfly</h1><p class="muted">Share a file with a link that expires.</p>
+<form><p><input type="file" name="file" required></p>
+<p><label>Expires in <select name="expires_in"><option value="3600">1 hour</option><option value="86400" selected>1 day</option><option value="604800">7 days</option></select></label>
+<label>Max downloads <input type="number" name="max_downloads" min="1" placeholder="unlimited"></label></p>
+<p><label>Password <input type="password" name="password" autocomplete="new-password" placeholder="none"></label></p>
+<p><button>Upload</button> <progress value="0" max="1"></progress></p></form><p id="out"></p>
+<p class="muted"><a href="/admin">cluster dashboard</a></p>`
+    return reply.type('text/html; charset=utf-8').send(page('Mayfly', body, UPLOAD_SCRIPT))
+  })
+
+  app.get<{ Params: { id: string } }>('/f/:id', async (req, reply) => {
+    const file = isId(req.params.id) ? await files.get(req.params.id) : null
+    reply.type('text/html; charset=utf-8').header('cache-control', 'no-store')
+    if (file === null || file.purgedAt !== null) {
+      return reply.status(404).send(page('Not found', '<h1>This link does not exist</h1>'))
+    }
+    const status = fileStatus(file, now())
+    if (status !== 'active') {
+      const why = { expired: 'It has expired.', download_limit_reached: 'It has reached its download limit.', deleted: 'It was deleted.' }[status]
+      return reply.status(410).send(page('Gone', `<h1>This link is gone</h1><p>${why}</p>`))
+    }
+    return reply.send(page(file.name, sharePageBody(file, now())))
+  })
+
+  app.get('/admin', async (_req, reply) => {
+    const body = `<h1>Mayfly cluster</h1><h2>Storage nodes</h2><table id="nodes"></table><h2>Tiers</h2><pre id="tiers"></pre>`
+    return reply.type('text/html; charset=utf-8').send(page('Mayfly cluster', body, ADMIN_SCRIPT))
+  })
+}
+
+function sharePageBody(file: FileRecord, now: Date): string {
+  const id = escapeHtml(file.id)
+  const remaining = downloadsRemaining(file)
+  const minutes = Math.max(0, Math.round((file.expiresAt.getTime() - now.getTime()) / 60000))
+  const left = `${remaining === null ? 'Unlimited downloads' : `${remaining} download${remaining === 1 ? '' : 's'} left`}, expires in ${minutes >= 120 ? `${Math.round(minutes / 60)} hours` : `${minutes} minutes`}.`
+  const preview = file.passwordHash === null && file.mime.startsWith('image/') ? `<p><img class="preview" src="/api/files/${id}/thumbnail" alt="" onerror="this.remove()"></p>` : ''
+  const action =
+    file.passwordHash === null
+      ? `<form method="get" action="/api/download/${id}"><button>Download</button></form>`
+      : `<form method="post" action="/f/${id}/download"><input type="password" name="password" placeholder="password" required> <button>Download</button></form>`
+  return `<h1>${escapeHtml(file.name)}</h1><p class="muted">${escapeHtml(file.mime)}, ${formatBytes(file.size)}</p>${preview}${action}<p class="muted">${left}</p>`
+}
