@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { createServer } from 'node:net'
 import { Redis } from 'ioredis'
 import { createLogger } from '../../src/log.ts'
-import type { Lock } from '../../src/ports.ts'
+import type { Lease, Lock } from '../../src/ports.ts'
 import { Unavailable } from '../../src/core/errors.ts'
 import { createEmbeddedLock } from '../../src/adapters/embedded/lock.ts'
 import { createRedisLock } from '../../src/adapters/redis/lock.ts'
@@ -40,10 +40,13 @@ const adapters: { name: string; make: (ns: string) => [Lock, Lock]; cleanup: (ns
   },
 ]
 
-async function until(check: () => Promise<boolean>, ms = 2000): Promise<void> {
+/** Polls until the lease is free and taken. */
+async function acquireSoon(lock: Lock, name: string, ttlMs: number, ms = 2000): Promise<Lease> {
   const deadline = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail('condition not met in time')
+  for (;;) {
+    const lease = await lock.acquire(name, ttlMs)
+    if (lease) return lease
+    if (Date.now() > deadline) assert.fail(`${name} not acquired in time`)
     await new Promise((r) => setTimeout(r, 10))
   }
 }
@@ -80,10 +83,8 @@ for (const a of adapters) {
       const [l1, l2] = setup(t)
       const first = await l1.acquire('job', 80)
       assert.ok(first)
-      let second = await l2.acquire('job', 10_000)
-      assert.equal(second, null)
-      await until(async () => (second = await l2.acquire('job', 10_000)) !== null)
-      assert.ok(second)
+      assert.equal(await l2.acquire('job', 10_000), null)
+      const second = await acquireSoon(l2, 'job', 10_000)
       assert.ok(second.token > first.token, `${second.token} > ${first.token}`)
       assert.equal(await first.renew(), false, 'renew after loss')
     })
@@ -104,9 +105,7 @@ for (const a of adapters) {
       const [l1, l2] = setup(t)
       const old = await l1.acquire('r', 60)
       assert.ok(old)
-      let current = null
-      await until(async () => (current = await l2.acquire('r', 10_000)) !== null)
-      assert.ok(current)
+      const current = await acquireSoon(l2, 'r', 10_000)
       await old.release() // lapsed and taken: must not free the new holder's lease
       assert.equal(await l1.acquire('r', 10_000), null)
       await current.release()
