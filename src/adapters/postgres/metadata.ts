@@ -1,0 +1,131 @@
+// MetadataStore on PostgreSQL (production; Patroni behind HAProxy or a
+// primary-routing endpoint). Writes and every read that must be current go to
+// `url`; `readUrls` (replicas) serve only stale-tolerant reads: listNodes,
+// countUnderReplicated and getFile (a miss there is re-read on the primary).
+import type { Logger } from '../../log.ts'
+import type { DependencyStatus, MetadataStore } from '../../ports.ts'
+import { createSqlMetadataStore } from '../sql/metadata-store.ts'
+import { migrate } from '../sql/migrate.ts'
+import type { QueryOptions, SqlDb, SqlTx } from '../sql/sql-db.ts'
+import { createPgDb, type PgDb, type PgDbOptions } from './pg-db.ts'
+
+export interface PostgresMetadataOptions {
+  /** the primary (writes) */
+  url: string
+  /** read replicas */
+  readUrls?: string[]
+  log: Logger
+  poolSize?: number
+  statementTimeoutMs?: number
+  retryForMs?: number
+}
+
+/** in: none. out: in_recovery, version, replay_lag_s (null on a primary or before any replay). */
+const SERVER_STATE = `
+SELECT pg_is_in_recovery() AS in_recovery, current_setting('server_version') AS version,
+  CASE WHEN pg_is_in_recovery()
+       THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS replay_lag_s`
+
+/** in: none. out: the primary's streaming replicas (empty without pg_monitor rights or replicas). */
+const REPLICATION = `
+SELECT application_name AS name, client_addr::text AS addr, state, sync_state,
+  extract(epoch FROM replay_lag)::float8 AS replay_lag_s
+FROM pg_stat_replication ORDER BY application_name`
+
+interface ServerState {
+  in_recovery: boolean
+  version: string
+  replay_lag_s: number | null
+}
+
+/** host:port/db of a url, never its credentials. */
+function endpoint(url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.hostname}:${u.port || '5432'}${u.pathname}`
+  } catch {
+    return '(invalid url)'
+  }
+}
+
+const STATUS_OPTIONS: QueryOptions = { idempotent: false } // no retries: status must answer fast
+
+/** Round-robin over the replicas; a replica that fails sends the read to the primary. */
+function createReader(primary: SqlDb, replicas: PgDb[], log: Logger): SqlDb {
+  let next = 0
+  return {
+    async query<T>(text: string, params?: readonly unknown[], options?: QueryOptions) {
+      const replica = replicas[next++ % replicas.length]
+      if (replica === undefined) return primary.query<T>(text, params, options)
+      try {
+        return await replica.query<T>(text, params, { idempotent: false })
+      } catch (err) {
+        log.warn({ err }, 'read replica failed; reading from the primary')
+        return primary.query<T>(text, params, options)
+      }
+    },
+    exec: (text: string) => primary.exec(text),
+    transaction: <T>(fn: (tx: SqlTx) => Promise<T>, options?: QueryOptions) => primary.transaction(fn, options),
+  }
+}
+
+export async function createPostgresMetadataStore(options: PostgresMetadataOptions): Promise<MetadataStore> {
+  const log = options.log.child({ adapter: 'postgres-metadata' })
+  const base: Omit<PgDbOptions, 'url'> = {
+    log,
+    poolSize: options.poolSize,
+    statementTimeoutMs: options.statementTimeoutMs,
+    retryForMs: options.retryForMs,
+  }
+  const primary = createPgDb({ ...base, url: options.url })
+  const replicas = (options.readUrls ?? []).map((url) => createPgDb({ ...base, url, retryForMs: 0, poolSize: 5 }))
+  const closeAll = async () => {
+    await Promise.allSettled([primary.close(), ...replicas.map((r) => r.close())])
+  }
+  try {
+    await migrate(primary, log)
+  } catch (err) {
+    await closeAll()
+    throw err
+  }
+
+  async function serverStatus(db: PgDb, url: string) {
+    try {
+      const [state] = await db.query<ServerState>(SERVER_STATE, [], STATUS_OPTIONS)
+      return { endpoint: endpoint(url), ok: true, inRecovery: state?.in_recovery, version: state?.version, replayLagSeconds: state?.replay_lag_s ?? null }
+    } catch (err) {
+      return { endpoint: endpoint(url), ok: false, error: err instanceof Error ? err.message : String(err) }
+    }
+  }
+
+  async function status(): Promise<DependencyStatus> {
+    const [main, ...reads] = await Promise.all([
+      serverStatus(primary, options.url),
+      ...replicas.map((r, i) => serverStatus(r, options.readUrls?.[i] ?? '')),
+    ])
+    let replication: unknown[] = []
+    if (main?.ok === true && main.inRecovery === false) {
+      replication = await primary.query(REPLICATION, [], STATUS_OPTIONS).catch(() => [])
+    }
+    const { totalCount, idleCount, waitingCount } = primary.pool
+    return {
+      name: 'metadata',
+      kind: 'postgresql',
+      // writes need a primary; a reachable server in recovery cannot take them
+      ok: main?.ok === true && main.inRecovery === false,
+      detail: {
+        primary: main,
+        replication,
+        readReplicas: reads,
+        pool: { total: totalCount, idle: idleCount, waiting: waitingCount },
+      },
+    }
+  }
+
+  log.info({ primary: endpoint(options.url), readReplicas: (options.readUrls ?? []).map(endpoint) }, 'metadata store on PostgreSQL')
+  return createSqlMetadataStore(primary, {
+    reader: replicas.length > 0 ? createReader(primary, replicas, log) : undefined,
+    status,
+    close: closeAll,
+  })
+}

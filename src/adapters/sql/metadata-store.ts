@@ -1,0 +1,175 @@
+// MetadataStore over a SqlDb: the one implementation behind both the
+// PostgreSQL and the PGlite adapter. The adapters provide connections,
+// status() and close(); the semantics live here and in queries.ts.
+//
+// Purge protocol (the sweeper's side, see listPurgeable / markPurged):
+//   1. listPurgeable(now - grace) -> files with every blob and its replicas
+//   2. blobs.remove(key, nodeIds), then removeReplica(key, node) per node it left
+//   3. markPurged(fileId) -> purged only once no blob of the file has a replica
+//      left; otherwise nothing changes and the file comes back in step 1 (a node
+//      that was down, a variant that became ready in between).
+import { Conflict, NotFound } from '../../core/errors.ts'
+import { fileStatus, type FileRecord, type VariantRecord } from '../../core/file.ts'
+import type { NodeAnnouncement, NodeRecord } from '../../core/node.ts'
+import type { ClaimResult, DependencyStatus, MetadataStore, NewFile, PurgeItem } from '../../ports.ts'
+import * as q from './queries.ts'
+import { toFile, toNode, toVariant, type FileRow, type NodeRow, type VariantRow } from './rows.ts'
+import type { SqlDb } from './sql-db.ts'
+
+export interface SqlMetadataStoreOptions {
+  /** where stale-tolerant reads go (read replicas); default: `db` */
+  reader?: SqlDb
+  status(): Promise<DependencyStatus>
+  close(): Promise<void>
+}
+
+const idempotent = { idempotent: true }
+
+/** Claims whose UPDATE missed but whose re-read looks alive (a refund in between) are retried this often. */
+const CLAIM_ATTEMPTS = 3
+
+export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptions): MetadataStore {
+  const reader = options.reader ?? db
+
+  async function getFile(id: string): Promise<FileRecord | null> {
+    const stale = await reader.query<FileRow>(q.GET_FILE, [id], idempotent)
+    // a replica may not have the row yet right after createFile: ask the primary
+    const rows = stale.length > 0 || reader === db ? stale : await db.query<FileRow>(q.GET_FILE, [id], idempotent)
+    return rows[0] === undefined ? null : toFile(rows[0])
+  }
+
+  async function claimDownload(id: string, now: Date): Promise<ClaimResult> {
+    for (let attempt = 1; ; attempt++) {
+      // not idempotent: retried by the executor only when provably not applied
+      const claimed = await db.query<FileRow>(q.CLAIM_DOWNLOAD, [id, now])
+      if (claimed[0] !== undefined) return { ok: true, file: toFile(claimed[0]) }
+      const rows = await db.query<FileRow>(q.GET_FILE, [id], idempotent)
+      if (rows[0] === undefined) return { ok: false, reason: 'not_found' }
+      const file = toFile(rows[0])
+      const status = fileStatus(file, now)
+      if (status !== 'active') return { ok: false, reason: status, file }
+      // purged rows are dead by construction; only a concurrent refund gets here
+      if (attempt >= CLAIM_ATTEMPTS) return { ok: false, reason: 'download_limit_reached', file }
+    }
+  }
+
+  async function createFile(file: NewFile): Promise<FileRecord> {
+    const row = await db.transaction(async (tx) => {
+      const { blob } = file
+      await tx.query(q.ACTIVATE_BLOB, [blob.key, blob.size, blob.sha256, file.createdAt])
+      if (file.replicas.length > 0) await tx.query(q.ADD_REPLICAS, [blob.key, file.replicas])
+      const inserted = await tx.query<FileRow>(q.INSERT_FILE, [
+        file.id, blob.key, file.name, file.mime, blob.size, blob.sha256, file.createdAt, file.expiresAt,
+        file.maxDownloads, file.passwordHash, file.deleteTokenHash,
+      ])
+      // throwing rolls back the blob and replica rows of this attempt too
+      if (inserted[0] === undefined) throw new Conflict(`file ${file.id} already exists`)
+      if (file.variants.length > 0) {
+        await tx.query(q.INSERT_VARIANTS, [
+          file.id, file.variants.map((v) => v.name), file.variants.map((v) => v.state), file.variants.map((v) => v.reason),
+        ])
+      }
+      return inserted[0]
+    })
+    return toFile(row)
+  }
+
+  async function setVariant(variant: VariantRecord, replicas: string[]): Promise<void> {
+    if (variant.state === 'ready' && variant.blob === null) throw new Error('a ready variant needs its blob')
+    await db.transaction(async (tx) => {
+      // locks the file row: markPurged cannot run between this and the blob rows
+      const live = await tx.query(q.LOCK_LIVE_FILE, [variant.fileId])
+      if (live.length === 0) throw new NotFound(`file ${variant.fileId} is unknown or purged`)
+      const { blob } = variant
+      if (blob !== null) {
+        await tx.query(q.ACTIVATE_BLOB, [blob.key, blob.size, blob.sha256, new Date()])
+        if (replicas.length > 0) await tx.query(q.ADD_REPLICAS, [blob.key, replicas])
+      }
+      await tx.query(q.UPSERT_VARIANT, [
+        variant.fileId, variant.name, variant.state, blob?.key ?? null, blob?.size ?? null, blob?.sha256 ?? null,
+        variant.mime, variant.reason,
+      ])
+    }, idempotent)
+  }
+
+  async function listPurgeable(diedBefore: Date, limit: number): Promise<PurgeItem[]> {
+    const dead = await db.query<{ id: string }>(q.LIST_DEAD_FILES, [diedBefore, limit], idempotent)
+    if (dead.length === 0) return []
+    const ids = dead.map((r) => r.id)
+    const rows = await db.query<{ file_id: string; key: string; node_ids: string[] }>(q.LIST_PURGE_BLOBS, [ids], idempotent)
+    const items = new Map<string, PurgeItem>(ids.map((id) => [id, { fileId: id, blobs: [] }]))
+    for (const row of rows) items.get(row.file_id)?.blobs.push({ key: row.key, nodeIds: row.node_ids })
+    return [...items.values()]
+  }
+
+  async function markPurged(fileId: string, now: Date): Promise<void> {
+    await db.transaction(async (tx) => {
+      const live = await tx.query(q.LOCK_LIVE_FILE, [fileId])
+      if (live.length === 0) return
+      await tx.query(q.MARK_PURGED, [fileId, now])
+    }, idempotent)
+  }
+
+  return {
+    async beginBlob(key, now) {
+      await db.query(q.BEGIN_BLOB, [key, now], idempotent)
+    },
+    async abandonBlob(key) {
+      await db.query(q.ABANDON_BLOB, [key], idempotent)
+    },
+    async listStalePendingBlobs(before, limit) {
+      const rows = await db.query<{ key: string }>(q.LIST_STALE_PENDING_BLOBS, [before, limit], idempotent)
+      return rows.map((r) => r.key)
+    },
+
+    createFile,
+    getFile,
+    claimDownload,
+    async refundDownload(id) {
+      await db.query(q.REFUND_DOWNLOAD, [id])
+    },
+    async deleteFile(id, now) {
+      const rows = await db.query(q.DELETE_FILE, [id, now], idempotent)
+      return rows.length > 0
+    },
+
+    setVariant,
+    async listVariants(fileId) {
+      const rows = await db.query<VariantRow>(q.LIST_VARIANTS, [fileId], idempotent)
+      return rows.map(toVariant)
+    },
+
+    async listReplicas(blobKey) {
+      const rows = await db.query<{ node_id: string }>(q.LIST_REPLICAS, [blobKey], idempotent)
+      return rows.map((r) => r.node_id)
+    },
+    async addReplica(blobKey, nodeId) {
+      const rows = await db.query<{ blob_exists: boolean }>(q.ADD_REPLICA, [blobKey, nodeId], idempotent)
+      if (rows[0]?.blob_exists !== true) throw new NotFound(`blob ${blobKey} is unknown (purged or abandoned)`)
+    },
+    async removeReplica(blobKey, nodeId) {
+      await db.query(q.REMOVE_REPLICA, [blobKey, nodeId], idempotent)
+    },
+    async countUnderReplicated(factor) {
+      const rows = await reader.query<{ n: number }>(q.COUNT_UNDER_REPLICATED, [factor], idempotent)
+      return rows[0]?.n ?? 0
+    },
+
+    listPurgeable,
+    markPurged,
+
+    async recordHeartbeat(node: NodeAnnouncement, now: Date) {
+      await db.query(q.UPSERT_NODE, [
+        node.id, node.url, node.zone, node.version, node.capacityBytes, node.freeBytes, node.usedBytes,
+        node.blobCount, now,
+      ], idempotent)
+    },
+    async listNodes(): Promise<NodeRecord[]> {
+      const rows = await reader.query<NodeRow>(q.LIST_NODES, [], idempotent)
+      return rows.map(toNode)
+    },
+
+    status: () => options.status(),
+    close: () => options.close(),
+  }
+}

@@ -1,0 +1,236 @@
+// Every SQL statement of the metadata store, one constant each, with its
+// inputs ($n) and output. The same text runs on PostgreSQL and PGlite. Types
+// are cast explicitly so that both drivers serialize parameters alike; counts
+// are cast to int so that neither returns a bigint or a string.
+
+const FILE_COLUMNS = `id, blob_key, name, mime, size, sha256, created_at, expires_at, max_downloads, downloads,
+  password_hash, delete_token_hash, deleted_at, exhausted_at, purged_at`
+
+// ---- blobs ---------------------------------------------------------------
+
+/** in: $1 key, $2 now. out: none. A pending row; an existing row (pending or active) is left alone. */
+export const BEGIN_BLOB = `
+INSERT INTO blobs (key, state, created_at) VALUES ($1::text, 'pending', $2::timestamptz)
+ON CONFLICT (key) DO NOTHING`
+
+/** in: $1 key. out: none. Only a pending row goes; an active blob belongs to a file. */
+export const ABANDON_BLOB = `
+DELETE FROM blobs WHERE key = $1::text AND state = 'pending'`
+
+/** in: $1 before, $2 limit. out: key, oldest first. */
+export const LIST_STALE_PENDING_BLOBS = `
+SELECT key FROM blobs
+WHERE state = 'pending' AND created_at < $1::timestamptz
+ORDER BY created_at, key
+LIMIT $2::int`
+
+/**
+ * in: $1 key, $2 size, $3 sha256, $4 created_at. out: none.
+ * The blob becomes active: a pending row from beginBlob is completed, a missing one inserted.
+ */
+export const ACTIVATE_BLOB = `
+INSERT INTO blobs (key, size, sha256, state, created_at)
+VALUES ($1::text, $2::bigint, $3::text, 'active', $4::timestamptz)
+ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, state = 'active'`
+
+// ---- replicas ------------------------------------------------------------
+
+/** in: $1 blob key, $2 node ids (text[]). out: none. Idempotent. */
+export const ADD_REPLICAS = `
+INSERT INTO replicas (blob_key, node_id)
+SELECT $1::text, n FROM unnest($2::text[]) AS n
+ON CONFLICT DO NOTHING`
+
+/** in: $1 blob key, $2 node id. out: blob_exists (false: no such blob row, nothing added). */
+export const ADD_REPLICA = `
+WITH blob AS (SELECT key FROM blobs WHERE key = $1::text),
+ins AS (
+  INSERT INTO replicas (blob_key, node_id) SELECT key, $2::text FROM blob
+  ON CONFLICT DO NOTHING
+)
+SELECT EXISTS (SELECT 1 FROM blob) AS blob_exists`
+
+/** in: $1 blob key, $2 node id. out: none. */
+export const REMOVE_REPLICA = `
+DELETE FROM replicas WHERE blob_key = $1::text AND node_id = $2::text`
+
+/** in: $1 blob key. out: node_id, sorted. */
+export const LIST_REPLICAS = `
+SELECT node_id FROM replicas WHERE blob_key = $1::text ORDER BY node_id`
+
+/**
+ * in: $1 factor. out: n.
+ * Active blobs with fewer than $1 replicas, except those of purged files
+ * (their rows linger only while a replica is left to delete).
+ */
+export const COUNT_UNDER_REPLICATED = `
+SELECT count(*)::int AS n FROM blobs b
+WHERE b.state = 'active'
+  AND (SELECT count(*) FROM replicas r WHERE r.blob_key = b.key) < $1::int
+  AND NOT EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.key AND f.purged_at IS NOT NULL)
+  AND NOT EXISTS (
+    SELECT 1 FROM variants v JOIN files f ON f.id = v.file_id
+    WHERE v.blob_key = b.key AND f.purged_at IS NOT NULL)`
+
+// ---- files ---------------------------------------------------------------
+
+/**
+ * in: $1 id, $2 blob_key, $3 name, $4 mime, $5 size, $6 sha256, $7 created_at,
+ *     $8 expires_at, $9 max_downloads, $10 password_hash, $11 delete_token_hash.
+ * out: the file row, or no row when the id is taken.
+ */
+export const INSERT_FILE = `
+INSERT INTO files (id, blob_key, name, mime, size, sha256, created_at, expires_at, max_downloads,
+  password_hash, delete_token_hash)
+VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::text, $7::timestamptz, $8::timestamptz,
+  $9::int, $10::text, $11::text)
+ON CONFLICT (id) DO NOTHING
+RETURNING ${FILE_COLUMNS}`
+
+/** in: $1 file id, $2 names (text[]), $3 states (text[]), $4 reasons (text[]). out: none. */
+export const INSERT_VARIANTS = `
+INSERT INTO variants (file_id, name, state, reason)
+SELECT $1::text, v.name, v.state, v.reason
+FROM unnest($2::text[], $3::text[], $4::text[]) AS v (name, state, reason)`
+
+/** in: $1 id. out: the file row or none. */
+export const GET_FILE = `
+SELECT ${FILE_COLUMNS} FROM files WHERE id = $1::text`
+
+/**
+ * in: $1 id, $2 now. out: the updated file row, or none when the link is not
+ * alive (unknown, deleted, expired or at its limit).
+ * ONE statement, so concurrent claims on the same row serialize on its row
+ * lock and each re-checks the limit against the committed count: exactly
+ * max_downloads succeed. The claim that takes the last download sets exhausted_at.
+ */
+export const CLAIM_DOWNLOAD = `
+UPDATE files SET
+  downloads = downloads + 1,
+  exhausted_at = CASE WHEN max_downloads IS NOT NULL AND downloads + 1 >= max_downloads
+                      THEN $2::timestamptz ELSE exhausted_at END
+WHERE id = $1::text
+  AND deleted_at IS NULL AND purged_at IS NULL
+  AND expires_at > $2::timestamptz
+  AND (max_downloads IS NULL OR downloads < max_downloads)
+RETURNING ${FILE_COLUMNS}`
+
+/**
+ * in: $1 id. out: none. Gives one download back; the link lives again if the
+ * refunded claim had exhausted it. Nothing once the bytes are purged.
+ */
+export const REFUND_DOWNLOAD = `
+UPDATE files SET downloads = downloads - 1, exhausted_at = NULL
+WHERE id = $1::text AND downloads > 0 AND purged_at IS NULL`
+
+/** in: $1 id, $2 now. out: id, or none when unknown. A second delete keeps the first time. */
+export const DELETE_FILE = `
+UPDATE files SET deleted_at = COALESCE(deleted_at, $2::timestamptz)
+WHERE id = $1::text
+RETURNING id`
+
+// ---- variants ------------------------------------------------------------
+
+/** in: $1 file id. out: id when the file exists and is not purged; locks its row against markPurged. */
+export const LOCK_LIVE_FILE = `
+SELECT id FROM files WHERE id = $1::text AND purged_at IS NULL FOR UPDATE`
+
+/** in: $1 file id, $2 name, $3 state, $4 blob_key, $5 size, $6 sha256, $7 mime, $8 reason. out: none. */
+export const UPSERT_VARIANT = `
+INSERT INTO variants (file_id, name, state, blob_key, size, sha256, mime, reason, updated_at)
+VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::text, $7::text, $8::text, now())
+ON CONFLICT (file_id, name) DO UPDATE SET
+  state = EXCLUDED.state, blob_key = EXCLUDED.blob_key, size = EXCLUDED.size, sha256 = EXCLUDED.sha256,
+  mime = EXCLUDED.mime, reason = EXCLUDED.reason, updated_at = now()`
+
+/** in: $1 file id. out: variant rows by name. */
+export const LIST_VARIANTS = `
+SELECT file_id, name, state, blob_key, size, sha256, mime, reason
+FROM variants WHERE file_id = $1::text ORDER BY name`
+
+// ---- purge ---------------------------------------------------------------
+
+/** in: $1 died_before, $2 limit. out: id, oldest death first. */
+export const LIST_DEAD_FILES = `
+SELECT id FROM files
+WHERE purged_at IS NULL AND dies_at < $1::timestamptz
+ORDER BY dies_at, id
+LIMIT $2::int`
+
+/**
+ * in: $1 file ids (text[]). out: file_id, key, node_ids (text[], possibly empty).
+ * The blobs of each file (its own and every variant's) that no other unpurged
+ * file uses, each with the nodes that still hold it.
+ */
+export const LIST_PURGE_BLOBS = `
+WITH keys AS (
+  SELECT f.id AS file_id, f.blob_key AS key FROM files f WHERE f.id = ANY ($1::text[])
+  UNION
+  SELECT v.file_id, v.blob_key FROM variants v WHERE v.file_id = ANY ($1::text[]) AND v.blob_key IS NOT NULL
+)
+SELECT k.file_id, k.key,
+  COALESCE(array_agg(r.node_id ORDER BY r.node_id) FILTER (WHERE r.node_id IS NOT NULL), '{}'::text[]) AS node_ids
+FROM keys k
+LEFT JOIN replicas r ON r.blob_key = k.key
+WHERE NOT EXISTS (SELECT 1 FROM files o WHERE o.blob_key = k.key AND o.id <> k.file_id AND o.purged_at IS NULL)
+  AND NOT EXISTS (
+    SELECT 1 FROM variants ov JOIN files o ON o.id = ov.file_id
+    WHERE ov.blob_key = k.key AND ov.file_id <> k.file_id AND o.purged_at IS NULL)
+GROUP BY k.file_id, k.key
+ORDER BY k.file_id, k.key`
+
+/**
+ * in: $1 file id, $2 now. out: purged (false: unknown, already purged, or a
+ * blob of it still has a replica, so nothing changed).
+ * Run after LOCK_LIVE_FILE in the same transaction. Sets purged_at and drops
+ * the file's blob rows that no other unpurged file uses, only once none of
+ * them has a replica left: a replica added since listPurgeable (a variant that
+ * became ready late) keeps the file in the next listing instead of leaking.
+ */
+export const MARK_PURGED = `
+WITH keys AS (
+  SELECT f.blob_key AS key FROM files f WHERE f.id = $1::text
+  UNION
+  SELECT v.blob_key FROM variants v WHERE v.file_id = $1::text AND v.blob_key IS NOT NULL
+),
+own AS (
+  SELECT k.key FROM keys k
+  WHERE NOT EXISTS (SELECT 1 FROM files o WHERE o.blob_key = k.key AND o.id <> $1::text AND o.purged_at IS NULL)
+    AND NOT EXISTS (
+      SELECT 1 FROM variants ov JOIN files o ON o.id = ov.file_id
+      WHERE ov.blob_key = k.key AND ov.file_id <> $1::text AND o.purged_at IS NULL)
+),
+clear AS (
+  SELECT NOT EXISTS (SELECT 1 FROM replicas r JOIN own ON own.key = r.blob_key) AS ok
+),
+purged AS (
+  UPDATE files SET purged_at = $2::timestamptz
+  WHERE id = $1::text AND purged_at IS NULL AND (SELECT ok FROM clear)
+  RETURNING id
+),
+dropped AS (
+  DELETE FROM blobs WHERE key IN (SELECT key FROM own) AND EXISTS (SELECT 1 FROM purged)
+)
+SELECT EXISTS (SELECT 1 FROM purged) AS purged`
+
+// ---- nodes ---------------------------------------------------------------
+
+/**
+ * in: $1 id, $2 url, $3 zone, $4 version, $5 capacity, $6 free, $7 used,
+ *     $8 blob_count, $9 now. out: none. draining is the operator's and stays.
+ */
+export const UPSERT_NODE = `
+INSERT INTO nodes (id, url, zone, version, capacity_bytes, free_bytes, used_bytes, blob_count,
+  last_heartbeat, first_seen)
+VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::bigint, $7::bigint, $8::bigint,
+  $9::timestamptz, $9::timestamptz)
+ON CONFLICT (id) DO UPDATE SET
+  url = EXCLUDED.url, zone = EXCLUDED.zone, version = EXCLUDED.version,
+  capacity_bytes = EXCLUDED.capacity_bytes, free_bytes = EXCLUDED.free_bytes,
+  used_bytes = EXCLUDED.used_bytes, blob_count = EXCLUDED.blob_count,
+  last_heartbeat = GREATEST(nodes.last_heartbeat, EXCLUDED.last_heartbeat)`
+
+/** in: none. out: node rows by id. */
+export const LIST_NODES = `
+SELECT id, url, zone, version, capacity_bytes, free_bytes, used_bytes, blob_count, last_heartbeat, draining
+FROM nodes ORDER BY id`

@@ -1,0 +1,407 @@
+// MetadataStore contract, run against embedded PGlite and a fresh PostgreSQL
+// database (127.0.0.1:5432, or MAYFLY_TEST_DATABASE_URL). One suite, both adapters.
+import { after, before, describe, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import pg from 'pg'
+import { PGlite } from '@electric-sql/pglite'
+import { createLogger } from '../../src/log.ts'
+import { Conflict, NotFound, Unavailable } from '../../src/core/errors.ts'
+import { derivedKey, newId } from '../../src/core/ids.ts'
+import type { VariantRecord } from '../../src/core/file.ts'
+import type { MetadataStore, NewFile } from '../../src/ports.ts'
+import { createEmbeddedMetadataStore } from '../../src/adapters/embedded/metadata.ts'
+import { createPostgresMetadataStore } from '../../src/adapters/postgres/metadata.ts'
+import { readMigrations } from '../../src/adapters/sql/migrate.ts'
+
+const silent = createLogger('silent')
+const ADMIN_URL = process.env.MAYFLY_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+const HOUR = 3600_000
+
+interface Harness {
+  /** a store on the suite's database (every call: the same database) */
+  open(): Promise<MetadataStore>
+  /** opens the same database again, twice at once where the backend allows it */
+  reopen(): Promise<MetadataStore[]>
+  /** rows in schema_migrations (the stores must be closed for PGlite) */
+  countMigrations(): Promise<number>
+  cleanup(): Promise<void>
+}
+
+function newFile(overrides: Partial<NewFile> = {}): NewFile {
+  const now = new Date()
+  return {
+    id: newId(),
+    blob: { key: newId(), size: 5_000_000_000, sha256: randomBytes(32).toString('hex') },
+    replicas: ['n1', 'n2'],
+    name: 'cat.jpg',
+    mime: 'image/jpeg',
+    createdAt: now,
+    expiresAt: new Date(now.getTime() + HOUR),
+    maxDownloads: null,
+    passwordHash: null,
+    deleteTokenHash: 'hash',
+    variants: [],
+    ...overrides,
+  }
+}
+
+function readyVariant(fileId: string, sourceKey: string, name: 'thumbnail' | 'compressed'): VariantRecord {
+  return {
+    fileId, name, state: 'ready', mime: 'image/webp', reason: null,
+    blob: { key: derivedKey(sourceKey, name), size: 1234, sha256: 'ab'.repeat(32) },
+  }
+}
+
+function metadataContract(name: string, makeHarness: () => Promise<Harness>): void {
+  describe(`metadata contract: ${name}`, () => {
+    let harness: Harness
+    let store: MetadataStore
+    before(async () => {
+      harness = await makeHarness()
+      store = await harness.open()
+    })
+    after(async () => {
+      await store?.close()
+      await harness?.cleanup()
+    })
+
+    test('createFile then getFile returns every field', async () => {
+      const input = newFile({
+        maxDownloads: 3,
+        passwordHash: 'scrypt$x',
+        variants: [
+          { name: 'thumbnail', state: 'pending', reason: null },
+          { name: 'compressed', state: 'skipped', reason: 'too small' },
+        ],
+      })
+      const created = await store.createFile(input)
+      const got = await store.getFile(input.id)
+      assert.deepEqual(got, created)
+      assert.deepEqual(created, {
+        id: input.id, blobKey: input.blob.key, name: 'cat.jpg', mime: 'image/jpeg', size: 5_000_000_000,
+        sha256: input.blob.sha256, createdAt: input.createdAt, expiresAt: input.expiresAt, maxDownloads: 3,
+        downloads: 0, passwordHash: 'scrypt$x', deleteTokenHash: 'hash', deletedAt: null, exhaustedAt: null,
+        purgedAt: null,
+      })
+      assert.deepEqual(await store.listReplicas(input.blob.key), ['n1', 'n2'])
+      assert.deepEqual(await store.listVariants(input.id), [
+        { fileId: input.id, name: 'compressed', state: 'skipped', blob: null, mime: null, reason: 'too small' },
+        { fileId: input.id, name: 'thumbnail', state: 'pending', blob: null, mime: null, reason: null },
+      ])
+      assert.equal(await store.getFile(newId()), null)
+    })
+
+    test('a duplicate file id is a Conflict and leaves nothing behind', async () => {
+      const first = newFile()
+      await store.createFile(first)
+      const second = newFile({ id: first.id, replicas: ['n9'] })
+      await assert.rejects(store.createFile(second), Conflict)
+      assert.deepEqual(await store.listReplicas(second.blob.key), [])
+      assert.equal((await store.getFile(first.id))?.blobKey, first.blob.key)
+    })
+
+    test('claims on an unlimited link all succeed', async () => {
+      const file = await store.createFile(newFile())
+      for (let i = 1; i <= 3; i++) {
+        const claim = await store.claimDownload(file.id, new Date())
+        assert.ok(claim.ok)
+        assert.equal(claim.file.downloads, i)
+        assert.equal(claim.file.exhaustedAt, null)
+      }
+    })
+
+    test('the claim that takes the last download sets exhaustedAt; the next is refused', async () => {
+      const file = await store.createFile(newFile({ maxDownloads: 2 }))
+      const t1 = new Date()
+      assert.ok((await store.claimDownload(file.id, t1)).ok)
+      const t2 = new Date(t1.getTime() + 1000)
+      const last = await store.claimDownload(file.id, t2)
+      assert.ok(last.ok)
+      assert.deepEqual(last.file.exhaustedAt, t2)
+      const refused = await store.claimDownload(file.id, new Date(t2.getTime() + 1000))
+      assert.equal(refused.ok, false)
+      assert.equal(refused.reason, 'download_limit_reached')
+      assert.ok('file' in refused && refused.file.downloads === 2)
+    })
+
+    test('claims on unknown, expired and deleted links are refused with the reason', async () => {
+      assert.deepEqual(await store.claimDownload(newId(), new Date()), { ok: false, reason: 'not_found' })
+      const now = new Date()
+      const expired = await store.createFile(newFile({ expiresAt: new Date(now.getTime() - 1) }))
+      const r1 = await store.claimDownload(expired.id, now)
+      assert.equal(!r1.ok && r1.reason, 'expired')
+      const deleted = await store.createFile(newFile({ maxDownloads: 1 }))
+      assert.equal(await store.deleteFile(deleted.id, now), true)
+      const r2 = await store.claimDownload(deleted.id, now)
+      assert.equal(!r2.ok && r2.reason, 'deleted')
+      assert.ok('file' in r2 && r2.file.downloads === 0)
+    })
+
+    test('40 concurrent claims on max_downloads = 25: exactly 25 succeed', async () => {
+      const file = await store.createFile(newFile({ maxDownloads: 25 }))
+      const results = await Promise.all(Array.from({ length: 40 }, () => store.claimDownload(file.id, new Date())))
+      assert.equal(results.filter((r) => r.ok).length, 25)
+      assert.ok(results.filter((r) => !r.ok).every((r) => r.reason === 'download_limit_reached'))
+      const after = await store.getFile(file.id)
+      assert.equal(after?.downloads, 25)
+      assert.notEqual(after?.exhaustedAt, null)
+    })
+
+    test('a refund gives the download back and revives an exhausted link', async () => {
+      const file = await store.createFile(newFile({ maxDownloads: 1 }))
+      assert.ok((await store.claimDownload(file.id, new Date())).ok)
+      await store.refundDownload(file.id)
+      const refunded = await store.getFile(file.id)
+      assert.equal(refunded?.downloads, 0)
+      assert.equal(refunded?.exhaustedAt, null)
+      assert.ok((await store.claimDownload(file.id, new Date())).ok)
+      await store.refundDownload(newId()) // unknown: nothing to do
+    })
+
+    test('deleteFile is idempotent and keeps the first time; false for an unknown id', async () => {
+      const file = await store.createFile(newFile())
+      const t1 = new Date()
+      assert.equal(await store.deleteFile(file.id, t1), true)
+      assert.equal(await store.deleteFile(file.id, new Date(t1.getTime() + 5000)), true)
+      assert.deepEqual((await store.getFile(file.id))?.deletedAt, t1)
+      assert.equal(await store.deleteFile(newId(), t1), false)
+    })
+
+    test('setVariant records ready (blob and replicas), failed and skipped; idempotently', async () => {
+      const input = newFile({ variants: [{ name: 'thumbnail', state: 'pending', reason: null }] })
+      const file = await store.createFile(input)
+      const thumb = readyVariant(file.id, file.blobKey, 'thumbnail')
+      await store.setVariant(thumb, ['n1', 'n3'])
+      await store.setVariant(thumb, ['n1', 'n3'])
+      await store.setVariant({ fileId: file.id, name: 'compressed', state: 'failed', blob: null, mime: null, reason: 'corrupt' }, [])
+      assert.deepEqual(await store.listVariants(file.id), [
+        { fileId: file.id, name: 'compressed', state: 'failed', blob: null, mime: null, reason: 'corrupt' },
+        thumb,
+      ])
+      assert.deepEqual(await store.listReplicas(thumb.blob!.key), ['n1', 'n3'])
+      await store.setVariant({ ...thumb, state: 'skipped', blob: null, mime: null, reason: 'not an image' }, [])
+      assert.equal((await store.listVariants(file.id)).find((v) => v.name === 'thumbnail')?.state, 'skipped')
+      await assert.rejects(store.setVariant(readyVariant(newId(), newId(), 'thumbnail'), ['n1']), NotFound)
+    })
+
+    test('replicas: add, remove, list, idempotent; under-replicated count', async () => {
+      const before = await store.countUnderReplicated(3)
+      const file = await store.createFile(newFile({ replicas: ['n1'] }))
+      assert.equal(await store.countUnderReplicated(3), before + 1)
+      await store.addReplica(file.blobKey, 'n2')
+      await store.addReplica(file.blobKey, 'n2')
+      await store.addReplica(file.blobKey, 'n3')
+      assert.deepEqual(await store.listReplicas(file.blobKey), ['n1', 'n2', 'n3'])
+      assert.equal(await store.countUnderReplicated(3), before)
+      await store.removeReplica(file.blobKey, 'n1')
+      await store.removeReplica(file.blobKey, 'n1')
+      assert.deepEqual(await store.listReplicas(file.blobKey), ['n2', 'n3'])
+      assert.equal(await store.countUnderReplicated(3), before + 1)
+      assert.equal(await store.countUnderReplicated(2), await store.countUnderReplicated(2))
+      await assert.rejects(store.addReplica(newId(), 'n1'), NotFound)
+      assert.deepEqual(await store.listReplicas(newId()), [])
+    })
+
+    test('listPurgeable: expired, exhausted and deleted files past the grace, with variant blobs', async () => {
+      const now = new Date()
+      const past = new Date(now.getTime() - 10_000)
+      const expired = await store.createFile(newFile({ createdAt: past, expiresAt: new Date(now.getTime() - 5000) }))
+      const exhausted = await store.createFile(newFile({ maxDownloads: 1 }))
+      assert.ok((await store.claimDownload(exhausted.id, past)).ok)
+      const deleted = await store.createFile(newFile({ replicas: ['n1'], variants: [{ name: 'thumbnail', state: 'pending', reason: null }] }))
+      const thumb = readyVariant(deleted.id, deleted.blobKey, 'thumbnail')
+      await store.setVariant(thumb, ['n2', 'n3'])
+      await store.deleteFile(deleted.id, past)
+      const alive = await store.createFile(newFile())
+      const recent = await store.createFile(newFile())
+      await store.deleteFile(recent.id, now) // died, but inside the grace period
+
+      const items = await store.listPurgeable(new Date(now.getTime() - 1000), 10_000)
+      const byId = new Map(items.map((i) => [i.fileId, i]))
+      assert.deepEqual(byId.get(expired.id), { fileId: expired.id, blobs: [{ key: expired.blobKey, nodeIds: ['n1', 'n2'] }] })
+      assert.deepEqual(byId.get(exhausted.id)?.blobs, [{ key: exhausted.blobKey, nodeIds: ['n1', 'n2'] }])
+      assert.deepEqual(
+        byId.get(deleted.id)?.blobs,
+        [
+          { key: deleted.blobKey, nodeIds: ['n1'] },
+          { key: thumb.blob!.key, nodeIds: ['n2', 'n3'] },
+        ].sort((a, b) => (a.key < b.key ? -1 : 1)),
+      )
+      assert.equal(byId.has(alive.id), false)
+      assert.equal(byId.has(recent.id), false)
+      assert.equal((await store.listPurgeable(now, 1)).length, 1)
+    })
+
+    test('markPurged waits for the last replica, then drops the blob rows', async () => {
+      const before = await store.countUnderReplicated(3)
+      const file = await store.createFile(newFile({ replicas: ['n1', 'n2'], variants: [{ name: 'thumbnail', state: 'pending', reason: null }] }))
+      const thumb = readyVariant(file.id, file.blobKey, 'thumbnail')
+      await store.setVariant(thumb, ['n3'])
+      const t = new Date()
+      await store.deleteFile(file.id, new Date(t.getTime() - 5000))
+      const [item] = (await store.listPurgeable(t, 10_000)).filter((i) => i.fileId === file.id)
+      assert.ok(item)
+
+      // a replica is left: nothing changes, the file stays listed
+      await store.removeReplica(file.blobKey, 'n1')
+      await store.removeReplica(file.blobKey, 'n2')
+      await store.markPurged(file.id, t)
+      assert.equal((await store.getFile(file.id))?.purgedAt, null)
+      assert.ok((await store.listPurgeable(t, 10_000)).some((i) => i.fileId === file.id))
+
+      await store.removeReplica(thumb.blob!.key, 'n3')
+      await store.markPurged(file.id, t)
+      await store.markPurged(file.id, new Date(t.getTime() + 1000)) // idempotent
+      assert.deepEqual((await store.getFile(file.id))?.purgedAt, t)
+      assert.equal((await store.listPurgeable(t, 10_000)).some((i) => i.fileId === file.id), false)
+      // blob rows are gone: a late copy is refused so its maker deletes it
+      await assert.rejects(store.addReplica(file.blobKey, 'n1'), NotFound)
+      await assert.rejects(store.addReplica(thumb.blob!.key, 'n1'), NotFound)
+      await assert.rejects(store.setVariant(thumb, ['n1']), NotFound)
+      assert.equal(await store.countUnderReplicated(3), before)
+      assert.equal(await store.claimDownload(file.id, t).then((r) => r.ok), false)
+      await store.markPurged(newId(), t) // unknown: nothing to do
+    })
+
+    test('pending blobs: begin, stale listing, abandon; activation by createFile', async () => {
+      const t0 = new Date(Date.now() - 60_000)
+      const stale = newId()
+      const uploaded = newId()
+      await store.beginBlob(stale, t0)
+      await store.beginBlob(stale, new Date()) // idempotent: keeps the first time
+      await store.beginBlob(uploaded, t0)
+      let keys = await store.listStalePendingBlobs(new Date(t0.getTime() + 1), 10_000)
+      assert.ok(keys.includes(stale) && keys.includes(uploaded))
+      assert.equal((await store.listStalePendingBlobs(t0, 10_000)).includes(stale), false)
+
+      const file = await store.createFile(newFile({ blob: { key: uploaded, size: 3, sha256: 'cd'.repeat(32) } }))
+      await store.beginBlob(uploaded, t0) // does not demote an active blob
+      keys = await store.listStalePendingBlobs(new Date(t0.getTime() + 1), 10_000)
+      assert.ok(keys.includes(stale))
+      assert.equal(keys.includes(uploaded), false)
+      await store.abandonBlob(uploaded) // active: untouched
+      assert.deepEqual(await store.listReplicas(file.blobKey), ['n1', 'n2'])
+
+      await store.abandonBlob(stale)
+      await store.abandonBlob(stale)
+      assert.equal((await store.listStalePendingBlobs(new Date(), 10_000)).includes(stale), false)
+    })
+
+    test('recordHeartbeat upserts the node and keeps draining; listNodes returns them', async () => {
+      const id = `node-${newId()}`
+      const t1 = new Date(Date.now() - 1000)
+      const announcement = {
+        id, url: 'http://127.0.0.1:8001', zone: 'a', version: '0.1.0',
+        capacityBytes: 10_000_000_000, freeBytes: 6_000_000_000, usedBytes: 4_000_000_000, blobCount: 7,
+      }
+      await store.recordHeartbeat(announcement, t1)
+      assert.deepEqual((await store.listNodes()).find((n) => n.id === id), { ...announcement, lastHeartbeat: t1, draining: false })
+      const t2 = new Date()
+      await store.recordHeartbeat({ ...announcement, url: 'http://127.0.0.1:9001', blobCount: 8 }, t2)
+      const nodes = await store.listNodes()
+      assert.deepEqual(nodes.find((n) => n.id === id), {
+        ...announcement, url: 'http://127.0.0.1:9001', blobCount: 8, lastHeartbeat: t2, draining: false,
+      })
+      assert.equal(nodes.filter((n) => n.id === id).length, 1)
+    })
+
+    test('status reports the store', async () => {
+      const status = await store.status()
+      assert.equal(status.name, 'metadata')
+      assert.equal(status.ok, true)
+    })
+
+    test('migrations are idempotent: the same database opens again with its data', async () => {
+      const file = await store.createFile(newFile())
+      await store.close()
+      const stores = await harness.reopen()
+      try {
+        for (const s of stores) assert.equal((await s.getFile(file.id))?.id, file.id)
+      } finally {
+        await Promise.all(stores.map((s) => s.close()))
+      }
+      assert.equal(await harness.countMigrations(), (await readMigrations()).length)
+      store = await harness.open()
+      assert.equal((await store.getFile(file.id))?.id, file.id)
+    })
+  })
+}
+
+metadataContract('pglite', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'mayfly-metadata-'))
+  return {
+    open: () => createEmbeddedMetadataStore({ dataDir: dir, log: silent }),
+    // one process, one connection: a PGlite directory opens once at a time
+    reopen: async () => [await createEmbeddedMetadataStore({ dataDir: dir, log: silent })],
+    async countMigrations() {
+      const db = await PGlite.create(join(dir, 'metadata'))
+      try {
+        return (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM schema_migrations')).rows[0]!.n
+      } finally {
+        await db.close()
+      }
+    },
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  }
+})
+
+metadataContract('postgresql', async () => {
+  const name = `mayfly_test_${randomBytes(6).toString('hex')}`
+  const admin = new pg.Client({ connectionString: ADMIN_URL })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`)
+  const url = new URL(ADMIN_URL)
+  url.pathname = `/${name}`
+  const open = () => createPostgresMetadataStore({ url: url.href, log: silent })
+  return {
+    open,
+    // two processes starting at once: the advisory lock serializes their migrations
+    reopen: () => Promise.all([open(), open(), open()]),
+    async countMigrations() {
+      const client = new pg.Client({ connectionString: url.href })
+      await client.connect()
+      try {
+        return (await client.query('SELECT count(*)::int AS n FROM schema_migrations')).rows[0].n
+      } finally {
+        await client.end()
+      }
+    },
+    async cleanup() {
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await admin.end()
+    },
+  }
+})
+
+describe('metadata on PostgreSQL: failures', () => {
+  test('an unreachable server is Unavailable', async () => {
+    const started = Date.now()
+    await assert.rejects(
+      createPostgresMetadataStore({ url: 'postgres://postgres@127.0.0.1:1/none', log: silent, retryForMs: 300 }),
+      Unavailable,
+    )
+    assert.ok(Date.now() - started < 5000)
+  })
+
+  test('a fresh database migrated by four stores starting at once', async () => {
+    const name = `mayfly_test_${randomBytes(6).toString('hex')}`
+    const admin = new pg.Client({ connectionString: ADMIN_URL })
+    await admin.connect()
+    await admin.query(`CREATE DATABASE ${name}`)
+    try {
+      const url = new URL(ADMIN_URL)
+      url.pathname = `/${name}`
+      const stores = await Promise.all(Array.from({ length: 4 }, () => createPostgresMetadataStore({ url: url.href, log: silent })))
+      const file = await stores[0]!.createFile(newFile())
+      assert.equal((await stores[3]!.getFile(file.id))?.id, file.id)
+      await Promise.all(stores.map((s) => s.close()))
+    } finally {
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await admin.end()
+    }
+  })
+})
