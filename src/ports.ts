@@ -71,6 +71,8 @@ export interface MetadataStore {
   /** Records a variant's outcome; a ready variant's blob and replicas in the same transaction. Idempotent. */
   setVariant(variant: VariantRecord, replicas: string[]): Promise<void>
   listVariants(fileId: string): Promise<VariantRecord[]>
+  /** Files of live links with a variant still pending since before `before` (their job may be lost). */
+  listStalePendingVariants(before: Date, limit: number): Promise<string[]>
 
   /** Nodes holding a replica of the blob. */
   listReplicas(blobKey: string): Promise<string[]>
