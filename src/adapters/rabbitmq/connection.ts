@@ -1,0 +1,150 @@
+// One AMQP connection kept open: reconnects with a steady delay (not
+// amqplib's exponential backoff, which idles for seconds after the broker is
+// back) and rotates through the given urls (brokers of a cluster).
+import { connect, type ChannelModel } from 'amqplib'
+import type { Logger } from '../../log.ts'
+import { Unavailable } from '../../core/errors.ts'
+
+export interface SupervisedConnection {
+  /** The open connection, waiting for one at most `timeoutMs`. Throws Unavailable. */
+  get(timeoutMs: number): Promise<ChannelModel>
+  /** Closes `conn` if it is still the current one, so that a fresh one is opened. */
+  recycle(conn: ChannelModel, reason: string): void
+  /** The current connection if open, without waiting. */
+  current(): ChannelModel | null
+  /** true after a failed connect or a lost connection, until the next success */
+  isDown(): boolean
+  close(): Promise<void>
+}
+
+export interface ConnectionOptions {
+  urls: string[]
+  /** connection name shown in the management UI */
+  name: string
+  reconnectDelayMs: number
+  connectTimeoutMs: number
+  /** AMQP heartbeat in seconds: how fast a silent broker is noticed */
+  heartbeatSeconds: number
+  log: Logger
+}
+
+export function superviseConnection(opts: ConnectionOptions): SupervisedConnection {
+  const log = opts.log.child({ connection: opts.name })
+  let conn: ChannelModel | null = null
+  let closed = false
+  let down = false
+  let waiters: ((c: ChannelModel | null) => void)[] = []
+  let wakeSleep: (() => void) | null = null
+  let next = 0
+  let recycled = false
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms)
+      function done() {
+        clearTimeout(timer)
+        wakeSleep = null
+        resolve()
+      }
+      wakeSleep = done
+    })
+
+  async function loop(): Promise<void> {
+    while (!closed) {
+      const url = opts.urls[next++ % opts.urls.length]!
+      let c: ChannelModel
+      try {
+        c = await connect(withHeartbeat(url, opts.heartbeatSeconds), {
+          timeout: opts.connectTimeoutMs,
+          clientProperties: { connection_name: opts.name },
+        })
+      } catch (err) {
+        if (!down) log.warn({ err }, 'rabbitmq unreachable, retrying')
+        down = true
+        await sleep(opts.reconnectDelayMs)
+        continue
+      }
+      if (closed) {
+        await c.close().catch(() => {})
+        return
+      }
+      const lost = new Promise<Error | undefined>((resolve) => {
+        c.on('error', () => {}) // 'close' follows with the same error
+        c.on('close', (err?: Error) => resolve(err))
+      })
+      if (down) log.info('rabbitmq connection restored')
+      down = false
+      conn = c
+      const w = waiters
+      waiters = []
+      for (const fn of w) fn(c)
+      const err = await lost
+      conn = null
+      if (closed) return
+      if (recycled) {
+        recycled = false // we closed it on purpose: reopen at once
+        continue
+      }
+      log.warn({ err }, 'rabbitmq connection lost, reconnecting')
+      down = true
+      await sleep(opts.reconnectDelayMs)
+    }
+  }
+  const running = loop()
+
+  return {
+    current: () => conn,
+    isDown: () => down,
+    get(timeoutMs) {
+      if (closed) return Promise.reject(new Unavailable('job queue closed'))
+      if (conn) return Promise.resolve(conn)
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters = waiters.filter((w) => w !== waiter)
+          reject(new Unavailable('rabbitmq unreachable'))
+        }, timeoutMs)
+        const waiter = (c: ChannelModel | null) => {
+          clearTimeout(timer)
+          if (c) resolve(c)
+          else reject(new Unavailable('job queue closed'))
+        }
+        waiters.push(waiter)
+      })
+    },
+    recycle(c, reason) {
+      if (c !== conn) return
+      log.warn({ reason }, 'reopening rabbitmq connection')
+      conn = null
+      recycled = true
+      c.close().catch(() => {})
+    },
+    async close() {
+      closed = true
+      wakeSleep?.()
+      const w = waiters
+      waiters = []
+      for (const fn of w) fn(null)
+      const c = conn
+      conn = null
+      if (c) await c.close().catch(() => {})
+      await running
+    },
+  }
+}
+
+function withHeartbeat(url: string, seconds: number): string {
+  const u = new URL(url)
+  if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', String(seconds))
+  return u.toString()
+}
+
+/** The url without its password, for logs and status. */
+export function redactAmqpUrl(url: string): string {
+  try {
+    const u = new URL(url)
+    if (u.password) u.password = 'redacted'
+    return u.toString()
+  } catch {
+    return 'invalid url'
+  }
+}

@@ -1,0 +1,306 @@
+// JobQueue contract, run against the embedded queue and RabbitMQ on
+// 127.0.0.1:5672 (each test in its own namespace; its queues are deleted).
+import { test, describe } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import { spawn } from 'node:child_process'
+import { createServer } from 'node:net'
+import { createInterface } from 'node:readline'
+import { connect } from 'amqplib'
+import { createLogger } from '../../src/log.ts'
+import type { Consumer, JobQueue } from '../../src/ports.ts'
+import { PermanentJobError, Unavailable } from '../../src/core/errors.ts'
+import { createEmbeddedQueue } from '../../src/adapters/embedded/queue.ts'
+import { createRabbitQueue } from '../../src/adapters/rabbitmq/queue.ts'
+import { retryQueues, topicQueues } from '../../src/adapters/rabbitmq/topology.ts'
+
+const AMQP_URL = 'amqp://guest:guest@127.0.0.1:5672'
+const silent = createLogger('silent')
+const TOPIC = 'jobs'
+
+interface Policy {
+  maxAttempts: number
+  retryDelayMs: number
+}
+
+interface Fixture {
+  queue: JobQueue
+  /** A consumer on a queue client that can die: RabbitMQ, another connection closed abruptly; embedded, a consumer stopped past its deadline. */
+  victim(): Promise<{ queue: JobQueue; kill(consumer: Consumer): Promise<void> }>
+}
+
+const STOP_TIMEOUT_MS = 100
+
+const adapters: { name: string; make(ns: string, policy: Policy): Fixture; cleanup(ns: string, policy: Policy): Promise<void> }[] = [
+  {
+    name: 'embedded',
+    make(_ns, policy) {
+      const queue = createEmbeddedQueue({ ...policy, stopTimeoutMs: STOP_TIMEOUT_MS, log: silent })
+      return { queue, victim: async () => ({ queue, kill: (c) => c.stop() }) }
+    },
+    cleanup: async () => {},
+  },
+  {
+    name: 'rabbitmq',
+    make(ns, policy) {
+      const make = () => createRabbitQueue({ url: AMQP_URL, namespace: ns, ...policy, stopTimeoutMs: STOP_TIMEOUT_MS, reconnectDelayMs: 50, log: silent })
+      const queue = make()
+      return {
+        queue,
+        async victim() {
+          const victim = make()
+          return { queue: victim, kill: () => victim.close() }
+        },
+      }
+    },
+    async cleanup(ns, policy) {
+      const conn = await connect(AMQP_URL)
+      const ch = await conn.createChannel()
+      const q = topicQueues(ns, TOPIC, { ...policy, maxRetryDelayMs: 5 * 60_000 })
+      for (const name of [q.main, q.dead, ...retryQueues(q).map((r) => r.queue)]) await ch.deleteQueue(name)
+      await conn.close()
+    },
+  },
+]
+
+async function until(check: () => boolean | Promise<boolean>, ms = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`${what} not met within ${ms} ms`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+type T = { after: (fn: () => Promise<void>) => void }
+
+for (const a of adapters) {
+  describe(`queue contract: ${a.name}`, () => {
+    const setup = (t: T, policy: Policy = { maxAttempts: 3, retryDelayMs: 20 }) => {
+      const ns = `t-${randomUUID().slice(0, 8)}`
+      const fx = a.make(ns, policy)
+      const closers: (() => Promise<void>)[] = []
+      t.after(async () => {
+        for (const close of closers) await close()
+        await fx.queue.close()
+        await a.cleanup(ns, policy)
+      })
+      return {
+        ...fx,
+        async victim() {
+          const v = await fx.victim()
+          closers.push(() => v.queue.close())
+          return v
+        },
+      }
+    }
+
+    test('published jobs are consumed once each, on attempt 1', async (t) => {
+      const { queue } = setup(t)
+      const seen: { n: unknown; attempt: number }[] = []
+      const consumer = await queue.consume(TOPIC, async (job, ctx) => {
+        seen.push({ n: job.n, attempt: ctx.attempt })
+      })
+      for (let n = 0; n < 5; n++) await queue.publish(TOPIC, { n, nested: { ok: true } })
+      await until(() => seen.length === 5)
+      assert.deepEqual(seen.map((s) => s.n).sort(), [0, 1, 2, 3, 4])
+      assert.ok(seen.every((s) => s.attempt === 1))
+      await consumer.stop()
+      const [d] = await queue.depths([TOPIC])
+      assert.deepEqual({ ready: d!.ready, unacked: d!.unacked, retrying: d!.retrying, dead: d!.dead }, { ready: 0, unacked: 0, retrying: 0, dead: 0 })
+    })
+
+    test('a failed job is retried after the delay and succeeds on attempt 2', async (t) => {
+      const { queue } = setup(t, { maxAttempts: 3, retryDelayMs: 100 })
+      const attempts: { attempt: number; at: number }[] = []
+      await queue.consume(TOPIC, async (_job, ctx) => {
+        attempts.push({ attempt: ctx.attempt, at: Date.now() })
+        if (ctx.attempt === 1) throw new Error('transient')
+      })
+      await queue.publish(TOPIC, { id: 'x' })
+      await until(() => attempts.length === 2)
+      assert.deepEqual(attempts.map((x) => x.attempt), [1, 2])
+      assert.ok(attempts[1]!.at - attempts[0]!.at >= 90, `retried after ${attempts[1]!.at - attempts[0]!.at} ms`)
+      await until(async () => (await queue.depths([TOPIC]))[0]!.unacked === 0)
+      const [d] = await queue.depths([TOPIC])
+      assert.equal(d!.dead, 0)
+      assert.equal(d!.retrying, 0)
+    })
+
+    test('a poison job is dead-lettered after maxAttempts', async (t) => {
+      const { queue } = setup(t, { maxAttempts: 3, retryDelayMs: 20 })
+      const attempts: number[] = []
+      await queue.consume(TOPIC, async (_job, ctx) => {
+        attempts.push(ctx.attempt)
+        throw new Error('always fails')
+      })
+      await queue.publish(TOPIC, { id: 'poison' })
+      await until(async () => (await queue.depths([TOPIC]))[0]!.dead === 1)
+      assert.deepEqual(attempts, [1, 2, 3])
+      const [d] = await queue.depths([TOPIC])
+      assert.equal(d!.ready, 0)
+      assert.equal(d!.retrying, 0)
+    })
+
+    test('PermanentJobError dead-letters at once', async (t) => {
+      const { queue } = setup(t)
+      const attempts: number[] = []
+      await queue.consume(TOPIC, async (_job, ctx) => {
+        attempts.push(ctx.attempt)
+        throw new PermanentJobError('corrupt input')
+      })
+      await queue.publish(TOPIC, { id: 'bad' })
+      await until(async () => (await queue.depths([TOPIC]))[0]!.dead === 1)
+      assert.deepEqual(attempts, [1])
+    })
+
+    test('concurrency is respected', async (t) => {
+      const { queue } = setup(t)
+      let running = 0
+      let peak = 0
+      let done = 0
+      await queue.consume(
+        TOPIC,
+        async () => {
+          running++
+          peak = Math.max(peak, running)
+          await new Promise((r) => setTimeout(r, 30))
+          running--
+          done++
+        },
+        { concurrency: 2 },
+      )
+      for (let i = 0; i < 6; i++) await queue.publish(TOPIC, { i })
+      await until(() => done === 6)
+      assert.equal(peak, 2)
+    })
+
+    test('stop() waits for running jobs, which are then not delivered again', async (t) => {
+      const { queue } = setup(t)
+      const seen: number[] = []
+      let started = false
+      const consumer = await queue.consume(TOPIC, async (_job, ctx) => {
+        started = true
+        await new Promise((r) => setTimeout(r, 40))
+        seen.push(ctx.attempt)
+      })
+      await queue.publish(TOPIC, { id: 1 })
+      await until(() => started)
+      await consumer.stop()
+      assert.deepEqual(seen, [1])
+      const [d] = await queue.depths([TOPIC])
+      assert.equal(d!.ready, 0)
+      assert.equal(d!.consumers, 0)
+    })
+
+    test('a job in flight when its consumer dies is delivered again', async (t) => {
+      const { queue, victim } = setup(t)
+      const v = await victim()
+      let release!: () => void
+      const hang = new Promise<void>((r) => (release = r))
+      t.after(async () => release())
+      let victimGot: number | null = null
+      const dying = await v.queue.consume(TOPIC, async (_job, ctx) => {
+        victimGot = ctx.attempt
+        await hang
+      })
+      await queue.publish(TOPIC, { id: 'in-flight' })
+      await until(() => victimGot !== null)
+      await v.kill(dying)
+      const got: { id: unknown; attempt: number }[] = []
+      await queue.consume(TOPIC, async (job, ctx) => {
+        got.push({ id: job.id, attempt: ctx.attempt })
+      })
+      await until(() => got.length === 1)
+      assert.equal(victimGot, 1)
+      assert.deepEqual(got, [{ id: 'in-flight', attempt: 2 }])
+    })
+
+    test('depths report ready, retrying, dead and consumers', async (t) => {
+      const { queue } = setup(t, { maxAttempts: 2, retryDelayMs: 60_000 })
+      await queue.publish(TOPIC, { id: 1 })
+      await queue.publish(TOPIC, { id: 2 })
+      await until(async () => (await queue.depths([TOPIC]))[0]!.ready === 2)
+      let first = true
+      const consumer = await queue.consume(TOPIC, async () => {
+        if (first) {
+          first = false
+          throw new Error('to the retry queue')
+        }
+        throw new PermanentJobError('to the dead-letter queue')
+      })
+      await until(async () => {
+        const [d] = await queue.depths([TOPIC])
+        return d!.retrying === 1 && d!.dead === 1
+      })
+      const [d] = await queue.depths([TOPIC])
+      assert.equal(d!.ready, 0)
+      assert.equal(d!.consumers, 1)
+      await consumer.stop()
+      assert.equal((await queue.depths([TOPIC]))[0]!.consumers, 0)
+    })
+  })
+}
+
+describe('queue: rabbitmq only', () => {
+  test('publish to an unreachable broker throws Unavailable within publishTimeoutMs', async (t) => {
+    const server = createServer()
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    const address = server.address()
+    await new Promise((r) => server.close(r))
+    assert.ok(address && typeof address === 'object')
+    const queue = createRabbitQueue({
+      url: `amqp://guest:guest@127.0.0.1:${address.port}`,
+      namespace: 't-down',
+      maxAttempts: 3,
+      retryDelayMs: 20,
+      publishTimeoutMs: 300,
+      reconnectDelayMs: 50,
+      log: silent,
+    })
+    t.after(() => queue.close())
+    const started = Date.now()
+    await assert.rejects(queue.publish(TOPIC, { id: 1 }), Unavailable)
+    assert.ok(Date.now() - started < 1000)
+    assert.equal((await queue.status()).ok, false)
+    await assert.rejects(queue.depths([TOPIC]), Unavailable)
+  })
+
+  test('a consumer process killed with SIGKILL mid-job: the job is delivered again', async (t) => {
+    const ns = `t-${randomUUID().slice(0, 8)}`
+    const policy = { maxAttempts: 3, retryDelayMs: 20 }
+    const queue = createRabbitQueue({ url: AMQP_URL, namespace: ns, ...policy, log: silent })
+    t.after(async () => {
+      await queue.close()
+      await adapters[1]!.cleanup(ns, policy)
+    })
+    const script = `
+      import { createRabbitQueue } from ${JSON.stringify(new URL('../../src/adapters/rabbitmq/queue.ts', import.meta.url).href)}
+      import { createLogger } from ${JSON.stringify(new URL('../../src/log.ts', import.meta.url).href)}
+      const q = createRabbitQueue({ url: ${JSON.stringify(AMQP_URL)}, namespace: ${JSON.stringify(ns)}, maxAttempts: 3, retryDelayMs: 20, log: createLogger('silent') })
+      await q.consume(${JSON.stringify(TOPIC)}, async (job, ctx) => {
+        process.stdout.write(JSON.stringify({ id: job.id, attempt: ctx.attempt }) + '\\n')
+        await new Promise(() => {})
+      })
+      process.stdout.write('ready\\n')
+    `
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    t.after(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    })
+    const lines: string[] = []
+    createInterface({ input: child.stdout }).on('line', (l) => lines.push(l))
+    await until(() => lines.includes('ready'), 10_000, 'child consumer ready')
+    await queue.publish(TOPIC, { id: 'crash' })
+    await until(() => lines.length === 2, 5000, 'child got the job')
+    assert.deepEqual(JSON.parse(lines[1]!), { id: 'crash', attempt: 1 })
+    const exited = new Promise((r) => child.once('exit', r))
+    child.kill('SIGKILL')
+    await exited
+    const got: { id: unknown; attempt: number }[] = []
+    await queue.consume(TOPIC, async (job, ctx) => {
+      got.push({ id: job.id, attempt: ctx.attempt })
+    })
+    await until(() => got.length === 1)
+    assert.deepEqual(got, [{ id: 'crash', attempt: 2 }])
+  })
+})
