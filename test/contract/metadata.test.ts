@@ -6,7 +6,9 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
+import { setImmediate } from 'node:timers/promises'
 import pg from 'pg'
+import { pino } from 'pino'
 import { PGlite } from '@electric-sql/pglite'
 import { createLogger } from '../../src/log.ts'
 import { Conflict, NotFound, Unavailable } from '../../src/core/errors.ts'
@@ -186,6 +188,22 @@ function metadataContract(name: string, makeHarness: () => Promise<Harness>): vo
       await store.setVariant({ ...thumb, state: 'skipped', blob: null, mime: null, reason: 'not an image' }, [])
       assert.equal((await store.listVariants(file.id)).find((v) => v.name === 'thumbnail')?.state, 'skipped')
       await assert.rejects(store.setVariant(readyVariant(newId(), newId(), 'thumbnail'), ['n1']), NotFound)
+    })
+
+    test('listStalePendingVariants: live files with a variant pending since before the cutoff', async () => {
+      const old = new Date(Date.now() - 60_000)
+      const pending = [{ name: 'thumbnail' as const, state: 'pending' as const, reason: null }]
+      const stuck = await store.createFile(newFile({ createdAt: old, variants: pending }))
+      const done = await store.createFile(newFile({ createdAt: old, variants: pending }))
+      await store.setVariant(readyVariant(done.id, done.blobKey, 'thumbnail'), ['n1'])
+      const fresh = await store.createFile(newFile({ variants: pending }))
+      const dead = await store.createFile(newFile({ createdAt: old, variants: pending }))
+      await store.deleteFile(dead.id, new Date())
+      const skipped = await store.createFile(newFile({ createdAt: old, variants: [{ name: 'thumbnail', state: 'skipped', reason: 'pdf' }] }))
+
+      const ids = await store.listStalePendingVariants(new Date(Date.now() - 1000), 10_000)
+      assert.ok(ids.includes(stuck.id))
+      for (const f of [done, fresh, dead, skipped]) assert.equal(ids.includes(f.id), false)
     })
 
     test('replicas: add, remove, list, idempotent; under-replicated count', async () => {
@@ -377,7 +395,88 @@ metadataContract('postgresql', async () => {
   }
 })
 
+/** A fresh database for one test, dropped after it. */
+async function freshDatabase(t: { after: (fn: () => Promise<void>) => void }): Promise<{ url: string; admin: pg.Client }> {
+  const name = `mayfly_test_${randomBytes(6).toString('hex')}`
+  const admin = new pg.Client({ connectionString: ADMIN_URL })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`)
+  t.after(async () => {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    await admin.end()
+  })
+  const url = new URL(ADMIN_URL)
+  url.pathname = `/${name}`
+  return { url: url.href, admin }
+}
+
+/** A logger whose warnings the test can wait for. */
+function watchedLogger() {
+  const messages: string[] = []
+  const waiters: { text: string; resolve: () => void }[] = []
+  const log = pino({ level: 'warn' }, {
+    write(line: string) {
+      const entry = JSON.parse(line) as { msg: string; err?: { code?: string } }
+      const msg = `${entry.msg} ${entry.err?.code ?? ''}`
+      messages.push(msg)
+      for (const w of waiters.filter((w) => msg.includes(w.text))) w.resolve()
+    },
+  })
+  /** Resolves once a warning containing `text` was logged; fails after 5 s. */
+  const warned = (text: string) =>
+    messages.some((m) => m.includes(text))
+      ? Promise.resolve()
+      : new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`no warning "${text}" within 5 s`)), 5000)
+          waiters.push({ text, resolve: () => { clearTimeout(timer); resolve() } })
+        })
+  return { log, warned }
+}
+
 describe('metadata on PostgreSQL: failures', () => {
+  test('a failover (sessions killed, read-only until promoted) is ridden out; a claim counts once', async (t) => {
+    const { url, admin } = await freshDatabase(t)
+    const { log, warned } = watchedLogger()
+    const store = await createPostgresMetadataStore({ url, log, retryForMs: 10_000 })
+    t.after(() => store.close())
+    const file = await store.createFile(newFile({ maxDownloads: 5 }))
+    const db = new URL(url).pathname.slice(1)
+
+    // the "old primary" goes away and the endpoint now reaches a server that refuses writes (25006)
+    await admin.query(`ALTER DATABASE ${db} SET default_transaction_read_only = on`)
+    const others = 'FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()'
+    await admin.query(`SELECT pg_terminate_backend(pid) ${others}`, [db])
+    while ((await admin.query(`SELECT count(*)::int AS n ${others}`, [db])).rows[0].n > 0) await setImmediate()
+    // idempotent reads take every pooled connection, so the dead ones are found and replaced by these
+    await Promise.all(Array.from({ length: 10 }, () => store.listNodes()))
+    // a claim is not idempotent: it may only be retried because 25006 proves nothing was applied
+    const claim = store.claimDownload(file.id, new Date())
+    const begin = store.beginBlob(newId(), new Date())
+    await warned('PostgreSQL unavailable, retrying 25006')
+
+    // "promoted": new sessions accept writes; the pool drops every session that answered 25006
+    await admin.query(`ALTER DATABASE ${db} RESET default_transaction_read_only`)
+    assert.equal((await claim).ok, true)
+    await begin
+    assert.equal((await store.getFile(file.id))?.downloads, 1)
+  })
+
+  test('read replicas serve stale-tolerant reads; a failing one falls back to the primary', async (t) => {
+    const { url } = await freshDatabase(t)
+    const store = await createPostgresMetadataStore({ url, readUrls: [url, 'postgres://postgres@127.0.0.1:1/none'], log: silent })
+    t.after(() => store.close())
+    const file = await store.createFile(newFile())
+    for (let i = 0; i < 4; i++) {
+      assert.equal((await store.getFile(file.id))?.id, file.id)
+      assert.equal(await store.countUnderReplicated(3), 1)
+    }
+    const status = await store.status()
+    assert.equal(status.ok, true)
+    const reads = status.detail.readReplicas as { ok: boolean }[]
+    assert.deepEqual(reads.map((r) => r.ok), [true, false])
+    assert.equal(JSON.stringify(status).includes('postgres://'), false)
+  })
+
   test('an unreachable server is Unavailable', async () => {
     const started = Date.now()
     await assert.rejects(

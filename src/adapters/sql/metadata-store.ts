@@ -67,6 +67,7 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
       if (file.variants.length > 0) {
         await tx.query(q.INSERT_VARIANTS, [
           file.id, file.variants.map((v) => v.name), file.variants.map((v) => v.state), file.variants.map((v) => v.reason),
+          file.createdAt,
         ])
       }
       return inserted[0]
@@ -137,6 +138,10 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
     async listVariants(fileId) {
       const rows = await db.query<VariantRow>(q.LIST_VARIANTS, [fileId], idempotent)
       return rows.map(toVariant)
+    },
+    async listStalePendingVariants(before, limit) {
+      const rows = await db.query<{ file_id: string }>(q.LIST_STALE_PENDING_VARIANTS, [before, limit], idempotent)
+      return rows.map((r) => r.file_id)
     },
 
     async listReplicas(blobKey) {

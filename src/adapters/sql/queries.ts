@@ -87,10 +87,10 @@ VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::text, $7::timest
 ON CONFLICT (id) DO NOTHING
 RETURNING ${FILE_COLUMNS}`
 
-/** in: $1 file id, $2 names (text[]), $3 states (text[]), $4 reasons (text[]). out: none. */
+/** in: $1 file id, $2 names (text[]), $3 states (text[]), $4 reasons (text[]), $5 created_at. out: none. */
 export const INSERT_VARIANTS = `
-INSERT INTO variants (file_id, name, state, reason)
-SELECT $1::text, v.name, v.state, v.reason
+INSERT INTO variants (file_id, name, state, reason, updated_at)
+SELECT $1::text, v.name, v.state, v.reason, $5::timestamptz
 FROM unnest($2::text[], $3::text[], $4::text[]) AS v (name, state, reason)`
 
 /** in: $1 id. out: the file row or none. */
@@ -147,6 +147,18 @@ ON CONFLICT (file_id, name) DO UPDATE SET
 export const LIST_VARIANTS = `
 SELECT file_id, name, state, blob_key, size, sha256, mime, reason
 FROM variants WHERE file_id = $1::text ORDER BY name`
+
+/**
+ * in: $1 before, $2 limit. out: file_id, the longest-waiting first.
+ * Files of live links (by the database clock) with a variant pending since before $1.
+ */
+export const LIST_STALE_PENDING_VARIANTS = `
+SELECT v.file_id FROM variants v JOIN files f ON f.id = v.file_id
+WHERE v.state = 'pending' AND v.updated_at < $1::timestamptz
+  AND f.deleted_at IS NULL AND f.exhausted_at IS NULL AND f.purged_at IS NULL AND f.expires_at > now()
+GROUP BY v.file_id
+ORDER BY min(v.updated_at), v.file_id
+LIMIT $2::int`
 
 // ---- purge ---------------------------------------------------------------
 
