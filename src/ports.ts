@@ -68,7 +68,10 @@ export interface MetadataStore {
   /** Kills the link (deletedAt = now). Idempotent; false when the id is unknown. */
   deleteFile(id: string, now: Date): Promise<boolean>
 
-  /** Records a variant's outcome; a ready variant's blob and replicas in the same transaction. Idempotent. */
+  /**
+   * Records a variant's outcome; a ready variant's blob and replicas in the same transaction. Idempotent.
+   * Throws NotFound when the file is unknown or already purged (then delete the blob you wrote).
+   */
   setVariant(variant: VariantRecord, replicas: string[]): Promise<void>
   listVariants(fileId: string): Promise<VariantRecord[]>
   /** Files of live links with a variant still pending since before `before` (their job may be lost). */
@@ -76,7 +79,7 @@ export interface MetadataStore {
 
   /** Nodes holding a replica of the blob. */
   listReplicas(blobKey: string): Promise<string[]>
-  /** Idempotent. */
+  /** Idempotent. Throws NotFound when the blob row is gone (purged or abandoned): delete that copy. */
   addReplica(blobKey: string, nodeId: string): Promise<void>
   /** Idempotent. */
   removeReplica(blobKey: string, nodeId: string): Promise<void>
@@ -85,7 +88,10 @@ export interface MetadataStore {
 
   /** Files that died before `diedBefore` and are not purged, with their blobs and replicas. */
   listPurgeable(diedBefore: Date, limit: number): Promise<PurgeItem[]>
-  /** Marks the file purged and drops its blob rows once no replica is left. */
+  /**
+   * Marks the file purged and drops its blob rows, once no blob of it has a replica left; while one
+   * has, nothing changes and the file stays in listPurgeable (check getFile(id).purgedAt). Idempotent.
+   */
   markPurged(fileId: string, now: Date): Promise<void>
 
   /** A node announced itself or sent a heartbeat. */
