@@ -217,6 +217,9 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
 
       let current = await connect()
       const out = new PassThrough({ highWaterMark: 256 * 1024 })
+      // A whole read is checked end to end: nodes verify what they send, and
+      // this last check guarantees a body never ends cleanly with wrong bytes.
+      const hash = start === 0 && end === blob.size - 1 ? createHash('sha256') : null
       out.on('close', () => current.body.destroy())
 
       const pump = async () => {
@@ -224,10 +227,11 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
           try {
             for await (const chunk of current.body as AsyncIterable<Buffer>) {
               position += chunk.length
+              hash?.update(chunk)
               if (!out.write(chunk)) await once(out, 'drain')
               if (out.destroyed) return
             }
-            if (position > end) return void out.end()
+            if (position > end) return void finish()
             throw new Unavailable(`node ${current.node.id} ended the blob early`, 'replica_truncated')
           } catch (err) {
             if (out.destroyed) return
@@ -242,6 +246,12 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
             }
           }
         }
+      }
+      const finish = () => {
+        const actual = hash?.digest('hex')
+        if (actual === undefined || actual === blob.sha256) return void out.end()
+        log.error({ key: blob.key, actual, expected: blob.sha256 }, 'a read assembled wrong bytes; cutting the response')
+        out.destroy(new Unavailable('the bytes read do not match the checksum', 'checksum_mismatch'))
       }
       void pump()
       return out

@@ -1,0 +1,117 @@
+// Commands for people: upload, download and status against a gateway.
+import { createReadStream, createWriteStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import { basename } from 'node:path'
+import { Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { SingleBar, Presets } from 'cli-progress'
+import { FormData, request } from 'undici'
+import { formatBytes } from '../services/gateway/pages.ts'
+
+export interface ClientOptions {
+  url: string
+}
+
+/** "90", "90s", "15m", "1h", "7d" → seconds */
+export function parseDuration(text: string): number {
+  const m = /^(\d+)\s*([smhd]?)$/.exec(text.trim())
+  if (m === null) throw new Error(`not a duration: ${JSON.stringify(text)} (use e.g. 90, 15m, 1h, 7d)`)
+  const unit = { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as '' | 's' | 'm' | 'h' | 'd']
+  return Number(m[1]) * unit
+}
+
+function progressBar(total: number, verb: string) {
+  const bar = new SingleBar(
+    { format: `${verb} [{bar}] {percentage}% | {done} of {size} | {speed}/s`, hideCursor: true, stream: process.stderr },
+    Presets.shades_classic,
+  )
+  const started = Date.now()
+  let done = 0
+  bar.start(total, 0, { done: '0 B', size: formatBytes(total), speed: '0 B' })
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, callback) {
+      done += chunk.length
+      const seconds = Math.max(0.001, (Date.now() - started) / 1000)
+      bar.update(done, { done: formatBytes(done), speed: formatBytes(Math.round(done / seconds)) })
+      callback(null, chunk)
+    },
+  })
+  return { counter, stop: () => bar.stop() }
+}
+
+async function failure(res: { statusCode: number; body: { text(): Promise<string> } }): Promise<never> {
+  const text = await res.body.text()
+  let message = text
+  try {
+    const json = JSON.parse(text) as { error?: string; message?: string }
+    message = `${json.error}: ${json.message}`
+  } catch {
+    // not JSON: show it as it is
+  }
+  throw new Error(`the gateway answered ${res.statusCode}: ${message}`)
+}
+
+export async function uploadCommand(
+  file: string,
+  options: ClientOptions & { maxDownloads?: string; expiresIn?: string; password?: string },
+): Promise<void> {
+  const { size } = await stat(file)
+  const form = new FormData()
+  if (options.maxDownloads !== undefined) form.set('max_downloads', options.maxDownloads)
+  if (options.expiresIn !== undefined) form.set('expires_in', String(parseDuration(options.expiresIn)))
+  if (options.password !== undefined) form.set('password', options.password)
+  const progress = progressBar(size, 'uploading')
+  const source = createReadStream(file).pipe(progress.counter)
+  // a Blob-like that streams, so the file is never read into memory
+  form.set('file', { [Symbol.toStringTag]: 'File', name: basename(file), type: '', size, stream: () => source } as unknown as Blob, basename(file))
+  try {
+    const res = await request(`${options.url}/api/upload`, { method: 'POST', body: form })
+    progress.stop()
+    if (res.statusCode !== 201) await failure(res)
+    const body = (await res.body.json()) as Record<string, unknown>
+    process.stdout.write(`${JSON.stringify(body, null, 2)}\n`)
+    process.stderr.write(`\nshare: ${String(body.share_url)}\ndelete token: ${String(body.delete_token)}\n`)
+  } finally {
+    progress.stop()
+  }
+}
+
+export async function downloadCommand(id: string, options: ClientOptions & { output?: string; password?: string }): Promise<void> {
+  const headers: Record<string, string> = {}
+  if (options.password !== undefined) headers['x-mayfly-password'] = options.password
+  const res = await request(`${options.url}/api/download/${encodeURIComponent(id)}`, { headers })
+  if (res.statusCode !== 200) await failure(res)
+  const disposition = String(res.headers['content-disposition'] ?? '')
+  const name = /filename\*=UTF-8''([^;]+)/.exec(disposition)?.[1]
+  const output = options.output ?? (name !== undefined ? basename(decodeURIComponent(name)) : id)
+  const progress = progressBar(Number(res.headers['content-length'] ?? 0), 'downloading')
+  try {
+    await pipeline(res.body, progress.counter, createWriteStream(output, { flags: 'wx' }))
+  } finally {
+    progress.stop()
+  }
+  process.stderr.write(`saved ${output}\n`)
+}
+
+export async function statusCommand(options: ClientOptions & { json?: boolean }): Promise<void> {
+  const res = await request(`${options.url}/api/cluster`)
+  if (res.statusCode !== 200) await failure(res)
+  const cluster = (await res.body.json()) as {
+    storage_nodes: { id: string; zone: string; state: string; url: string; used_bytes: number; free_bytes: number; blob_count: number }[]
+    metadata: { kind: string; ok: boolean }
+    cache: { kind: string; ok: boolean }
+    queue: { kind: string; ok: boolean; queues: { queue: string; ready: number; dead: number }[] }
+    replication: { factor: number; write_quorum: number; blobs_below_factor: number | null }
+  }
+  if (options.json === true) return void process.stdout.write(`${JSON.stringify(cluster, null, 2)}\n`)
+  const rows = [['NODE', 'ZONE', 'STATE', 'URL', 'USED', 'FREE', 'BLOBS']]
+  for (const n of cluster.storage_nodes) rows.push([n.id, n.zone, n.state, n.url, formatBytes(n.used_bytes), formatBytes(n.free_bytes), String(n.blob_count)])
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
+  for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ')}\n`)
+  const tier = (t: { kind: string; ok: boolean }) => `${t.kind} ${t.ok ? 'ok' : 'DOWN'}`
+  process.stdout.write(
+    `\nmetadata: ${tier(cluster.metadata)}   cache: ${tier(cluster.cache)}   queue: ${tier(cluster.queue)}\n` +
+      `replication: factor ${cluster.replication.factor}, write quorum ${cluster.replication.write_quorum}, blobs below factor: ${cluster.replication.blobs_below_factor ?? 'unknown'}\n`,
+  )
+  for (const q of cluster.queue.queues) process.stdout.write(`queue ${q.queue}: ${q.ready} ready, ${q.dead} dead\n`)
+}

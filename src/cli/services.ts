@@ -1,0 +1,66 @@
+// The production commands: one service per process (DESIGN §2).
+import { buildGateway } from '../services/gateway/app.ts'
+import { runStorageNode } from '../services/storage-node/run.ts'
+import { startWorker } from '../services/worker/worker.ts'
+import { createInfrastructure, gatewaySettings, VARIANT_TOPIC, type Infrastructure } from '../wiring.ts'
+import type { Config } from '../config.ts'
+import type { Logger } from '../log.ts'
+import { closeOnSignal, configOrExit, requireSecret, rootLogger } from './lifecycle.ts'
+
+export async function startGateway(config: Config, log: Logger, infra: Infrastructure, secret: string, port: number) {
+  const app = buildGateway({
+    settings: gatewaySettings(config, secret),
+    log,
+    metadata: infra.metadata,
+    cache: infra.cache,
+    queue: infra.queue,
+    blobs: infra.blobs,
+    nodes: infra.nodes,
+    metrics: infra.metrics,
+  })
+  await app.listen({ host: config.MAYFLY_HOST, port })
+  return app
+}
+
+export function workerOptions(config: Config, log: Logger, infra: Infrastructure) {
+  return {
+    metadata: infra.metadata,
+    blobs: infra.blobs,
+    nodes: infra.nodes,
+    queue: infra.queue,
+    lock: infra.lock,
+    log,
+    variantTopic: VARIANT_TOPIC,
+    concurrency: config.MAYFLY_WORKER_CONCURRENCY,
+    maxUploadBytes: config.MAYFLY_MAX_UPLOAD_BYTES,
+    deleteGraceMs: config.MAYFLY_DELETE_GRACE_SECONDS * 1000,
+    sweepIntervalMs: config.MAYFLY_SWEEP_INTERVAL_SECONDS * 1000,
+    namespace: config.MAYFLY_NAMESPACE,
+  }
+}
+
+export async function gatewayCommand(): Promise<void> {
+  const config = configOrExit()
+  const log = rootLogger(config, 'gateway')
+  const secret = requireSecret(config)
+  const infra = await createInfrastructure(config, log, secret)
+  const app = await startGateway(config, log, infra, secret, config.MAYFLY_PORT ?? 5000)
+  closeOnSignal(log, [() => infra.close(), () => app.close()])
+}
+
+export async function workerCommand(): Promise<void> {
+  const config = configOrExit()
+  const log = rootLogger(config, 'worker')
+  const secret = requireSecret(config)
+  const infra = await createInfrastructure(config, log, secret)
+  const worker = await startWorker(workerOptions(config, log, infra))
+  closeOnSignal(log, [() => infra.close(), () => worker.stop()])
+}
+
+export async function storageNodeCommand(): Promise<void> {
+  const config = configOrExit()
+  const log = rootLogger(config, 'storage-node')
+  requireSecret(config)
+  const node = await runStorageNode(config, log)
+  closeOnSignal(log, [() => node.close()])
+}

@@ -1,0 +1,54 @@
+// The `mayfly` command line (DESIGN §2).
+import { Command } from 'commander'
+import { downloadCommand, statusCommand, uploadCommand } from './cli/client.ts'
+import { gatewayCommand, storageNodeCommand, workerCommand } from './cli/services.ts'
+import { upCommand } from './cli/up.ts'
+
+const DEFAULT_URL = process.env.MAYFLY_URL ?? 'http://localhost:5000'
+
+const program = new Command('mayfly')
+  .description('Self-hosted, self-healing store for expiring file and image shares')
+  .showHelpAfterError()
+
+program
+  .command('up')
+  .description('start a local cluster: gateway, three storage nodes (zones a, b, c) and a worker')
+  .option('--data-dir <dir>', 'where everything is kept (MAYFLY_DATA_DIR)')
+  .option('--port <port>', 'gateway port (MAYFLY_PORT)')
+  .option('--node-ports <ports>', 'storage node ports, comma-separated', '8001,8002,8003')
+  .action(upCommand)
+
+program.command('gateway').description('run a gateway (public API and web UI)').action(gatewayCommand)
+program.command('storage-node').description('run a storage node').action(storageNodeCommand)
+program.command('worker').description('run a worker (image variants, removal of dead files)').action(workerCommand)
+
+program
+  .command('upload')
+  .description('upload a file and print its link')
+  .argument('<file>')
+  .option('--max-downloads <n>', 'the link dies after this many downloads')
+  .option('--expires-in <duration>', 'e.g. 90s, 15m, 1h, 7d')
+  .option('--password <password>', 'protect the link with a password')
+  .option('--url <url>', 'the gateway', DEFAULT_URL)
+  .action(uploadCommand)
+
+program
+  .command('download')
+  .description('download a file by its id')
+  .argument('<id>')
+  .option('-o, --output <file>', 'where to save it (default: its name)')
+  .option('--password <password>', 'the link password')
+  .option('--url <url>', 'the gateway', DEFAULT_URL)
+  .action(downloadCommand)
+
+program
+  .command('status')
+  .description('the cluster as a table')
+  .option('--json', 'print the raw JSON')
+  .option('--url <url>', 'the gateway', DEFAULT_URL)
+  .action(statusCommand)
+
+program.parseAsync().catch((err: unknown) => {
+  process.stderr.write(`mayfly: ${err instanceof Error ? err.message : String(err)}\n`)
+  process.exit(1)
+})

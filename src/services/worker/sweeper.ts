@@ -1,0 +1,127 @@
+// Physical deletion (DESIGN §5.4): after a file dies and its grace period
+// passes, its blob and its variants' blobs leave every node that holds them.
+// One sweeper at a time across all processes (a lease); every step is
+// idempotent, so a sweeper that loses its lease halfway does no harm.
+// A node that is down keeps its replica rows, so it is swept when it returns.
+import type { Logger } from '../../log.ts'
+import type { BlobStore, Lease, Lock, MetadataStore, PurgeItem } from '../../ports.ts'
+import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
+
+/** An upload still pending after this long has lost its gateway: its bytes are removed. */
+const STALE_UPLOAD_MS = 12 * 3600_000
+const BATCH = 100
+
+export interface SweeperOptions {
+  metadata: MetadataStore
+  blobs: BlobStore
+  nodes: NodeDirectory
+  lock: Lock
+  log: Logger
+  graceMs: number
+  intervalMs: number
+  /** lock name; the namespace keeps test runs apart */
+  lockName: string
+  now?: () => Date
+}
+
+export interface SweepResult {
+  purgedFiles: number
+  removedReplicas: number
+  abandonedUploads: number
+  /** false when another process holds the sweeper lease */
+  ran: boolean
+}
+
+export interface Sweeper {
+  /** One pass; safe to call while the loop runs (the lease serialises them). */
+  sweepOnce(): Promise<SweepResult>
+  start(): void
+  stop(): Promise<void>
+}
+
+export function createSweeper(options: SweeperOptions): Sweeper {
+  const { metadata, blobs, nodes, lock, log, graceMs, intervalMs } = options
+  const now = options.now ?? (() => new Date())
+  const leaseMs = Math.max(30_000, intervalMs * 3)
+  let timer: NodeJS.Timeout | null = null
+  let running: Promise<unknown> = Promise.resolve()
+  let stopped = false
+
+  /** Nodes worth calling now; the others are retried on a later pass. */
+  async function reachable(): Promise<Set<string>> {
+    return new Set((await nodes.all()).filter((n) => n.state !== 'down' && !n.failing).map((n) => n.id))
+  }
+
+  async function purge(item: PurgeItem, live: Set<string>): Promise<number> {
+    let removedCount = 0
+    let left = 0
+    for (const blob of item.blobs) {
+      const targets = blob.nodeIds.filter((id) => live.has(id))
+      const removed = await blobs.remove(blob.key, targets)
+      for (const nodeId of removed) await metadata.removeReplica(blob.key, nodeId)
+      removedCount += removed.length
+      left += blob.nodeIds.length - removed.length
+    }
+    if (left === 0) await metadata.markPurged(item.fileId, now())
+    return removedCount
+  }
+
+  async function sweepWith(lease: Lease): Promise<SweepResult> {
+    const result: SweepResult = { purgedFiles: 0, removedReplicas: 0, abandonedUploads: 0, ran: true }
+    const live = await reachable()
+    const items = await metadata.listPurgeable(new Date(now().getTime() - graceMs), BATCH)
+    for (const item of items) {
+      if (!(await lease.renew())) return result
+      const removed = await purge(item, live)
+      result.removedReplicas += removed
+      const after = await metadata.getFile(item.fileId)
+      if (after?.purgedAt != null) result.purgedFiles++
+    }
+    const stale = await metadata.listStalePendingBlobs(new Date(now().getTime() - STALE_UPLOAD_MS), BATCH)
+    const everyNode = (await nodes.all()).map((n) => n.id)
+    for (const key of stale) {
+      if (!(await lease.renew())) return result
+      const removed = await blobs.remove(key, everyNode)
+      if (removed.length === everyNode.length) {
+        await metadata.abandonBlob(key)
+        result.abandonedUploads++
+      }
+    }
+    return result
+  }
+
+  async function sweepOnce(): Promise<SweepResult> {
+    const lease = await lock.acquire(options.lockName, leaseMs)
+    if (lease === null) return { purgedFiles: 0, removedReplicas: 0, abandonedUploads: 0, ran: false }
+    try {
+      const result = await sweepWith(lease)
+      if (result.purgedFiles + result.abandonedUploads > 0) log.info(result, 'swept dead files')
+      return result
+    } finally {
+      await lease.release()
+    }
+  }
+
+  function schedule(): void {
+    if (stopped) return
+    timer = setTimeout(() => {
+      running = sweepOnce()
+        .catch((err: unknown) => log.warn({ err }, 'sweep failed; retrying on the next pass'))
+        .finally(schedule)
+    }, intervalMs)
+    timer.unref()
+  }
+
+  return {
+    sweepOnce,
+    start() {
+      stopped = false
+      schedule()
+    },
+    async stop() {
+      stopped = true
+      if (timer !== null) clearTimeout(timer)
+      await running
+    },
+  }
+}

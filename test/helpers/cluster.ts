@@ -1,0 +1,160 @@
+// A whole Mayfly cluster for e2e and fault tests: storage nodes as child
+// processes (so they can be killed with signals), the gateway and a worker in
+// this process on the adapters wiring.ts picks, listening on a free port.
+// mode 'embedded' uses the stand-ins; mode 'real' uses the machine's
+// PostgreSQL (a fresh database), Redis and RabbitMQ (a fresh namespace).
+import { randomBytes, randomUUID } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { loadConfig, type Config } from '../../src/config.ts'
+import { createLogger } from '../../src/log.ts'
+import { buildGateway } from '../../src/services/gateway/app.ts'
+import { startWorker, type Worker } from '../../src/services/worker/worker.ts'
+import { createInfrastructure, gatewaySettings, VARIANT_TOPIC, type Infrastructure } from '../../src/wiring.ts'
+import { startStorageNodeProcess, type StorageNodeProcess } from './storage-node-process.ts'
+
+export type Mode = 'embedded' | 'real'
+
+export const POSTGRES_ADMIN_URL = 'postgres://postgres@127.0.0.1:5432/test'
+export const REDIS_URL = 'redis://127.0.0.1:6379'
+export const AMQP_URL = 'amqp://guest:guest@127.0.0.1:5672'
+
+export interface ClusterOptions {
+  mode: Mode
+  zones?: string[]
+  /** more MAYFLY_* settings for the gateway and worker */
+  env?: Record<string, string>
+  /** start a worker in this process (default true) */
+  worker?: boolean
+}
+
+export interface Cluster {
+  url: string
+  config: Config
+  infra: Infrastructure
+  nodes: StorageNodeProcess[]
+  worker: Worker | null
+  secret: string
+  /** starts one more storage node in the given zone (or restarts one on its data directory) */
+  addNode(zone: string, dataDir?: string): Promise<StorageNodeProcess>
+  /** waits until `count` nodes are writable as the gateway sees them */
+  waitForWritableNodes(count: number): Promise<void>
+  close(): Promise<void>
+}
+
+/** A fresh PostgreSQL database; drop() removes it. */
+export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `mayfly_test_${randomUUID().replaceAll('-', '').slice(0, 12)}`
+  const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`)
+  await admin.end()
+  return {
+    url: `postgres://postgres@127.0.0.1:5432/${name}`,
+    async drop() {
+      const c = new pg.Client({ connectionString: POSTGRES_ADMIN_URL })
+      await c.connect()
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await c.end()
+    },
+  }
+}
+
+export async function startCluster(options: ClusterOptions): Promise<Cluster> {
+  const dir = await mkdtemp(join(tmpdir(), 'mayfly-cluster-'))
+  const secret = randomBytes(24).toString('base64url')
+  const cleanups: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })]
+  const env: Record<string, string> = {
+    MAYFLY_DATA_DIR: join(dir, 'gateway'),
+    MAYFLY_CLUSTER_SECRET: secret,
+    MAYFLY_LOG_LEVEL: process.env.MAYFLY_TEST_LOG_LEVEL ?? 'silent',
+    MAYFLY_NAMESPACE: `t-${randomUUID().slice(0, 8)}`,
+    MAYFLY_NODE_TIMEOUT_MS: '3000',
+    MAYFLY_HEARTBEAT_INTERVAL_MS: '250',
+    MAYFLY_JOB_RETRY_DELAY_MS: '100',
+    MAYFLY_SWEEP_INTERVAL_SECONDS: '0.5',
+  }
+  if (options.mode === 'real') {
+    const db = await createTestDatabase()
+    cleanups.push(() => db.drop())
+    Object.assign(env, { MAYFLY_DATABASE_URL: db.url, MAYFLY_REDIS_URL: REDIS_URL, MAYFLY_AMQP_URL: AMQP_URL })
+  }
+  Object.assign(env, options.env)
+  const config = loadConfig(env)
+  const log = createLogger(config.MAYFLY_LOG_LEVEL)
+  const infra = await createInfrastructure(config, log, secret)
+  const app = buildGateway({
+    settings: gatewaySettings(config, secret),
+    log,
+    metadata: infra.metadata,
+    cache: infra.cache,
+    queue: infra.queue,
+    blobs: infra.blobs,
+    nodes: infra.nodes,
+    metrics: infra.metrics,
+  })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const address = app.server.address()
+  const url = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`
+
+  const nodes: StorageNodeProcess[] = []
+  const addNode = async (zone: string, dataDir?: string) => {
+    const node = await startStorageNodeProcess({
+      zone,
+      secret,
+      controlUrl: url,
+      dataDir: dataDir ?? join(dir, `node-${nodes.length + 1}`),
+      env: { MAYFLY_HEARTBEAT_INTERVAL_MS: '250', MAYFLY_LOG_LEVEL: 'warn' },
+    })
+    nodes.push(node)
+    return node
+  }
+  const waitForWritableNodes = async (count: number) => {
+    const deadline = Date.now() + 15_000
+    while ((await infra.nodes.writable()).length < count) {
+      if (Date.now() > deadline) throw new Error(`only ${(await infra.nodes.writable()).length} of ${count} nodes became writable`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  const zones = options.zones ?? ['a', 'b', 'c']
+  await Promise.all(zones.map((z) => addNode(z)))
+  await waitForWritableNodes(zones.length)
+
+  const worker =
+    options.worker === false
+      ? null
+      : await startWorker({
+          metadata: infra.metadata,
+          blobs: infra.blobs,
+          nodes: infra.nodes,
+          queue: infra.queue,
+          lock: infra.lock,
+          log,
+          variantTopic: VARIANT_TOPIC,
+          concurrency: config.MAYFLY_WORKER_CONCURRENCY,
+          maxUploadBytes: config.MAYFLY_MAX_UPLOAD_BYTES,
+          deleteGraceMs: config.MAYFLY_DELETE_GRACE_SECONDS * 1000,
+          sweepIntervalMs: config.MAYFLY_SWEEP_INTERVAL_SECONDS * 1000,
+          namespace: config.MAYFLY_NAMESPACE,
+        })
+
+  return {
+    url,
+    config,
+    infra,
+    nodes,
+    worker,
+    secret,
+    addNode,
+    waitForWritableNodes,
+    async close() {
+      await worker?.stop()
+      await app.close()
+      await Promise.all(nodes.map((n) => n.stop().catch(() => {})))
+      await infra.close()
+      for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {})
+    },
+  }
+}

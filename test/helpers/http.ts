@@ -1,0 +1,54 @@
+// Small HTTP helpers for e2e tests: uploads as curl -F sends them.
+import { createHash } from 'node:crypto'
+import { openAsBlob } from 'node:fs'
+import { readdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const PHOTOS = fileURLToPath(new URL('../../../shared/testdata/photos/', import.meta.url))
+
+export async function photoPaths(): Promise<string[]> {
+  return (await readdir(PHOTOS)).filter((f) => f.endsWith('.jpg')).sort().map((f) => join(PHOTOS, f))
+}
+
+export function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex')
+}
+
+export interface UploadResult {
+  status: number
+  body: Record<string, unknown>
+}
+
+/** POST /api/upload with `file` (bytes or a path) and optional fields, like curl -F. */
+export async function upload(
+  base: string,
+  file: Uint8Array | string,
+  fields: Record<string, string> = {},
+  name = 'test.bin',
+  type = 'application/octet-stream',
+): Promise<UploadResult> {
+  const form = new FormData()
+  for (const [k, v] of Object.entries(fields)) form.append(k, v)
+  if (typeof file === 'string') form.append('file', await openAsBlob(file, { type: 'image/jpeg' }), file.split('/').pop())
+  else form.append('file', new Blob([file], { type }), name)
+  const res = await fetch(`${base}/api/upload`, { method: 'POST', body: form })
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> }
+}
+
+export async function getJson(url: string, init?: RequestInit): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(url, init)
+  const text = await res.text()
+  return { status: res.status, body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) }
+}
+
+/** Polls `check` until it returns a value other than undefined, or fails after timeoutMs. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await check()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
