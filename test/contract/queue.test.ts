@@ -3,7 +3,8 @@
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
-import { spawn } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
+import { promisify } from 'node:util'
 import { createServer } from 'node:net'
 import { createInterface } from 'node:readline'
 import { connect } from 'amqplib'
@@ -241,7 +242,41 @@ for (const a of adapters) {
   })
 }
 
+/** Closes, from the broker's side, every connection whose client-provided name starts with `prefix`; returns how many. */
+async function dropConnections(prefix: string): Promise<number> {
+  const run = promisify(execFile)
+  // plain output: `<pid>\t[{"connection_name","name"},…]` per line (the JSON formatter's pids are not accepted back)
+  const { stdout } = await run('rabbitmqctl', ['list_connections', 'pid', 'client_properties', '--quiet', '--no-table-headers'])
+  const pids = stdout
+    .split('\n')
+    .filter((line) => line.includes(`{"connection_name","${prefix}`))
+    .map((line) => line.split('\t')[0]!)
+  await Promise.all(pids.map((pid) => run('rabbitmqctl', ['close_connection', pid, 'mayfly contract test'])))
+  return pids.length
+}
+
 describe('queue: rabbitmq only', () => {
+  test('after the broker drops its connections, consumers resume and publish works', async (t) => {
+    const ns = `t-${randomUUID().slice(0, 8)}`
+    const policy = { maxAttempts: 3, retryDelayMs: 20 }
+    const queue = createRabbitQueue({ url: AMQP_URL, namespace: ns, ...policy, reconnectDelayMs: 50, log: silent })
+    t.after(async () => {
+      await queue.close()
+      await adapters[1]!.cleanup(ns, policy)
+    })
+    const got: unknown[] = []
+    await queue.consume(TOPIC, async (job) => {
+      got.push(job.n)
+    })
+    await queue.publish(TOPIC, { n: 1 })
+    await until(() => got.length === 1)
+    assert.equal(await dropConnections(`mayfly-${ns}-`), 2)
+    await queue.publish(TOPIC, { n: 2 })
+    await until(() => got.length === 2, 5000, 'consumer resumed')
+    assert.deepEqual(got, [1, 2])
+    await until(async () => (await queue.depths([TOPIC]))[0]!.consumers === 1)
+  })
+
   test('publish to an unreachable broker throws Unavailable within publishTimeoutMs', async (t) => {
     const server = createServer()
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
