@@ -1,0 +1,239 @@
+// The client of the storage node API (DESIGN §4), shared by the gateway's
+// replicated blob store, the replication manager and workers. One undici
+// Agent pools keep-alive connections per node; every call is bounded by
+// timeoutMs of silence (headers and body), so a frozen node (SIGSTOP) fails
+// within that bound instead of hanging. Errors are ours (core/errors.ts):
+//   404 NotFound, 422 ChecksumMismatch, 401 Unauthorized, 400/416 Invalid,
+//   network errors, timeouts and 5xx: Unavailable('node_unavailable') naming the node.
+// A call aborted through its signal rejects with the signal's AbortError.
+import { PassThrough, type Readable } from 'node:stream'
+import { Agent, type Dispatcher } from 'undici'
+import type { BlobRecord } from '../../core/file.ts'
+import { ChecksumMismatch, Invalid, MayflyError, NotFound, Unauthorized, Unavailable } from '../../core/errors.ts'
+import type { NodeAnnouncement } from '../../core/node.ts'
+
+export interface BlobClientOptions {
+  /** the cluster secret */
+  secret: string
+  /** a call whose node sends or answers nothing for this long fails (MAYFLY_NODE_TIMEOUT_MS) */
+  timeoutMs: number
+  /** connections kept per node; default 128 */
+  connectionsPerNode?: number
+}
+
+export interface BlobRead {
+  /** the bytes; errors with Unavailable if the node fails mid-stream (a full read is aborted on corruption) */
+  body: Readable
+  /** bytes in this response */
+  size: number
+  /** bytes of the whole blob */
+  totalSize: number
+  sha256: string
+  /** true for a 206 answer to a range */
+  partial: boolean
+}
+
+export interface BlobPage {
+  blobs: BlobRecord[]
+  /** pass as `after` for the next page; null on the last page */
+  next: string | null
+}
+
+export interface BlobClient {
+  /**
+   * Streams `body` to the node as blob `key` (create or atomic replace).
+   * Resolves once the node has fsynced it, with the sha256 it computed.
+   * With `sha256`, the node refuses other bytes: ChecksumMismatch, nothing kept.
+   * `size`, when known, is sent as Content-Length. Idempotent for the same
+   * bytes. On failure `body` may be left partly read or destroyed.
+   */
+  put(nodeUrl: string, key: string, body: Readable, options?: { sha256?: string; size?: number; signal?: AbortSignal }): Promise<BlobRecord>
+  /**
+   * Opens the blob (or the inclusive byte range). Resolves once the node
+   * answered, so NotFound and Unavailable surface here; the caller must read
+   * or destroy `body`. A whole read is verified by the node: on a checksum
+   * mismatch the body errors before its end, never ending cleanly with wrong
+   * bytes. An unsatisfiable range: Invalid('range_not_satisfiable').
+   */
+  get(nodeUrl: string, key: string, options?: { range?: { start: number; end: number }; signal?: AbortSignal }): Promise<BlobRead>
+  /** The blob's size and recorded sha256 without its bytes. NotFound when absent. */
+  head(nodeUrl: string, key: string): Promise<BlobRecord>
+  /** Idempotent: resolves whether or not the node had the blob. */
+  delete(nodeUrl: string, key: string): Promise<void>
+  /** A page of the node's inventory, in key order (ASCII), keys > after; limit 1..10000, default 1000. */
+  list(nodeUrl: string, options?: { after?: string; limit?: number }): Promise<BlobPage>
+  /**
+   * Makes the node at targetUrl fetch the blob from sourceUrl and store it as
+   * a PUT would (checked against the source's sha256). NotFound when the
+   * source lacks it; Unavailable when either node fails. Idempotent. The
+   * target answers only once the whole blob is stored, so this call waits up
+   * to `timeoutMs` (default 60 × the client's timeout) for the answer.
+   */
+  copy(targetUrl: string, key: string, sourceUrl: string, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<BlobRecord>
+  /** The node's GET /health: id, zone, url, version, capacity, free, used, blob count. */
+  health(nodeUrl: string): Promise<NodeAnnouncement>
+  /** Closes every pooled connection. */
+  close(): Promise<void>
+}
+
+function base(nodeUrl: string): string {
+  return nodeUrl.replace(/\/+$/, '')
+}
+
+function blobUrl(nodeUrl: string, key: string): string {
+  return `${base(nodeUrl)}/blobs/${encodeURIComponent(key)}`
+}
+
+function unavailable(nodeUrl: string, err: unknown): Unavailable {
+  const message = err instanceof Error ? err.message : String(err)
+  return new Unavailable(`storage node ${nodeUrl} unavailable: ${message}`, 'node_unavailable', { cause: err })
+}
+
+/** Our error for a failed call: an AbortError stays itself, undici and socket errors become Unavailable. */
+function callError(nodeUrl: string, err: unknown, signal?: AbortSignal): Error {
+  if (signal?.aborted === true) return err instanceof Error ? err : new Error(String(err))
+  if (err instanceof MayflyError) return err
+  return unavailable(nodeUrl, err)
+}
+
+/** Reads the node's `{error, message}` (bounded) and maps the status to our errors. */
+async function statusError(nodeUrl: string, res: Dispatcher.ResponseData): Promise<Error> {
+  let code = ''
+  let message = `answered ${res.statusCode}`
+  try {
+    const text = await res.body.text()
+    const parsed = JSON.parse(text) as { error?: unknown; message?: unknown }
+    if (typeof parsed.error === 'string') code = parsed.error
+    if (typeof parsed.message === 'string') message = parsed.message
+  } catch {
+    // not JSON, or the body failed: the status says enough
+  }
+  const where = `storage node ${nodeUrl}: ${message}`
+  switch (res.statusCode) {
+    case 404: return new NotFound(where)
+    case 422: return new ChecksumMismatch(where)
+    case 401: return new Unauthorized(where)
+    case 400:
+    case 416: return new Invalid(where, code || 'invalid_request')
+    default: return new Unavailable(`storage node ${nodeUrl} unavailable: ${message} (${res.statusCode})`, 'node_unavailable')
+  }
+}
+
+function header(res: Dispatcher.ResponseData, name: string): string | undefined {
+  const v = res.headers[name]
+  return Array.isArray(v) ? v[0] : v
+}
+
+export function createBlobClient(options: BlobClientOptions): BlobClient {
+  const agent = new Agent({
+    connections: options.connectionsPerNode ?? 128,
+    pipelining: 1, // one request at a time per connection: no head-of-line blocking behind a big blob
+    headersTimeout: options.timeoutMs,
+    bodyTimeout: options.timeoutMs,
+    connect: { timeout: options.timeoutMs },
+  })
+  const auth = `Bearer ${options.secret}`
+
+  async function call(nodeUrl: string, url: string, opts: Omit<Dispatcher.RequestOptions, 'origin' | 'path'>): Promise<Dispatcher.ResponseData> {
+    try {
+      const { origin, pathname, search } = new URL(url)
+      const headers = { authorization: auth, ...(opts.headers as Record<string, string> | undefined) }
+      return await agent.request({ ...opts, origin, path: pathname + search, headers })
+    } catch (err) {
+      throw callError(nodeUrl, err, opts.signal as AbortSignal | undefined)
+    }
+  }
+
+  /** Throws the mapped error (consuming the body) unless the status is one of `ok`. */
+  async function expect(nodeUrl: string, res: Dispatcher.ResponseData, ...ok: number[]): Promise<void> {
+    if (!ok.includes(res.statusCode)) throw await statusError(nodeUrl, res)
+  }
+
+  async function json<T>(nodeUrl: string, res: Dispatcher.ResponseData): Promise<T> {
+    try {
+      return (await res.body.json()) as T
+    } catch (err) {
+      throw unavailable(nodeUrl, err)
+    }
+  }
+
+  return {
+    async put(nodeUrl, key, body, opts = {}) {
+      const headers: Record<string, string> = { 'content-type': 'application/octet-stream' }
+      if (opts.sha256 !== undefined) headers['x-content-sha256'] = opts.sha256
+      if (opts.size !== undefined) headers['content-length'] = String(opts.size)
+      const res = await call(nodeUrl, blobUrl(nodeUrl, key), { method: 'PUT', body, headers, signal: opts.signal })
+      await expect(nodeUrl, res, 201)
+      return json<BlobRecord>(nodeUrl, res)
+    },
+
+    async get(nodeUrl, key, opts = {}) {
+      const headers: Record<string, string> = {}
+      if (opts.range !== undefined) headers.range = `bytes=${opts.range.start}-${opts.range.end}`
+      const res = await call(nodeUrl, blobUrl(nodeUrl, key), { method: 'GET', headers, signal: opts.signal })
+      await expect(nodeUrl, res, 200, 206)
+      const size = Number(header(res, 'content-length'))
+      const sha256 = header(res, 'x-content-sha256') ?? ''
+      const partial = res.statusCode === 206
+      const totalSize = partial ? Number(/\/(\d+)$/.exec(header(res, 'content-range') ?? '')?.[1]) : size
+      if (!Number.isSafeInteger(size) || !Number.isSafeInteger(totalSize) || !/^[0-9a-f]{64}$/.test(sha256)) {
+        res.body.destroy()
+        throw unavailable(nodeUrl, new Error('answer without a valid Content-Length, Content-Range or X-Content-SHA256'))
+      }
+      // our errors on the stream too; a consumer that gives up releases the socket
+      const out = new PassThrough()
+      res.body.on('error', (err) => out.destroy(callError(nodeUrl, err, opts.signal)))
+      out.on('close', () => {
+        if (!res.body.destroyed) res.body.destroy()
+      })
+      res.body.pipe(out)
+      return { body: out, size, totalSize, sha256, partial }
+    },
+
+    async head(nodeUrl, key) {
+      const res = await call(nodeUrl, blobUrl(nodeUrl, key), { method: 'HEAD' })
+      await res.body.dump()
+      // a HEAD answer has no body to explain itself: the status alone decides
+      if (res.statusCode === 404) throw new NotFound(`storage node ${nodeUrl}: no such blob`)
+      if (res.statusCode === 401) throw new Unauthorized(`storage node ${nodeUrl}: cluster secret refused`)
+      if (res.statusCode !== 200) throw unavailable(nodeUrl, new Error(`answered ${res.statusCode}`))
+      return { key, size: Number(header(res, 'content-length')), sha256: header(res, 'x-content-sha256') ?? '' }
+    },
+
+    async delete(nodeUrl, key) {
+      const res = await call(nodeUrl, blobUrl(nodeUrl, key), { method: 'DELETE' })
+      await expect(nodeUrl, res, 204)
+      await res.body.dump()
+    },
+
+    async list(nodeUrl, opts = {}) {
+      const q = new URLSearchParams()
+      if (opts.after !== undefined) q.set('after', opts.after)
+      if (opts.limit !== undefined) q.set('limit', String(opts.limit))
+      const res = await call(nodeUrl, `${base(nodeUrl)}/blobs?${q}`, { method: 'GET' })
+      await expect(nodeUrl, res, 200)
+      return json<BlobPage>(nodeUrl, res)
+    },
+
+    async copy(targetUrl, key, sourceUrl, opts = {}) {
+      const res = await call(targetUrl, `${blobUrl(targetUrl, key)}/copy`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ source: sourceUrl }),
+        // the target answers after streaming the whole blob; stalls between the nodes are bounded there
+        headersTimeout: opts.timeoutMs ?? options.timeoutMs * 60,
+        signal: opts.signal,
+      })
+      await expect(targetUrl, res, 201)
+      return json<BlobRecord>(targetUrl, res)
+    },
+
+    async health(nodeUrl) {
+      const res = await call(nodeUrl, `${base(nodeUrl)}/health`, { method: 'GET' })
+      await expect(nodeUrl, res, 200)
+      return json<NodeAnnouncement>(nodeUrl, res)
+    },
+
+    close: () => agent.close(),
+  }
+}

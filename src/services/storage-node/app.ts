@@ -1,0 +1,196 @@
+// The storage node's HTTP API (DESIGN §4). buildStorageNode never listens;
+// runStorageNode (run.ts) does.
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { pipeline } from 'node:stream'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { Dispatcher } from 'undici'
+import { z } from 'zod'
+import { MayflyError, NotFound, Unauthorized } from '../../core/errors.ts'
+import { ID_PATTERN } from '../../core/ids.ts'
+import type { NodeAnnouncement } from '../../core/node.ts'
+import type { Logger } from '../../log.ts'
+import type { BlobFiles, OpenedBlob } from './blob-files.ts'
+import { createVerifier, parseRange } from './byte-range.ts'
+import { copyFromPeer } from './peer-copy.ts'
+
+/** Who this node is; `url` may be set after listen (port 0). */
+export interface NodeIdentity {
+  id: string
+  zone: string
+  url: string
+  version: string
+}
+
+export interface StorageNodeDeps {
+  log: Logger
+  files: BlobFiles
+  identity: NodeIdentity
+  /** the cluster secret every caller but GET /health must present */
+  secret: string
+  /** an uploading client that sends nothing for this long is cut off */
+  clientTimeoutMs: number
+  /** a peer that answers nothing for this long fails a copy */
+  peerTimeoutMs: number
+  /** for calls to peers (copy) */
+  dispatcher: Dispatcher
+}
+
+const SHA256_PATTERN = /^[0-9a-f]{64}$/
+
+const listQuery = z.object({
+  after: z.string().regex(/^[A-Za-z0-9_-]{0,22}$/, 'a blob key or a prefix of one').default(''),
+  limit: z.coerce.number().int().min(1).max(10000).default(1000),
+})
+
+const copyBody = z.object({ source: z.url({ protocol: /^https?$/ }) })
+
+class BadRequest extends MayflyError {
+  constructor(message: string, code = 'invalid_request') {
+    super(400, code, message)
+  }
+}
+
+/** What the node says of itself on GET /health and in every heartbeat. */
+export async function describeNode(files: BlobFiles, identity: NodeIdentity): Promise<NodeAnnouncement> {
+  const { capacityBytes, freeBytes } = await files.disk()
+  const { blobCount, usedBytes } = files.stats()
+  return { ...identity, capacityBytes, freeBytes, usedBytes, blobCount }
+}
+
+export function buildStorageNode(deps: StorageNodeDeps): FastifyInstance {
+  const { files, log } = deps
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    // one log line per blob call would drown the log; failures are logged by the error handler
+    logController: new LogController({ disableRequestLogging: true }),
+    exposeHeadRoutes: false,
+    // for JSON bodies only: blob uploads bypass the parsers (no limit at the node)
+    bodyLimit: 64 * 1024,
+    return503OnClosing: true,
+  })
+  const secretDigest = createHash('sha256').update(deps.secret).digest()
+
+  app.addHook('onRequest', async (req) => {
+    if (req.routeOptions.url === '/health') return
+    const header = req.headers.authorization ?? ''
+    const given = header.startsWith('Bearer ') ? header.slice(7) : ''
+    // compare digests: constant time, whatever the lengths
+    if (!timingSafeEqual(createHash('sha256').update(given).digest(), secretDigest)) {
+      throw new Unauthorized('a valid cluster secret is required (Authorization: Bearer …)')
+    }
+  })
+
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
+    if (err instanceof MayflyError) {
+      if (err.status >= 500) req.log.error({ err }, 'request failed')
+      return reply.status(err.status).send({ error: err.code, message: err.message })
+    }
+    if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+      return reply.status(err.statusCode).send({ error: 'invalid_request', message: err.message })
+    }
+    req.log.error({ err }, 'request failed')
+    return reply.status(500).send({ error: 'internal', message: 'internal error' })
+  })
+  app.setNotFoundHandler(async (_req, reply) => reply.status(404).send({ error: 'not_found', message: 'no such route' }))
+
+  app.get('/health', async () => describeNode(files, deps.identity))
+
+  app.get('/blobs', async (req) => {
+    const parsed = listQuery.safeParse(req.query)
+    if (!parsed.success) throw new BadRequest(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '))
+    const { blobs, more } = await files.list(parsed.data.after, parsed.data.limit)
+    return { blobs, next: more ? (blobs.at(-1)?.key ?? null) : null }
+  })
+
+  app.get('/blobs/:key', async (req, reply) => {
+    const blob = await openOrThrow(files, keyOf(req))
+    const range = parseRange(req.headers.range, blob.size)
+    if (range.kind === 'unsatisfiable') {
+      await blob.close()
+      reply.header('content-range', `bytes */${blob.size}`)
+      return reply.status(416).send({ error: 'range_not_satisfiable', message: `the blob has ${blob.size} bytes` })
+    }
+    setBlobHeaders(reply, blob)
+    if (range.kind === 'partial') {
+      reply.status(206)
+      reply.header('content-range', `bytes ${range.start}-${range.end}/${blob.size}`)
+      reply.header('content-length', range.end - range.start + 1)
+      return reply.send(blob.read(range))
+    }
+    // a whole read is checked: a mismatch aborts the response and quarantines the blob
+    reply.header('content-length', blob.size)
+    const verifier = createVerifier(blob.sha256, (actual) => {
+      req.log.error({ key: blob.key, expected: blob.sha256, actual }, 'blob bytes differ from their sha256')
+      blob.quarantine(`sha256 ${actual} differs from recorded ${blob.sha256}`).catch((err: unknown) => {
+        req.log.error({ err, key: blob.key }, 'quarantine failed')
+      })
+    })
+    return reply.send(pipeline(blob.read(), verifier, () => undefined))
+  })
+
+  app.head('/blobs/:key', async (req, reply) => {
+    const blob = await openOrThrow(files, keyOf(req))
+    await blob.close()
+    setBlobHeaders(reply, blob)
+    reply.header('content-length', blob.size)
+    return reply.send()
+  })
+
+  app.delete('/blobs/:key', async (req, reply) => {
+    await files.remove(keyOf(req))
+    return reply.status(204).send()
+  })
+
+  app.post('/blobs/:key/copy', async (req, reply) => {
+    const key = keyOf(req)
+    const parsed = copyBody.safeParse(req.body)
+    if (!parsed.success) throw new BadRequest('body must be JSON { "source": "<peer base url>" }')
+    const record = await copyFromPeer({
+      key,
+      source: parsed.data.source,
+      secret: deps.secret,
+      dispatcher: deps.dispatcher,
+      timeoutMs: deps.peerTimeoutMs,
+      files,
+    })
+    req.log.info({ key, source: parsed.data.source }, 'blob copied from peer')
+    return reply.status(201).send(record)
+  })
+
+  // Blob uploads bypass body parsing: the handler streams req.raw to disk.
+  app.register(async (scope) => {
+    scope.removeAllContentTypeParsers()
+    scope.addContentTypeParser('*', (_req, _payload, done) => done(null))
+    scope.put('/blobs/:key', async (req, reply) => {
+      const key = keyOf(req)
+      const expected = req.headers['x-content-sha256']
+      if (expected !== undefined && (typeof expected !== 'string' || !SHA256_PATTERN.test(expected))) {
+        throw new BadRequest('X-Content-SHA256 must be 64 lowercase hex digits')
+      }
+      const record = await files.write(key, req.raw, { sha256: expected, idleTimeoutMs: deps.clientTimeoutMs })
+      return reply.status(201).send(record)
+    })
+  })
+
+  return app
+}
+
+/** The :key parameter, checked before it goes near the filesystem. */
+function keyOf(req: FastifyRequest): string {
+  const { key } = req.params as { key?: string }
+  if (key === undefined || !ID_PATTERN.test(key)) throw new NotFound('no such blob')
+  return key
+}
+
+async function openOrThrow(files: BlobFiles, key: string): Promise<OpenedBlob> {
+  const blob = await files.open(key)
+  if (blob === null) throw new NotFound('no such blob')
+  return blob
+}
+
+function setBlobHeaders(reply: FastifyReply, blob: OpenedBlob): void {
+  reply.header('content-type', 'application/octet-stream')
+  reply.header('x-content-sha256', blob.sha256)
+  reply.header('etag', `"${blob.sha256}"`)
+  reply.header('accept-ranges', 'bytes')
+}

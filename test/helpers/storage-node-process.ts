@@ -1,0 +1,146 @@
+// Spawns a storage node as a child process (test/helpers/storage-node-entry.ts)
+// for integration, e2e and fault tests, and kills it by pid. Every node still
+// running when the test process exits is SIGKILLed, so a failed test leaves
+// no stray node behind.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, open } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { BLOB_HEADER_BYTES, blobPath } from '../../src/services/storage-node/blob-files.ts'
+
+const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)))
+const NODE_BIN = join(ROOT, 'node_modules', '.bin', 'node')
+const ENTRY = join(ROOT, 'test', 'helpers', 'storage-node-entry.ts')
+
+export interface StorageNodeProcessOptions {
+  zone: string
+  secret: string
+  /** default: a fresh temp directory */
+  dataDir?: string
+  controlUrl?: string
+  /** default 0: the OS picks a free port (the url is read from the node's start-up log) */
+  port?: number
+  /** more MAYFLY_* variables (they win over the ones above) */
+  env?: Record<string, string>
+  /** how long to wait for the node to answer /health; default 15 s */
+  startTimeoutMs?: number
+}
+
+export interface StorageNodeProcess {
+  url: string
+  pid: number
+  dataDir: string
+  /** the node's persistent id */
+  id: string
+  /** Sends a signal (default SIGKILL); for a terminating signal, resolves once the process is gone. */
+  kill(signal?: NodeJS.Signals): Promise<void>
+  /** SIGTERM (graceful close), SIGKILL after 5 s; resolves once the process is gone. */
+  stop(): Promise<void>
+  /** what the node wrote to stderr so far (and its log lines on stdout), for assertion messages */
+  output(): string
+  /** resolves with the exit code or signal when the process ends */
+  exited: Promise<number | NodeJS.Signals | null>
+}
+
+const running = new Set<ChildProcess>()
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL')
+})
+
+export async function startStorageNodeProcess(options: StorageNodeProcessOptions): Promise<StorageNodeProcess> {
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'mayfly-node-')))
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MAYFLY_') && !k.startsWith('NODE_TEST') && v !== undefined) env[k] = v
+  Object.assign(env, {
+    MAYFLY_DATA_DIR: dataDir,
+    MAYFLY_ZONE: options.zone,
+    MAYFLY_CLUSTER_SECRET: options.secret,
+    MAYFLY_HOST: '127.0.0.1',
+    MAYFLY_PORT: String(options.port ?? 0),
+    MAYFLY_LOG_LEVEL: 'info',
+    ...(options.controlUrl !== undefined ? { MAYFLY_CONTROL_URL: options.controlUrl } : {}),
+    ...options.env,
+  })
+  const child = spawn(NODE_BIN, [ENTRY], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  running.add(child)
+  let output = ''
+  const exited = new Promise<number | NodeJS.Signals | null>((done) => {
+    child.once('exit', (code, signal) => {
+      running.delete(child)
+      done(signal ?? code)
+    })
+  })
+  child.stderr.setEncoding('utf8').on('data', (s: string) => {
+    output += s
+  })
+
+  const started = new Promise<{ url: string; id: string }>((done, fail) => {
+    const lines = createInterface({ input: child.stdout })
+    lines.on('line', (line) => {
+      output += `${line}\n`
+      try {
+        const entry = JSON.parse(line) as { msg?: string; url?: string; id?: string }
+        if (entry.msg === 'storage node started' && entry.url !== undefined && entry.id !== undefined) done({ url: entry.url, id: entry.id })
+      } catch {
+        // not a log line
+      }
+    })
+    void exited.then((how) => fail(new Error(`storage node exited (${how}) before it started:\n${output}`)))
+    const timer = setTimeout(() => fail(new Error(`storage node did not start in time:\n${output}`)), options.startTimeoutMs ?? 15000)
+    timer.unref()
+  })
+
+  async function kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    child.kill(signal)
+    if (signal !== 'SIGSTOP' && signal !== 'SIGCONT' && signal !== 'SIGUSR1' && signal !== 'SIGUSR2') await exited
+  }
+
+  try {
+    const { url, id } = await started
+    const res = await fetch(`${url}/health`)
+    if (!res.ok) throw new Error(`storage node /health answered ${res.status}:\n${output}`)
+    await res.body?.cancel()
+    return {
+      url,
+      id,
+      pid: child.pid ?? -1,
+      dataDir,
+      kill,
+      async stop() {
+        if (child.exitCode !== null || child.signalCode !== null) return
+        child.kill('SIGCONT') // a stopped process cannot handle SIGTERM
+        child.kill('SIGTERM')
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+        await exited
+        clearTimeout(timer)
+      },
+      output: () => output,
+      exited,
+    }
+  } catch (err) {
+    child.kill('SIGKILL')
+    await exited
+    throw err
+  }
+}
+
+/** Path of a blob's file on a node's disk (a header of BLOB_HEADER_BYTES, then the bytes). */
+export function blobFilePath(dataDir: string, key: string): string {
+  return blobPath(dataDir, key)
+}
+
+/** Flips one bit of byte `index` of the blob's bytes on disk, behind the node's back. */
+export async function flipBlobByte(dataDir: string, key: string, index = 0): Promise<void> {
+  const fh = await open(blobPath(dataDir, key), 'r+')
+  try {
+    const buf = Buffer.alloc(1)
+    await fh.read(buf, 0, 1, BLOB_HEADER_BYTES + index)
+    buf[0] = (buf[0] ?? 0) ^ 0x01
+    await fh.write(buf, 0, 1, BLOB_HEADER_BYTES + index)
+  } finally {
+    await fh.close()
+  }
+}

@@ -1,0 +1,243 @@
+// One real storage node process: auth, keys, PUT/GET/HEAD/DELETE, checksums,
+// ranges, inventory, corruption on disk and uploads that abort or stall.
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { readdir } from 'node:fs/promises'
+import { request as httpRequest } from 'node:http'
+import { dirname, join } from 'node:path'
+import { Readable } from 'node:stream'
+import { after, before, describe, test } from 'node:test'
+import { createBlobClient, type BlobClient } from '../../src/adapters/storage-node/client.ts'
+import { ChecksumMismatch, Invalid, NotFound, Unauthorized } from '../../src/core/errors.ts'
+import { newId } from '../../src/core/ids.ts'
+import { blobFilePath, flipBlobByte, startStorageNodeProcess, type StorageNodeProcess } from '../helpers/storage-node-process.ts'
+
+const SECRET = `test-secret-${randomBytes(8).toString('hex')}`
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of stream) chunks.push(c as Buffer)
+  return Buffer.concat(chunks)
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+describe('storage node', { timeout: 60_000 }, () => {
+  let node: StorageNodeProcess
+  let client: BlobClient
+  const tmpFiles = () => readdir(join(node.dataDir, 'tmp'))
+
+  before(async () => {
+    node = await startStorageNodeProcess({ zone: 'a', secret: SECRET, env: { MAYFLY_CLIENT_TIMEOUT_MS: '500' } })
+    client = createBlobClient({ secret: SECRET, timeoutMs: 5000 })
+  })
+  after(async () => {
+    await client?.close()
+    await node?.stop()
+  })
+
+  test('health answers without auth', async () => {
+    const res = await fetch(`${node.url}/health`)
+    assert.equal(res.status, 200)
+    const h = (await res.json()) as Record<string, unknown>
+    assert.equal(h.id, node.id)
+    assert.match(String(h.id), /^node-[0-9a-f]{12}$/)
+    assert.equal(h.zone, 'a')
+    assert.equal(h.url, node.url)
+    assert.equal(typeof h.version, 'string')
+    for (const f of ['capacityBytes', 'freeBytes', 'usedBytes', 'blobCount']) assert.equal(typeof h[f], 'number', f)
+  })
+
+  test('every other call needs the cluster secret', async () => {
+    const key = newId()
+    for (const headers of [{}, { authorization: 'Bearer wrong-secret-of-some-length' }, { authorization: SECRET }]) {
+      const res = await fetch(`${node.url}/blobs/${key}`, { headers })
+      assert.equal(res.status, 401)
+      assert.equal(((await res.json()) as { error: string }).error, 'unauthorized')
+    }
+    const res = await fetch(`${node.url}/blobs`, { method: 'PUT', body: 'x' })
+    assert.equal(res.status, 401)
+    await res.body?.cancel()
+    const stranger = createBlobClient({ secret: 'not-the-cluster-secret', timeoutMs: 2000 })
+    try {
+      await assert.rejects(stranger.head(node.url, key), Unauthorized)
+      await assert.rejects(stranger.put(node.url, key, Readable.from([Buffer.from('x')])), Unauthorized)
+    } finally {
+      await stranger.close()
+    }
+  })
+
+  test('malformed keys are 404 and touch nothing', async () => {
+    const auth = { authorization: `Bearer ${SECRET}` }
+    for (const key of ['short', '..%2F..%2Fnode-id', '%2E%2E', `${newId()}x`, 'a'.repeat(21) + '.']) {
+      const put = await fetch(`${node.url}/blobs/${key}`, { method: 'PUT', headers: auth, body: 'data' })
+      assert.equal(put.status, 404, key)
+      assert.equal(((await put.json()) as { error: string }).error, 'not_found')
+      const get = await fetch(`${node.url}/blobs/${key}`, { headers: auth })
+      assert.equal(get.status, 404, key)
+      await get.body?.cancel()
+    }
+    assert.deepEqual(await tmpFiles(), [])
+  })
+
+  test('PUT then GET returns the same bytes and sha256; a replace is atomic', async () => {
+    const key = newId()
+    const data = randomBytes(300_000)
+    const put = await client.put(node.url, key, Readable.from([data.subarray(0, 1000), data.subarray(1000)]), { sha256: sha(data) })
+    assert.deepEqual(put, { key, size: data.length, sha256: sha(data) })
+    const got = await client.get(node.url, key)
+    assert.equal(got.partial, false)
+    assert.equal(got.size, data.length)
+    assert.equal(got.totalSize, data.length)
+    assert.equal(got.sha256, sha(data))
+    assert.ok((await readAll(got.body)).equals(data))
+
+    const raw = await fetch(`${node.url}/blobs/${key}`, { headers: { authorization: `Bearer ${SECRET}` } })
+    assert.equal(raw.headers.get('etag'), `"${sha(data)}"`)
+    assert.equal(raw.headers.get('accept-ranges'), 'bytes')
+    assert.equal(raw.headers.get('content-length'), String(data.length))
+    await raw.body?.cancel()
+
+    const other = Buffer.from('replacement')
+    await client.put(node.url, key, Readable.from([other]), { size: other.length })
+    assert.ok((await readAll((await client.get(node.url, key)).body)).equals(other))
+
+    const empty = newId()
+    assert.equal((await client.put(node.url, empty, Readable.from([]))).sha256, sha(Buffer.alloc(0)))
+    const e = await client.get(node.url, empty)
+    assert.equal(e.size, 0)
+    assert.equal((await readAll(e.body)).length, 0)
+  })
+
+  test('a sha256 mismatch is 422 and keeps nothing', async () => {
+    const key = newId()
+    await assert.rejects(client.put(node.url, key, Readable.from([randomBytes(5000)]), { sha256: sha(Buffer.from('other')) }), ChecksumMismatch)
+    await assert.rejects(client.head(node.url, key), NotFound)
+    assert.deepEqual(await tmpFiles(), [])
+    await assert.rejects(client.get(node.url, newId()), NotFound)
+  })
+
+  test('Range reads: a-b, a-, -n, clamped end; 416 past the end', async () => {
+    const key = newId()
+    const data = randomBytes(1000)
+    await client.put(node.url, key, Readable.from([data]))
+    const cases: [number, number, Buffer][] = [
+      [0, 0, data.subarray(0, 1)],
+      [10, 19, data.subarray(10, 20)],
+      [990, 5000, data.subarray(990)],
+    ]
+    for (const [start, end, want] of cases) {
+      const r = await client.get(node.url, key, { range: { start, end } })
+      assert.equal(r.partial, true)
+      assert.equal(r.totalSize, 1000)
+      assert.equal(r.size, want.length)
+      assert.ok((await readAll(r.body)).equals(want), `${start}-${end}`)
+    }
+    const auth = { authorization: `Bearer ${SECRET}` }
+    const suffix = await fetch(`${node.url}/blobs/${key}`, { headers: { ...auth, range: 'bytes=-100' } })
+    assert.equal(suffix.status, 206)
+    assert.equal(suffix.headers.get('content-range'), 'bytes 900-999/1000')
+    assert.ok(Buffer.from(await suffix.arrayBuffer()).equals(data.subarray(900)))
+    const open = await fetch(`${node.url}/blobs/${key}`, { headers: { ...auth, range: 'bytes=500-' } })
+    assert.equal(open.headers.get('content-range'), 'bytes 500-999/1000')
+    assert.ok(Buffer.from(await open.arrayBuffer()).equals(data.subarray(500)))
+
+    const bad = await fetch(`${node.url}/blobs/${key}`, { headers: { ...auth, range: 'bytes=1000-1001' } })
+    assert.equal(bad.status, 416)
+    assert.equal(bad.headers.get('content-range'), 'bytes */1000')
+    await bad.body?.cancel()
+    await assert.rejects(client.get(node.url, key, { range: { start: 2000, end: 3000 } }), Invalid)
+  })
+
+  test('HEAD gives size and sha256; DELETE is idempotent', async () => {
+    const key = newId()
+    const data = randomBytes(777)
+    await client.put(node.url, key, Readable.from([data]))
+    assert.deepEqual(await client.head(node.url, key), { key, size: 777, sha256: sha(data) })
+    const raw = await fetch(`${node.url}/blobs/${key}`, { method: 'HEAD', headers: { authorization: `Bearer ${SECRET}` } })
+    assert.equal(raw.status, 200)
+    assert.equal(raw.headers.get('content-length'), '777')
+    assert.equal(raw.headers.get('x-content-sha256'), sha(data))
+    await client.delete(node.url, key)
+    await client.delete(node.url, key)
+    await assert.rejects(client.head(node.url, key), NotFound)
+  })
+
+  test('inventory pages in key order', async () => {
+    const before = await client.health(node.url)
+    const keys = Array.from({ length: 5 }, () => newId())
+    for (const key of keys) await client.put(node.url, key, Readable.from([Buffer.from(key)]))
+    const seen: string[] = []
+    let after: string | undefined
+    for (let pages = 0; pages < 100; pages++) {
+      const page = await client.list(node.url, { after, limit: 2 })
+      assert.ok(page.blobs.length <= 2)
+      for (const b of page.blobs) {
+        seen.push(b.key)
+        if (keys.includes(b.key)) assert.deepEqual(b, { key: b.key, size: 22, sha256: sha(Buffer.from(b.key)) })
+      }
+      if (page.next === null) break
+      after = page.next
+    }
+    assert.deepEqual(seen, [...seen].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)))
+    for (const key of keys) assert.ok(seen.includes(key))
+    assert.equal(seen.length, before.blobCount + 5)
+    assert.equal((await client.health(node.url)).blobCount, before.blobCount + 5)
+    await assert.rejects(client.list(node.url, { limit: 10001 }), Invalid)
+    await assert.rejects(client.list(node.url, { after: '../x' }), Invalid)
+  })
+
+  test('a byte flipped on disk: a full GET aborts and the blob is quarantined', async () => {
+    const key = newId()
+    const data = randomBytes(200_000)
+    await client.put(node.url, key, Readable.from([data]))
+    await flipBlobByte(node.dataDir, key, 150_000)
+    // a range away from the flipped byte is served as is (only whole reads are checked)
+    const part = await client.get(node.url, key, { range: { start: 0, end: 99 } })
+    assert.ok((await readAll(part.body)).equals(data.subarray(0, 100)))
+
+    const got = await client.get(node.url, key)
+    await assert.rejects(readAll(got.body))
+    await waitFor('quarantine', async () => (await readdir(join(node.dataDir, 'quarantine'))).some((f) => f.startsWith(key)))
+    assert.ok(!(await readdir(dirname(blobFilePath(node.dataDir, key)))).includes(key))
+    await assert.rejects(client.get(node.url, key), NotFound)
+    assert.match(node.output(), /blob quarantined/)
+  })
+
+  test('an upload that aborts or stalls leaves no temp file', async () => {
+    const auth = `Bearer ${SECRET}`
+    for (const mode of ['abort', 'stall'] as const) {
+      const key = newId()
+      const req = httpRequest(`${node.url}/blobs/${key}`, { method: 'PUT', headers: { authorization: auth, 'content-length': '100000' } })
+      const closed = new Promise<void>((done) => req.once('close', () => done()))
+      req.on('error', () => undefined)
+      req.write(randomBytes(10_000))
+      await waitFor('the temp file', async () => (await tmpFiles()).length === 1)
+      if (mode === 'abort') req.destroy()
+      // stall: the node cuts the client off after MAYFLY_CLIENT_TIMEOUT_MS (500 ms)
+      await closed
+      await waitFor('the temp file to go', async () => (await tmpFiles()).length === 0)
+      await assert.rejects(client.head(node.url, key), NotFound)
+    }
+  })
+})
+
+test('a client call fails fast when the node is unreachable', async () => {
+  const client = createBlobClient({ secret: SECRET, timeoutMs: 1000 })
+  try {
+    await assert.rejects(client.head('http://127.0.0.1:1', newId()), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'node_unavailable')
+      assert.match(err.message, /127\.0\.0\.1:1/)
+      return true
+    })
+  } finally {
+    await client.close()
+  }
+})
