@@ -1,0 +1,171 @@
+// Storage nodes among others: heartbeats to a control url, node-to-node copy,
+// restart with the same data directory, a frozen node.
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { readdir, writeFile } from 'node:fs/promises'
+import { createServer, type IncomingMessage, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { after, before, describe, test } from 'node:test'
+import { pino } from 'pino'
+import { Agent } from 'undici'
+import { createBlobClient, type BlobClient } from '../../src/adapters/storage-node/client.ts'
+import { NotFound, Unavailable } from '../../src/core/errors.ts'
+import { newId } from '../../src/core/ids.ts'
+import type { NodeAnnouncement } from '../../src/core/node.ts'
+import { startHeartbeat } from '../../src/services/storage-node/heartbeat.ts'
+import { startStorageNodeProcess, type StorageNodeProcess } from '../helpers/storage-node-process.ts'
+
+const SECRET = `test-secret-${randomBytes(8).toString('hex')}`
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of stream) chunks.push(c as Buffer)
+  return Buffer.concat(chunks)
+}
+
+/** A control plane that records the heartbeats it gets and tells whoever waits for one. */
+function startControl(): Promise<{ url: string; beats: { auth: string | undefined; body: NodeAnnouncement }[]; next(pred: (b: NodeAnnouncement) => boolean): Promise<NodeAnnouncement>; server: Server }> {
+  const beats: { auth: string | undefined; body: NodeAnnouncement }[] = []
+  let waiters: { pred: (b: NodeAnnouncement) => boolean; done: (b: NodeAnnouncement) => void }[] = []
+  const server = createServer((req: IncomingMessage, res) => {
+    let raw = ''
+    req.setEncoding('utf8').on('data', (s: string) => (raw += s))
+    req.on('end', () => {
+      if (req.method === 'POST' && req.url === '/internal/nodes/heartbeat') {
+        const body = JSON.parse(raw) as NodeAnnouncement
+        beats.push({ auth: req.headers.authorization, body })
+        waiters = waiters.filter((w) => (w.pred(body) ? (w.done(body), false) : true))
+      }
+      res.writeHead(204).end()
+    })
+  })
+  return new Promise((done) => {
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo
+      done({
+        url: `http://127.0.0.1:${port}`,
+        beats,
+        server,
+        next: (pred) => new Promise((resolve) => waiters.push({ pred, done: resolve })),
+      })
+    })
+  })
+}
+
+describe('storage nodes together', { timeout: 60_000 }, () => {
+  let control: Awaited<ReturnType<typeof startControl>>
+  let a: StorageNodeProcess
+  let b: StorageNodeProcess
+  let client: BlobClient
+
+  before(async () => {
+    control = await startControl()
+    const env = { MAYFLY_HEARTBEAT_INTERVAL_MS: '100', MAYFLY_NODE_TIMEOUT_MS: '1000' }
+    ;[a, b] = await Promise.all([
+      startStorageNodeProcess({ zone: 'a', secret: SECRET, controlUrl: control.url, env }),
+      startStorageNodeProcess({ zone: 'b', secret: SECRET, env }),
+    ])
+    client = createBlobClient({ secret: SECRET, timeoutMs: 1000 })
+  })
+  after(async () => {
+    await client?.close()
+    await Promise.all([a?.stop(), b?.stop()])
+    control?.server.close()
+  })
+
+  test('heartbeats reach the control url with the secret and the node announcement', async () => {
+    const key = newId()
+    await client.put(a.url, key, Readable.from([Buffer.from('counted')]))
+    // a later beat reports the new blob: heartbeats keep coming and carry fresh numbers
+    const beat = await control.next((body) => body.id === a.id && body.blobCount >= 1)
+    assert.deepEqual(
+      { id: beat.id, zone: beat.zone, url: beat.url },
+      { id: a.id, zone: 'a', url: a.url },
+    )
+    assert.ok(beat.capacityBytes > 0 && beat.freeBytes > 0 && beat.usedBytes >= 7)
+    assert.equal(typeof beat.version, 'string')
+    assert.ok(control.beats.every((x) => x.auth === `Bearer ${SECRET}`))
+    assert.ok(control.beats.every((x) => x.body.id === a.id), 'b has no control url and sends nothing')
+  })
+
+  test('copy: a node fetches a blob from its peer', async () => {
+    const key = newId()
+    const data = randomBytes(100_000)
+    await client.put(a.url, key, Readable.from([data]))
+    assert.deepEqual(await client.copy(b.url, key, a.url), { key, size: data.length, sha256: sha(data) })
+    assert.ok((await readAll((await client.get(b.url, key)).body)).equals(data))
+    await assert.rejects(client.copy(b.url, newId(), a.url), NotFound)
+    await assert.rejects(client.copy(b.url, newId(), 'http://127.0.0.1:1'), Unavailable)
+    assert.deepEqual(await readdir(join(b.dataDir, 'tmp')), [])
+  })
+
+  test('a frozen node (SIGSTOP) fails calls within the timeout', async () => {
+    const key = newId()
+    await client.put(b.url, key, Readable.from([Buffer.from('frozen')]))
+    await b.kill('SIGSTOP')
+    try {
+      const started = Date.now()
+      await assert.rejects(client.get(b.url, key), (err: Error & { code?: string }) => err.code === 'node_unavailable')
+      await assert.rejects(client.put(b.url, newId(), Readable.from([randomBytes(4 * 1024 * 1024)])), Unavailable)
+      assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`)
+    } finally {
+      await b.kill('SIGCONT')
+    }
+    assert.equal((await client.head(b.url, key)).size, 6)
+  })
+
+  test('a restarted node keeps its id and blobs and drops half-written uploads', async () => {
+    const key = newId()
+    const data = randomBytes(5000)
+    await client.put(a.url, key, Readable.from([data]))
+    const { id, dataDir } = a
+    await a.kill('SIGKILL')
+    await writeFile(join(dataDir, 'tmp', `${newId()}.0123.part`), 'half an upload')
+    a = await startStorageNodeProcess({ zone: 'a', secret: SECRET, dataDir })
+    assert.equal(a.id, id)
+    assert.ok((await readAll((await client.get(a.url, key)).body)).equals(data))
+    assert.deepEqual(await readdir(join(dataDir, 'tmp')), [])
+    const health = await client.health(a.url)
+    assert.equal(health.id, id)
+    assert.ok(health.blobCount >= 3)
+  })
+})
+
+test('an unreachable control plane is logged once per outage and the beats go on', { timeout: 20_000 }, async () => {
+  const lines: { level: number; msg: string }[] = []
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) })
+  let calls = 0
+  let reached: () => void = () => undefined
+  const enough = new Promise<void>((done) => (reached = done))
+  // answers 500 to beats 2..5, then recovers
+  const server = createServer((req, res) => {
+    calls++
+    req.resume()
+    res.writeHead(calls >= 2 && calls <= 5 ? 500 : 204).end()
+    if (calls === 8) reached()
+  })
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done))
+  const dispatcher = new Agent()
+  const announcement = { id: 'node-x', url: 'http://x', zone: 'z', version: '0', capacityBytes: 1, freeBytes: 1, usedBytes: 0, blobCount: 0 }
+  const beat = startHeartbeat({
+    controlUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    secret: SECRET,
+    intervalMs: 50,
+    timeoutMs: 1000,
+    dispatcher,
+    describe: async () => announcement,
+    log,
+  })
+  try {
+    await enough
+  } finally {
+    await beat.stop()
+    await dispatcher.close()
+    server.close()
+  }
+  assert.equal(lines.filter((l) => l.level === 40).length, 1, 'one warning for the outage')
+  assert.equal(lines.filter((l) => l.msg.includes('again')).length, 1, 'one line for the recovery')
+})
