@@ -15,7 +15,7 @@ import { NotFound, Unavailable } from '../../src/core/errors.ts'
 import { newId } from '../../src/core/ids.ts'
 import type { NodeAnnouncement } from '../../src/core/node.ts'
 import { startHeartbeat } from '../../src/services/storage-node/heartbeat.ts'
-import { startStorageNodeProcess, type StorageNodeProcess } from '../helpers/storage-node-process.ts'
+import { flipBlobByte, startStorageNodeProcess, type StorageNodeProcess } from '../helpers/storage-node-process.ts'
 
 const SECRET = `test-secret-${randomBytes(8).toString('hex')}`
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
@@ -65,7 +65,8 @@ describe('storage nodes together', { timeout: 60_000 }, () => {
     control = await startControl()
     const env = { MAYFLY_HEARTBEAT_INTERVAL_MS: '100', MAYFLY_NODE_TIMEOUT_MS: '1000' }
     ;[a, b] = await Promise.all([
-      startStorageNodeProcess({ zone: 'a', secret: SECRET, controlUrl: control.url, env }),
+      // a scrubs its few blobs every second
+      startStorageNodeProcess({ zone: 'a', secret: SECRET, controlUrl: control.url, env: { ...env, MAYFLY_SCRUB_INTERVAL_SECONDS: '1' } }),
       startStorageNodeProcess({ zone: 'b', secret: SECRET, env }),
     ])
     client = createBlobClient({ secret: SECRET, timeoutMs: 1000 })
@@ -100,6 +101,18 @@ describe('storage nodes together', { timeout: 60_000 }, () => {
     await assert.rejects(client.copy(b.url, newId(), a.url), NotFound)
     await assert.rejects(client.copy(b.url, newId(), 'http://127.0.0.1:1'), Unavailable)
     assert.deepEqual(await readdir(join(b.dataDir, 'tmp')), [])
+  })
+
+  test('scrub finds a flipped byte on its own and quarantines the blob', async () => {
+    const key = newId()
+    await client.put(a.url, key, Readable.from([randomBytes(10_000)]))
+    await flipBlobByte(a.dataDir, key, 9_999)
+    const deadline = Date.now() + 10_000
+    while (!(await readdir(join(a.dataDir, 'quarantine'))).some((f) => f.startsWith(key))) {
+      assert.ok(Date.now() < deadline, 'not quarantined in time')
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    await assert.rejects(client.head(a.url, key), NotFound)
   })
 
   test('a frozen node (SIGSTOP) fails calls within the timeout', async () => {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { readdir } from 'node:fs/promises'
-import { request as httpRequest } from 'node:http'
+import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
@@ -226,6 +226,20 @@ describe('storage node', { timeout: 60_000 }, () => {
       await waitFor('the temp file to go', async () => (await tmpFiles()).length === 0)
       await assert.rejects(client.head(node.url, key), NotFound)
     }
+  })
+  test('a reader that stops reading is cut off', async () => {
+    const key = newId()
+    await client.put(node.url, key, Readable.from([Buffer.alloc(8 * 1024 * 1024)]))
+    const req = httpRequest(`${node.url}/blobs/${key}`, { headers: { authorization: `Bearer ${SECRET}` } })
+    req.on('error', () => undefined)
+    const res = await new Promise<IncomingMessage>((done) => req.once('response', done).end())
+    assert.equal(res.statusCode, 200)
+    res.pause() // the node fills the socket, then waits; after MAYFLY_CLIENT_TIMEOUT_MS it gives up
+    res.on('error', () => undefined)
+    await waitFor('the cut-off', async () => node.output().includes('connection cut'))
+    // a paused reader sees the end only when it reads on: the body stops short
+    await assert.rejects(readAll(res))
+    assert.equal(res.complete, false)
   })
 })
 

@@ -115,8 +115,10 @@ export function buildStorageNode(deps: StorageNodeDeps): FastifyInstance {
       reply.status(206)
       reply.header('content-range', `bytes ${range.start}-${range.end}/${blob.size}`)
       reply.header('content-length', range.end - range.start + 1)
+      cutOffStalledReader(req, reply, deps.clientTimeoutMs)
       return reply.send(blob.read(range))
     }
+    cutOffStalledReader(req, reply, deps.clientTimeoutMs)
     // a whole read is checked: a mismatch aborts the response and quarantines the blob
     reply.header('content-length', blob.size)
     const verifier = createVerifier(blob.sha256, (actual) => {
@@ -193,4 +195,23 @@ function setBlobHeaders(reply: FastifyReply, blob: OpenedBlob): void {
   reply.header('x-content-sha256', blob.sha256)
   reply.header('etag', `"${blob.sha256}"`)
   reply.header('accept-ranges', 'bytes')
+}
+
+/**
+ * A reader that takes no bytes for `ms` is cut off (DESIGN §5.10), so a
+ * frozen caller does not hold a file and a socket forever. Only for this
+ * response: the keep-alive socket may carry a long copy call next.
+ */
+function cutOffStalledReader(req: FastifyRequest, reply: FastifyReply, ms: number): void {
+  const socket = req.raw.socket
+  const onTimeout = () => {
+    req.log.warn({ url: req.url, timeoutMs: ms }, 'a reader took no bytes for too long; connection cut')
+    socket.destroy()
+  }
+  socket.setTimeout(ms)
+  socket.once('timeout', onTimeout)
+  reply.raw.once('close', () => {
+    socket.setTimeout(0)
+    socket.off('timeout', onTimeout)
+  })
 }

@@ -7,6 +7,7 @@ import type { Logger } from '../../log.ts'
 import { buildStorageNode, describeNode, type NodeIdentity } from './app.ts'
 import { loadNodeId, openBlobFiles } from './blob-files.ts'
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts'
+import { startScrubber } from './scrub.ts'
 
 export const DEFAULT_STORAGE_NODE_PORT = 8001
 /** in-flight requests get this long to finish on close before their connections are cut */
@@ -59,6 +60,7 @@ export async function runStorageNode(config: Config, rootLog: Logger): Promise<R
   identity.url = config.MAYFLY_ADVERTISE_URL?.replace(/\/+$/, '') ?? localUrl(config.MAYFLY_HOST, port)
   log.info({ id: identity.id, zone: identity.zone, url: identity.url, dataDir }, 'storage node started')
 
+  const scrubber = startScrubber({ files, intervalMs: config.MAYFLY_SCRUB_INTERVAL_SECONDS * 1000, log })
   let heartbeat: Heartbeat | null = null
   if (config.MAYFLY_CONTROL_URL !== undefined) {
     heartbeat = startHeartbeat({
@@ -81,6 +83,7 @@ export async function runStorageNode(config: Config, rootLog: Logger): Promise<R
     close() {
       closing ??= (async () => {
         await heartbeat?.stop()
+        await scrubber.stop()
         const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS)
         try {
           await app.close()

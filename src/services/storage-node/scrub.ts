@@ -1,0 +1,78 @@
+// Scrub (DESIGN §6, MAYFLY_SCRUB_INTERVAL_SECONDS): the node re-reads and
+// re-hashes every blob it holds once per period, at an even pace, and
+// quarantines the ones whose bytes no longer match their sha256. A
+// quarantined blob leaves the inventory, so anti-entropy restores the copy.
+import { createHash } from 'node:crypto'
+import type { Logger } from '../../log.ts'
+import type { BlobFiles } from './blob-files.ts'
+
+export interface Scrubber {
+  /** Stops after the blob being read; resolves when it has. */
+  stop(): Promise<void>
+}
+
+/** Shortest pause between two blobs, so a tiny node does not spin. */
+const MIN_PAUSE_MS = 20
+const EMPTY_RECHECK_MS = 60_000
+/** setTimeout's ceiling (about 24.8 days) */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+export function startScrubber(options: { files: BlobFiles; intervalMs: number; log: Logger }): Scrubber {
+  const { files, intervalMs, log } = options
+  let stopped = false
+  let timer: NodeJS.Timeout | undefined
+  let wake: () => void = () => undefined
+
+  function pause(ms: number): Promise<void> {
+    return new Promise((done) => {
+      wake = done
+      timer = setTimeout(done, Math.min(ms, MAX_TIMER_MS))
+    })
+  }
+
+  async function check(key: string): Promise<void> {
+    const blob = await files.open(key)
+    if (blob === null) return // deleted meanwhile, or already quarantined by open()
+    const hash = createHash('sha256')
+    for await (const chunk of blob.read()) {
+      if (stopped) return // leaving the loop closes the file
+      hash.update(chunk as Buffer)
+    }
+    const actual = hash.digest('hex')
+    if (actual !== blob.sha256) await blob.quarantine(`scrub: sha256 ${actual} differs from recorded ${blob.sha256}`)
+  }
+
+  async function loop(): Promise<void> {
+    while (!stopped) {
+      let after = ''
+      let checked = 0
+      const started = Date.now()
+      // one pass: every blob, spread over the interval
+      for (;;) {
+        const { blobs, more } = await files.list(after, 100)
+        for (const { key } of blobs) {
+          await pause(Math.max(MIN_PAUSE_MS, intervalMs / Math.max(1, files.stats().blobCount)))
+          if (stopped) return
+          await check(key).catch((err: unknown) => log.warn({ err, key }, 'scrub could not read a blob'))
+          checked++
+          after = key
+        }
+        if (!more) break
+      }
+      log.debug({ checked, ms: Date.now() - started }, 'scrub pass done')
+      // wait out the rest of the period; an empty node looks again every minute for new blobs
+      const rest = Math.max(MIN_PAUSE_MS, intervalMs - (Date.now() - started))
+      await pause(checked === 0 ? Math.min(rest, EMPTY_RECHECK_MS) : rest)
+    }
+  }
+
+  const running = loop().catch((err: unknown) => log.error({ err }, 'scrub stopped'))
+  return {
+    async stop() {
+      stopped = true
+      clearTimeout(timer)
+      wake()
+      await running
+    },
+  }
+}
