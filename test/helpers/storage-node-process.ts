@@ -1,8 +1,9 @@
 // Spawns a storage node as a child process (test/helpers/storage-node-entry.ts)
 // for integration, e2e and fault tests, and kills it by pid. Every node still
-// running when the test process exits is SIGKILLed, so a failed test leaves
-// no stray node behind.
+// running when the test process exits is SIGKILLed and every data directory
+// this helper made is removed, so a failed test leaves nothing behind.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { rmSync } from 'node:fs'
 import { mkdtemp, open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -17,7 +18,7 @@ const ENTRY = join(ROOT, 'test', 'helpers', 'storage-node-entry.ts')
 export interface StorageNodeProcessOptions {
   zone: string
   secret: string
-  /** default: a fresh temp directory */
+  /** default: a fresh temp directory, removed when the test process exits */
   dataDir?: string
   controlUrl?: string
   /** default 0: the OS picks a free port (the url is read from the node's start-up log) */
@@ -45,12 +46,18 @@ export interface StorageNodeProcess {
 }
 
 const running = new Set<ChildProcess>()
+const madeDirs = new Set<string>()
 process.on('exit', () => {
   for (const child of running) child.kill('SIGKILL')
+  for (const dir of madeDirs) rmSync(dir, { recursive: true, force: true })
 })
 
 export async function startStorageNodeProcess(options: StorageNodeProcessOptions): Promise<StorageNodeProcess> {
-  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'mayfly-node-')))
+  let dataDir = options.dataDir
+  if (dataDir === undefined) {
+    dataDir = await mkdtemp(join(tmpdir(), 'mayfly-node-'))
+    madeDirs.add(dataDir)
+  }
   const env: Record<string, string> = {}
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MAYFLY_') && !k.startsWith('NODE_TEST') && v !== undefined) env[k] = v
   Object.assign(env, {
