@@ -3,6 +3,10 @@ import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { createServer } from 'node:net'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { Redis } from 'ioredis'
 import { pino } from 'pino'
@@ -10,6 +14,7 @@ import { createLogger } from '../../src/log.ts'
 import type { Cache } from '../../src/ports.ts'
 import { createEmbeddedCache } from '../../src/adapters/embedded/cache.ts'
 import { createRedisCache } from '../../src/adapters/redis/cache.ts'
+import { createRedisLock } from '../../src/adapters/redis/lock.ts'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const silent = createLogger('silent')
@@ -132,3 +137,109 @@ async function closedPort(): Promise<number> {
   assert.ok(address && typeof address === 'object')
   return address.port
 }
+
+test('redis via Sentinel: cache and lock find the master and follow a failover', { timeout: 30_000 }, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'mayfly-sentinel-'))
+  const procs: ChildProcess[] = []
+  t.after(async () => {
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
+    await rm(dir, { recursive: true, force: true })
+  })
+  const [masterPort, replicaPort, sentinelPort] = [await closedPort(), await closedPort(), await closedPort()]
+  const redis = (args: string[]) => {
+    const p = spawn('redis-server', args, { stdio: 'ignore' })
+    procs.push(p)
+    return p
+  }
+  const plain = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+  const master = redis(['--port', String(masterPort), ...plain])
+  redis(['--port', String(replicaPort), ...plain, '--replicaof', '127.0.0.1', String(masterPort)])
+  const name = `t-${randomUUID().slice(0, 8)}`
+  const conf = join(dir, 'sentinel.conf')
+  await writeFile(
+    conf,
+    [
+      `port ${sentinelPort}`,
+      'bind 127.0.0.1',
+      `dir ${dir}`,
+      `sentinel monitor ${name} 127.0.0.1 ${masterPort} 1`,
+      `sentinel down-after-milliseconds ${name} 1000`,
+      `sentinel failover-timeout ${name} 5000`,
+      `logfile ${join(dir, 'sentinel.log')}`,
+      '',
+    ].join('\n'),
+  )
+  // Sentinel learns replicas from the master's INFO, polled every 10 s: start
+  // it once the replica is in sync so that its first poll sees it.
+  const direct = new Redis({ port: masterPort, lazyConnect: true, retryStrategy: () => 50, disconnectTimeout: 100 })
+  direct.on('error', () => {})
+  t.after(() => direct.disconnect())
+  await until(async () => {
+    try {
+      if (direct.status === 'wait') await direct.connect()
+      return (await direct.info('replication')).includes('state=online')
+    } catch {
+      return false
+    }
+  }, 10_000)
+  direct.disconnect()
+  redis([conf, '--sentinel'])
+
+  // Sentinel fails over only to a replica it has seen in sync: wait for that.
+  const probe = new Redis({ port: sentinelPort, lazyConnect: true, retryStrategy: () => 50, disconnectTimeout: 100 })
+  probe.on('error', () => {})
+  t.after(() => probe.disconnect())
+  await until(async () => {
+    try {
+      if (probe.status === 'wait') await probe.connect()
+      const rows = (await probe.call('SENTINEL', 'REPLICAS', name)) as string[][]
+      const replica = rows.map((row) => Object.fromEntries(row.flatMap((v, i) => (i % 2 ? [] : [[v, row[i + 1]]]))))[0]
+      return replica?.flags === 'slave' && replica['master-link-status'] === 'ok'
+    } catch {
+      return false
+    }
+  }, 10_000)
+
+  const options = { sentinels: [{ host: '127.0.0.1', port: sentinelPort }], masterName: name, namespace: 't-sentinel', log: silent, reconnectDelayMs: 100 }
+  const cache = createRedisCache(options)
+  const lock = createRedisLock(options)
+  t.after(async () => {
+    await cache.close()
+    await lock.close()
+  })
+  await cache.set('k', 'before', 60_000)
+  assert.equal(await cache.get('k'), 'before')
+  const before = await cache.status()
+  assert.equal(before.detail.master, `127.0.0.1:${masterPort}`)
+  assert.equal(before.detail.mode, 'sentinel')
+  assert.ok(await lock.acquire('leader', 60_000))
+
+  const killedAt = Date.now()
+  master.kill('SIGKILL')
+  // a write that reads back means the client now talks to the promoted replica
+  let i = 0
+  await until(async () => {
+    const value = `after-${++i}`
+    await cache.set('k', value, 60_000)
+    return (await cache.get('k')) === value
+  }, 15_000).catch(async (err: unknown) => {
+    t.diagnostic(await readFile(join(dir, 'sentinel.log'), 'utf8'))
+    throw err
+  })
+  const pause = Date.now() - killedAt
+  const after = await cache.status()
+  assert.equal(after.detail.master, `127.0.0.1:${replicaPort}`)
+  assert.equal(after.detail.role, 'master')
+  // the lease was replicated before the kill, so it is still held
+  let leader = null
+  await until(async () => {
+    try {
+      leader = await lock.acquire('leader', 60_000)
+      return true
+    } catch {
+      return false // Unavailable until the lock's own connection follows
+    }
+  }, 5000)
+  assert.equal(leader, null)
+  t.diagnostic(`cache write pause after master kill: ${pause} ms`)
+})

@@ -40,7 +40,7 @@ export function createRedisCache(opts: RedisCacheOptions): Cache {
       }),
     status: (): Promise<DependencyStatus> => redisStatus(conn, 'redis', 'cache'),
     async close() {
-      client.disconnect()
+      conn.close()
     },
   }
 }

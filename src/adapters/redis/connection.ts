@@ -33,6 +33,7 @@ export interface RedisConnection {
   /** Resolves once the first connection is ready, or after connectTimeoutMs: never waits twice. */
   firstReady: Promise<void>
   describe(): Record<string, unknown>
+  close(): void
 }
 
 /** Builds the client. `maxRetriesPerRequest` is per use: 1 for the cache (reads and sets are idempotent), 0 for locks. */
@@ -51,7 +52,7 @@ export function connectRedis(opts: RedisConnectionOptions, use: { name: string; 
     disconnectTimeout: 200,
     // A master demoted by Sentinel answers writes with READONLY: drop the
     // connection so the Sentinel connector looks up the new master.
-    reconnectOnError: (err) => err.message.startsWith('READONLY'),
+    reconnectOnError: (err) => err.message.includes('READONLY'),
   }
   const sentinels = opts.sentinels ?? []
   let client: Redis
@@ -65,12 +66,25 @@ export function connectRedis(opts: RedisConnectionOptions, use: { name: string; 
       password: auth?.password ? decodeURIComponent(auth.password) : undefined,
       sentinelRetryStrategy: () => reconnectDelayMs,
       sentinelCommandTimeout: connectTimeoutMs,
-      // subscribes to +switch-master so a failover is followed at once
-      failoverDetector: true,
+      // Not ioredis' failoverDetector: on +switch-master it disconnects even
+      // while the client is reconnecting, which leaves the client ended for
+      // good (ioredis 6.0.0, seen in test/contract/cache.test.ts). A dead
+      // master drops our socket anyway, and we then ask Sentinel every
+      // reconnectDelayMs; a demoted live master answers READONLY (below).
+      failoverDetector: false,
     })
   } else {
     client = new Redis(opts.url ?? 'redis://127.0.0.1:6379', common)
   }
+  // Safety net: a client that ended without close() having been called
+  // (an ioredis path we did not foresee) is started again.
+  let closing = false
+  client.on('end', () => {
+    if (closing) return
+    setTimeout(() => {
+      if (!closing && client.status === 'end') client.connect().catch(() => {})
+    }, reconnectDelayMs).unref()
+  })
   const firstReady = new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, connectTimeoutMs)
     timer.unref()
@@ -83,7 +97,11 @@ export function connectRedis(opts: RedisConnectionOptions, use: { name: string; 
     sentinels.length > 0
       ? { mode: 'sentinel', masterName: opts.masterName ?? 'mayfly', sentinels: sentinels.map((s) => `${s.host}:${s.port}`) }
       : { mode: 'standalone', url: redactUrl(opts.url ?? 'redis://127.0.0.1:6379') }
-  return { client, firstReady, describe }
+  const close = () => {
+    closing = true
+    client.disconnect()
+  }
+  return { client, firstReady, describe, close }
 }
 
 function redactUrl(url: string): string {

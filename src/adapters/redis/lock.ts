@@ -78,7 +78,7 @@ export function createRedisLock(opts: RedisLockOptions): Lock {
       return lease
     },
     async close() {
-      client.disconnect()
+      conn.close()
     },
   }
 }
