@@ -216,6 +216,29 @@ for (const a of adapters) {
       assert.deepEqual(got, [{ id: 'in-flight', attempt: 2 }])
     })
 
+    test('a job that kills its consumer every time is dead-lettered after maxAttempts deliveries', async (t) => {
+      const { queue, victim } = setup(t, { maxAttempts: 2, retryDelayMs: 20 })
+      const hang = new Promise<void>(() => {})
+      await queue.publish(TOPIC, { id: 'kills-workers' })
+      const seen: number[] = []
+      for (let i = 0; i < 2; i++) {
+        const v = await victim()
+        const c = await v.queue.consume(TOPIC, async (_job, ctx) => {
+          seen.push(ctx.attempt)
+          await hang
+        })
+        await until(() => seen.length === i + 1)
+        await v.kill(c)
+      }
+      assert.deepEqual(seen, [1, 2])
+      let ran = false
+      await queue.consume(TOPIC, async () => {
+        ran = true
+      })
+      await until(async () => (await queue.depths([TOPIC]))[0]!.dead === 1)
+      assert.equal(ran, false, 'a third delivery must not run')
+    })
+
     test('depths report ready, retrying, dead and consumers', async (t) => {
       const { queue } = setup(t, { maxAttempts: 2, retryDelayMs: 60_000 })
       await queue.publish(TOPIC, { id: 1 })
@@ -298,6 +321,23 @@ describe('queue: rabbitmq only', () => {
     assert.ok(Date.now() - started < 1000)
     assert.equal((await queue.status()).ok, false)
     await assert.rejects(queue.depths([TOPIC]), Unavailable)
+  })
+
+  test('publish re-declares a queue deleted behind its back instead of losing the job', async (t) => {
+    const ns = `t-${randomUUID().slice(0, 8)}`
+    const policy = { maxAttempts: 3, retryDelayMs: 20 }
+    const queue = createRabbitQueue({ url: AMQP_URL, namespace: ns, ...policy, reconnectDelayMs: 50, log: silent })
+    const conn = await connect(AMQP_URL)
+    t.after(async () => {
+      await conn.close()
+      await queue.close()
+      await adapters[1]!.cleanup(ns, policy)
+    })
+    await queue.publish(TOPIC, { n: 1 })
+    const ch = await conn.createChannel()
+    await ch.deleteQueue(`${ns}.${TOPIC}`)
+    await queue.publish(TOPIC, { n: 2 })
+    assert.equal((await ch.checkQueue(`${ns}.${TOPIC}`)).messageCount, 1)
   })
 
   test('a consumer process killed with SIGKILL mid-job: the job is delivered again', async (t) => {

@@ -89,12 +89,20 @@ export function createRabbitQueue(opts: RabbitQueueOptions): JobQueue {
     return p
   }
 
-  // One confirm channel per publisher connection, made on demand.
+  // One confirm channel per publisher connection, made on demand. Messages
+  // are mandatory: one the broker cannot route (its queue was deleted) comes
+  // back before its confirm, and counts as not published.
   let confirm: { conn: ChannelModel; ch: Promise<ConfirmChannel> } | null = null
+  const returned = new WeakMap<ConfirmChannel, Set<string>>()
   function confirmChannel(conn: ChannelModel): Promise<ConfirmChannel> {
     if (confirm?.conn !== conn) {
       const ch = conn.createConfirmChannel().then((c) => {
         c.on('error', (err: Error) => log.warn({ err }, 'publish channel error'))
+        const back = new Set<string>()
+        returned.set(c, back)
+        c.on('return', (msg: ConsumeMessage) => {
+          if (msg.properties.messageId) back.add(String(msg.properties.messageId))
+        })
         c.on('close', () => {
           if (confirm?.ch === ch) confirm = null
         })
@@ -113,6 +121,7 @@ export function createRabbitQueue(opts: RabbitQueueOptions): JobQueue {
     const deadline = Date.now() + publishTimeoutMs
     const props = {
       persistent: true,
+      mandatory: true,
       contentType: 'application/json',
       messageId: like?.properties.messageId ?? randomUUID(),
       timestamp: like?.properties.timestamp ?? Date.now(),
@@ -131,6 +140,7 @@ export function createRabbitQueue(opts: RabbitQueueOptions): JobQueue {
         await ensureTopology(conn, topic)
         const ch = await confirmChannel(conn)
         await confirmed(ch, queue, content, props, Math.min(remaining, 2000))
+        if (returned.get(ch)?.delete(props.messageId)) throw new Error(`queue ${queue} does not exist`)
         return
       } catch (err) {
         lastError = err
