@@ -90,3 +90,10 @@ export class PermanentJobError extends Error {
     this.name = 'PermanentJobError'
   }
 }
+
+/** 415: the body is not of a type this endpoint takes. */
+export class UnsupportedMediaType extends MayflyError {
+  constructor(message: string) {
+    super(415, 'unsupported_media_type', message)
+  }
+}

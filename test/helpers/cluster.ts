@@ -100,13 +100,14 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const url = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`
 
   const nodes: StorageNodeProcess[] = []
+  let started = 0
   const addNode = async (zone: string, dataDir?: string) => {
     const node = await startStorageNodeProcess({
       zone,
       secret,
       controlUrl: url,
-      dataDir: dataDir ?? join(dir, `node-${nodes.length + 1}`),
-      env: { MAYFLY_HEARTBEAT_INTERVAL_MS: '250', MAYFLY_LOG_LEVEL: 'warn' },
+      dataDir: dataDir ?? join(dir, `node-${++started}`),
+      env: { MAYFLY_HEARTBEAT_INTERVAL_MS: '250' },
     })
     nodes.push(node)
     return node
@@ -119,13 +120,21 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     }
   }
   const zones = options.zones ?? ['a', 'b', 'c']
-  await Promise.all(zones.map((z) => addNode(z)))
-  await waitForWritableNodes(zones.length)
-
-  const worker =
-    options.worker === false
-      ? null
-      : await startWorker({
+  let worker: Worker | null = null
+  const close = async () => {
+    await worker?.stop()
+    await app.close()
+    await Promise.all(nodes.map((n) => n.stop().catch(() => {})))
+    await infra.close()
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {})
+  }
+  try {
+    await Promise.all(zones.map((z) => addNode(z)))
+    await waitForWritableNodes(zones.length)
+    worker =
+      options.worker === false
+        ? null
+        : await startWorker({
           metadata: infra.metadata,
           blobs: infra.blobs,
           nodes: infra.nodes,
@@ -139,6 +148,10 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           sweepIntervalMs: config.MAYFLY_SWEEP_INTERVAL_SECONDS * 1000,
           namespace: config.MAYFLY_NAMESPACE,
         })
+  } catch (err) {
+    await close()
+    throw err
+  }
 
   return {
     url,
@@ -149,12 +162,6 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     secret,
     addNode,
     waitForWritableNodes,
-    async close() {
-      await worker?.stop()
-      await app.close()
-      await Promise.all(nodes.map((n) => n.stop().catch(() => {})))
-      await infra.close()
-      for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {})
-    },
+    close,
   }
 }

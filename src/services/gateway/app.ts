@@ -1,7 +1,7 @@
 // buildGateway(deps): the public HTTP API and web UI (DESIGN §3). It never
 // listens; main.ts does, and tests use inject() or listen on port 0.
 import { parse as parseQuery } from 'node:querystring'
-import Fastify, { type FastifyBaseLogger } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
 import { installErrorHandling } from '../../http/errors.ts'
 import { registerClusterRoutes } from './cluster-routes.ts'
 import type { GatewayDeps } from './deps.ts'
@@ -21,7 +21,7 @@ export function buildGateway(deps: GatewayDeps) {
     connectionTimeout: deps.settings.clientTimeoutMs,
     requestTimeout: 0,
     bodyLimit: 64 * 1024,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     trustProxy: true,
     routerOptions: { maxParamLength: 200 },
   })

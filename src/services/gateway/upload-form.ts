@@ -76,6 +76,11 @@ export function receiveUpload(
     }
 
     parser.on('file', (fieldName, stream, info) => {
+      if (failure !== null) {
+        // the form was refused already: nothing of it may be stored
+        stream.resume()
+        return
+      }
       if (fieldName !== 'file') {
         stream.resume()
         return fail(new Invalid(`unexpected file field \`${fieldName}\`; the file goes in \`file\``, 'unexpected_field'))

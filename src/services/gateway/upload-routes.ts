@@ -2,6 +2,7 @@
 // records it once the write quorum has fsynced it, then asks for variants.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { IMAGE_MIME_TYPES, VARIANT_NAMES, type FileRecord } from '../../core/file.ts'
+import { UnsupportedMediaType } from '../../core/errors.ts'
 import { newId } from '../../core/ids.ts'
 import { hashPassword, hashToken, newToken } from '../../core/secrets.ts'
 import type { GatewayDeps } from './deps.ts'
@@ -17,6 +18,10 @@ export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, me
   app.addContentTypeParser('multipart/form-data', (_req, _payload, done) => done(null))
 
   app.post('/api/upload', async (req, reply) => {
+    if (!/^multipart\/form-data\s*;/i.test(req.headers['content-type'] ?? '')) {
+      reply.header('connection', 'close')
+      throw new UnsupportedMediaType('send the upload as multipart/form-data with a `file` field (curl -F "file=@photo.jpg")')
+    }
     checkDeclaredLength(req.headers['content-length'], settings.maxUploadBytes)
     const key = newId()
     await metadata.beginBlob(key, now())
