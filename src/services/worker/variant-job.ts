@@ -81,9 +81,9 @@ export function createVariantJobHandler(deps: VariantJobDeps): JobHandler {
     const buffer = Buffer.allocUnsafe(file.size)
     let filled = 0
     try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
+      for await (const chunk of stream as AsyncIterable<Uint8Array>) {
         if (filled + chunk.length > file.size) throw new Error(`blob ${file.blobKey} is longer than its ${file.size} bytes`)
-        chunk.copy(buffer, filled)
+        buffer.set(chunk, filled)
         filled += chunk.length
       }
     } finally {
