@@ -63,6 +63,12 @@ export interface MetadataStore {
    * The claim that takes the last download sets exhaustedAt.
    */
   claimDownload(id: string, now: Date): Promise<ClaimResult>
+  /**
+   * Adds downloads (file id -> count) of links without a limit. Not atomic
+   * with anything: such links need no claim, so the gateway counts them in
+   * batches off the download path. Ids of limited or unknown files are ignored.
+   */
+  addDownloads(counts: Map<string, number>): Promise<void>
   /** Gives back a claimed download that failed before any byte was sent. */
   refundDownload(id: string): Promise<void>
   /** Kills the link (deletedAt = now). Idempotent; false when the id is unknown. */

@@ -164,6 +164,16 @@ function metadataContract(name: string, makeHarness: () => Promise<Harness>): vo
       await store.refundDownload(newId()) // unknown: nothing to do
     })
 
+    test('addDownloads counts batches on unlimited links and ignores limited and unknown ones', async () => {
+      const open = await store.createFile(newFile())
+      const limited = await store.createFile(newFile({ maxDownloads: 5 }))
+      await store.addDownloads(new Map([[open.id, 3], [limited.id, 2], [newId(), 1]]))
+      await store.addDownloads(new Map([[open.id, 2]]))
+      await store.addDownloads(new Map())
+      assert.equal((await store.getFile(open.id))?.downloads, 5)
+      assert.equal((await store.getFile(limited.id))?.downloads, 0)
+    })
+
     test('deleteFile is idempotent and keeps the first time; false for an unknown id', async () => {
       const file = await store.createFile(newFile())
       const t1 = new Date()

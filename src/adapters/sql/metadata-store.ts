@@ -126,6 +126,11 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
     createFile,
     getFile,
     claimDownload,
+    async addDownloads(counts) {
+      if (counts.size === 0) return
+      await db.query(q.ADD_DOWNLOADS, [[...counts.keys()], [...counts.values()]])
+    },
+
     async refundDownload(id) {
       await db.query(q.REFUND_DOWNLOAD, [id])
     },

@@ -123,6 +123,15 @@ export const REFUND_DOWNLOAD = `
 UPDATE files SET downloads = downloads - 1, exhausted_at = NULL
 WHERE id = $1::text AND downloads > 0 AND purged_at IS NULL`
 
+/**
+ * in: $1 ids (text[]), $2 counts (int[]), pairwise. out: none.
+ * Adds downloads of links without a limit, counted in batches off the download path.
+ */
+export const ADD_DOWNLOADS = `
+UPDATE files SET downloads = files.downloads + c.n
+FROM unnest($1::text[], $2::int[]) AS c(id, n)
+WHERE files.id = c.id AND files.max_downloads IS NULL`
+
 /** in: $1 id, $2 now. out: id, or none when unknown. A second delete keeps the first time. */
 export const DELETE_FILE = `
 UPDATE files SET deleted_at = COALESCE(deleted_at, $2::timestamptz)

@@ -6,6 +6,7 @@ import { installErrorHandling } from '../../http/errors.ts'
 import { registerClusterRoutes } from './cluster-routes.ts'
 import type { GatewayDeps } from './deps.ts'
 import { registerDownloadRoutes } from './download-routes.ts'
+import { createDownloadTally } from './download-tally.ts'
 import { createFileLookup } from './file-lookup.ts'
 import { registerFileRoutes } from './file-routes.ts'
 import { createGatewayMetrics } from './metrics.ts'
@@ -38,8 +39,10 @@ export function buildGateway(deps: GatewayDeps) {
     if (reply.statusCode >= 500) req.log.warn({ url: req.url, status: reply.statusCode }, 'request failed')
   })
   const files = createFileLookup(deps.metadata, deps.cache, deps.settings.cacheTtlMs)
-  registerUploadRoutes(app, deps, metrics)
-  registerDownloadRoutes(app, deps, files, metrics)
+  const tally = createDownloadTally(deps.metadata, deps.log)
+  app.addHook('onClose', () => tally.close())
+  registerUploadRoutes(app, deps, metrics, files)
+  registerDownloadRoutes(app, deps, files, metrics, tally)
   registerFileRoutes(app, deps, files)
   registerClusterRoutes(app, deps)
   registerPages(app, deps, files)

@@ -11,6 +11,7 @@ import { passwordMatches } from '../../core/secrets.ts'
 import type { BlobRecord } from '../../core/file.ts'
 import type { ByteRange } from '../../ports.ts'
 import type { GatewayDeps } from './deps.ts'
+import type { DownloadTally } from './download-tally.ts'
 import type { FileLookup } from './file-lookup.ts'
 import type { GatewayMetrics } from './metrics.ts'
 
@@ -21,6 +22,7 @@ export function registerDownloadRoutes(
   deps: GatewayDeps,
   files: FileLookup,
   metrics: GatewayMetrics,
+  tally: DownloadTally,
 ): void {
   const { metadata, blobs } = deps
   const now = deps.now ?? (() => new Date())
@@ -54,27 +56,25 @@ export function registerDownloadRoutes(
   async function download(req: FastifyRequest<IdParams>, reply: FastifyReply, password: string | undefined) {
     const file = await liveFile(req.params.id)
     await checkPassword(file, password)
-    const claim = await metadata.claimDownload(file.id, now())
-    await files.invalidate(file.id)
-    if (!claim.ok) {
-      metrics.downloads.inc({ result: claim.reason })
-      throw claim.reason === 'not_found' ? new NotFound('no such file') : deadError(claim.reason)
-    }
+    const limited = file.maxDownloads !== null
     // A limited link is served whole or not at all: Range must not be a way around the limit.
-    const range = file.maxDownloads === null ? parseRange(req.headers.range, file.size) : { kind: 'none' as const }
+    const range = limited ? { kind: 'none' as const } : parseRange(req.headers.range, file.size)
     if (range.kind === 'unsatisfiable') {
-      await metadata.refundDownload(file.id)
       return reply.status(416).header('content-range', `bytes */${file.size}`).send({ error: 'range_not_satisfiable', message: `the file has ${file.size} bytes` })
     }
+    if (limited) await claim(file.id)
     let body
     try {
       body = await openBlob(blobOf(file), file.blobKey, range.kind === 'range' ? range.range : undefined)
     } catch (err) {
-      await metadata.refundDownload(file.id).catch(() => {})
-      await files.invalidate(file.id)
+      if (limited) {
+        await metadata.refundDownload(file.id).catch(() => {})
+        await files.invalidate(file.id)
+      }
       metrics.downloads.inc({ result: 'unavailable' })
       throw err
     }
+    if (!limited) tally.add(file.id)
     metrics.downloads.inc({ result: 'ok' })
     setFileHeaders(reply, file)
     if (file.maxDownloads === null) reply.header('accept-ranges', 'bytes')
@@ -86,6 +86,16 @@ export function registerDownloadRoutes(
     }
     body.on('data', (chunk: Buffer) => metrics.downloadBytes.inc(chunk.length))
     return reply.send(body)
+  }
+
+  /** Counts one download of a limited link, atomically in the metadata store (the limit's only judge). */
+  async function claim(id: string): Promise<void> {
+    const result = await metadata.claimDownload(id, now())
+    await files.invalidate(id)
+    if (!result.ok) {
+      metrics.downloads.inc({ result: result.reason })
+      throw result.reason === 'not_found' ? new NotFound('no such file') : deadError(result.reason)
+    }
   }
 
   async function sendVariant(req: FastifyRequest<IdParams>, reply: FastifyReply, name: VariantName) {
@@ -107,7 +117,7 @@ export function registerDownloadRoutes(
   }
 
   async function openBlob(blob: BlobRecord, key: string, range?: ByteRange) {
-    return blobs.open(blob, await metadata.listReplicas(key), range)
+    return blobs.open(blob, await files.replicas(key), range)
   }
 
   /** The file if its link is alive: 404 for unknown or malformed ids, 410 once it died. */

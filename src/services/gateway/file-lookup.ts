@@ -8,7 +8,16 @@ import type { Cache, MetadataStore } from '../../ports.ts'
 export interface FileLookup {
   get(id: string): Promise<FileRecord | null>
   invalidate(id: string): Promise<void>
+  /**
+   * The nodes holding a blob. A stale list is harmless for a read (a node
+   * that lost its copy answers 404 and the next replica is tried), so it is
+   * cached briefly; whoever adds a replica invalidates it.
+   */
+  replicas(blobKey: string): Promise<string[]>
+  invalidateReplicas(blobKey: string): Promise<void>
 }
+
+const REPLICAS_TTL_MS = 5000
 
 const DATE_FIELDS = ['createdAt', 'expiresAt', 'deletedAt', 'exhaustedAt', 'purgedAt'] as const
 
@@ -24,6 +33,16 @@ export function createFileLookup(metadata: MetadataStore, cache: Cache, ttlMs: n
     },
     async invalidate(id) {
       await cache.delete(cacheKey(id))
+    },
+    async replicas(blobKey) {
+      const hit = await cache.get(`replicas:${blobKey}`)
+      if (hit !== null) return JSON.parse(hit) as string[]
+      const nodeIds = await metadata.listReplicas(blobKey)
+      if (nodeIds.length > 0) await cache.set(`replicas:${blobKey}`, JSON.stringify(nodeIds), REPLICAS_TTL_MS)
+      return nodeIds
+    },
+    async invalidateReplicas(blobKey) {
+      await cache.delete(`replicas:${blobKey}`)
     },
   }
 }

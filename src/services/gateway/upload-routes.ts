@@ -9,8 +9,9 @@ import type { GatewayDeps } from './deps.ts'
 import { uploadView } from './file-view.ts'
 import { checkDeclaredLength, parseUploadOptions, receiveUpload } from './upload-form.ts'
 import type { GatewayMetrics } from './metrics.ts'
+import type { FileLookup } from './file-lookup.ts'
 
-export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, metrics: GatewayMetrics): void {
+export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, metrics: GatewayMetrics, files: FileLookup): void {
   const { settings, metadata, blobs, queue, log } = deps
   const now = deps.now ?? (() => new Date())
 
@@ -92,6 +93,7 @@ export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, me
   function recordLateReplicas(key: string, remaining: Promise<string[]>): void {
     remaining
       .then((late) => Promise.all(late.map((nodeId) => metadata.addReplica(key, nodeId))))
+      .then(() => files.invalidateReplicas(key))
       .catch((err: unknown) => log.warn({ err, key }, 'could not record a late replica; the replicator will find it'))
   }
 
