@@ -1,8 +1,8 @@
 // Commands for people: upload, download and status against a gateway.
-import { createReadStream, createWriteStream } from 'node:fs'
+import { createReadStream, createWriteStream, openAsBlob } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { basename } from 'node:path'
-import { Transform } from 'node:stream'
+import { Readable, Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { SingleBar, Presets } from 'cli-progress'
 import { FormData, request } from 'undici'
@@ -62,8 +62,17 @@ export async function uploadCommand(
   if (options.password !== undefined) form.set('password', options.password)
   const progress = progressBar(size, 'uploading')
   const source = createReadStream(file).pipe(progress.counter)
-  // a Blob-like that streams, so the file is never read into memory
-  form.set('file', { [Symbol.toStringTag]: 'File', name: basename(file), type: '', size, stream: () => source } as unknown as Blob, basename(file))
+  // undici's FormData takes only a real Blob or File (a Blob-like object is
+  // refused). A File subclass given without a filename argument is kept as it
+  // is and read through its stream(): the file's size and name, its bytes
+  // streamed from disk through the progress counter, never read into memory.
+  const onDisk = await openAsBlob(file)
+  class StreamedFile extends File {
+    override stream() {
+      return Readable.toWeb(source) as ReturnType<File['stream']>
+    }
+  }
+  form.set('file', new StreamedFile([onDisk], basename(file)))
   try {
     const res = await request(`${options.url}/api/upload`, { method: 'POST', body: form })
     progress.stop()
