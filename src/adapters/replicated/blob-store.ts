@@ -218,7 +218,11 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       const out = new PassThrough({ highWaterMark: 256 * 1024 })
       // A whole read is checked end to end: nodes verify what they send, and
       // this last check guarantees a body never ends cleanly with wrong bytes.
+      // Its last chunk is held back until the sha256 matches: a client that
+      // has all Content-Length bytes counts the body complete, so cutting the
+      // response after the last byte would be too late.
       const hash = start === 0 && end === blob.size - 1 ? createHash('sha256') : null
+      let held: Buffer | null = null
       out.on('close', () => current.body.destroy())
 
       const pump = async () => {
@@ -226,8 +230,13 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
           try {
             for await (const chunk of current.body as AsyncIterable<Buffer>) {
               position += chunk.length
-              hash?.update(chunk)
-              if (!out.write(chunk)) await once(out, 'drain')
+              let ready: Buffer | null = chunk
+              if (hash !== null) {
+                hash.update(chunk)
+                ready = held
+                held = chunk
+              }
+              if (ready !== null && !out.write(ready)) await once(out, 'drain')
               if (out.destroyed) return
             }
             if (position > end) return void finish()
@@ -248,7 +257,7 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       }
       const finish = () => {
         const actual = hash?.digest('hex')
-        if (actual === undefined || actual === blob.sha256) return void out.end()
+        if (actual === undefined || actual === blob.sha256) return void (held === null ? out.end() : out.end(held))
         log.error({ key: blob.key, actual, expected: blob.sha256 }, 'a read assembled wrong bytes; cutting the response')
         out.destroy(new Unavailable('the bytes read do not match the checksum', 'checksum_mismatch'))
       }
