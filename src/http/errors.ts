@@ -12,6 +12,9 @@ export function installErrorHandling(app: FastifyInstance): void {
       reply.raw.destroy()
       return
     }
+    // A refused request whose body was not read (an upload too large, a bad
+    // form): close the connection after answering instead of reading the rest.
+    if (!req.raw.complete) reply.header('connection', 'close')
     if (err instanceof MayflyError) {
       if (err.status >= 500) req.log.warn({ err }, err.message)
       return reply.status(err.status).send({ error: err.code, message: err.message })

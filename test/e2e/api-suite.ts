@@ -1,7 +1,9 @@
 // The public API (DESIGN §3) against a running cluster, the same suite for the
 // embedded mode and for real PostgreSQL, Redis and RabbitMQ (api-*.test.ts).
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
 import { readdir, readFile } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import sharp from 'sharp'
@@ -28,7 +30,12 @@ export function apiSuite(mode: Mode): void {
     before(async () => {
       cluster = await startCluster({
         mode,
-        env: { MAYFLY_MAX_UPLOAD_BYTES: String(8 * 1024 * 1024), MAYFLY_DELETE_GRACE_SECONDS: '1', MAYFLY_MAX_EXPIRES_IN: '604800' },
+        env: {
+          MAYFLY_MAX_UPLOAD_BYTES: String(8 * 1024 * 1024),
+          MAYFLY_DELETE_GRACE_SECONDS: '1',
+          MAYFLY_MAX_EXPIRES_IN: '604800',
+          MAYFLY_CLIENT_TIMEOUT_MS: '1000',
+        },
       })
       base = cluster.url
       photo = (await photoPaths()).find((p) => p.includes('autumn'))!
@@ -225,6 +232,37 @@ export function apiSuite(mode: Mode): void {
       // (earlier tests' dead files may be purged meanwhile: nothing may be added, some may go)
       await waitFor('failed uploads cleaned', async () => ((await allBlobs(cluster)).every((k) => before.includes(k)) ? true : undefined))
       for (const node of cluster.nodes) assert.deepEqual((await diskState(node.dataDir)).temp, [])
+    })
+
+    test('a corrupt JPEG is stored as a plain file: its variants fail, its bytes download', async () => {
+      const truncated = photoBytes.subarray(0, Math.floor(photoBytes.length / 3))
+      const { status, body } = await upload(base, truncated, {}, 'broken.jpg', 'image/jpeg')
+      assert.equal(status, 201)
+      const variants = await waitFor('variants settled', async () => {
+        const vs = (await getJson(`${base}/api/files/${String(body.id)}`)).body.variants as { state: string }[]
+        return vs.every((v) => v.state !== 'pending') ? vs : undefined
+      }, 30_000)
+      assert.deepEqual(variants.map((v) => v.state), ['failed', 'failed'])
+      const res = await fetch(String(body.download_url))
+      assert.equal(sha256(new Uint8Array(await res.arrayBuffer())), sha256(truncated))
+    })
+
+    test('a client that stalls mid-upload is cut off and leaves nothing behind', async () => {
+      const before = await allBlobs(cluster)
+      const { port } = new URL(base)
+      const socket = connect(Number(port), '127.0.0.1')
+      const boundary = 'stall-boundary'
+      const head = `--${boundary}\r\ncontent-disposition: form-data; name="file"; filename="slow.bin"\r\ncontent-type: application/octet-stream\r\n\r\n`
+      socket.write(
+        `POST /api/upload HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: multipart/form-data; boundary=${boundary}\r\n` +
+          `content-length: ${head.length + 5_000_000}\r\n\r\n${head}${'x'.repeat(100_000)}`,
+      )
+      const started = Date.now()
+      await once(socket, 'close')
+      const waited = Date.now() - started
+      assert.ok(waited >= 900 && waited < 10_000, `cut off after ${waited} ms (timeout 1000 ms)`)
+      await waitFor('stalled upload cleaned', async () => ((await allBlobs(cluster)).every((k) => before.includes(k)) ? true : undefined))
+      for (const node of cluster.nodes) await waitFor('no temp files', async () => ((await diskState(node.dataDir)).temp.length === 0 ? true : undefined))
     })
 
     test('expires_in is capped at the server maximum', async () => {

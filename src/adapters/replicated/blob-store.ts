@@ -37,6 +37,8 @@ interface Leg {
   /** resolves with the node's sha256, rejects when the node failed */
   result: Promise<string>
   state: 'writing' | 'failed' | 'stored'
+  /** we cut this leg ourselves (the upload failed): its error says nothing about the node */
+  abandoned: boolean
 }
 
 export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): BlobStore {
@@ -44,7 +46,7 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
 
   function startLeg(node: NodeView, key: string): Leg {
     const body = new PassThrough({ highWaterMark: 256 * 1024 })
-    const leg: Leg = { node, body, result: Promise.resolve(''), state: 'writing' }
+    const leg: Leg = { node, body, result: Promise.resolve(''), state: 'writing', abandoned: false }
     leg.result = client.put(node.url, key, body).then(
       (stored) => {
         leg.state = 'stored'
@@ -54,6 +56,7 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       (err: unknown) => {
         leg.state = 'failed'
         body.destroy()
+        if (leg.abandoned) throw err
         if (isNodeFault(err)) nodes.reportFailure(node.id)
         log.warn({ err, node: node.id, key }, 'replica write failed')
         throw err
@@ -173,7 +176,10 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
           remaining,
         } satisfies WrittenBlob
       } catch (err) {
-        for (const leg of legs) leg.body.destroy()
+        for (const leg of legs) {
+          leg.abandoned = true
+          leg.body.destroy()
+        }
         if (!source.destroyed) source.resume()
         // a leg may have stored its copy before the others failed: no copy may stay
         await Promise.allSettled(legs.map((l) => l.result))

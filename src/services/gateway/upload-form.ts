@@ -2,7 +2,7 @@
 // into the BlobStore (never buffered whole), the other fields are collected
 // and validated once the form ends. Busboy does the parsing.
 import type { IncomingMessage } from 'node:http'
-import { Transform, type Readable } from 'node:stream'
+import { pipeline, Transform, type Readable } from 'node:stream'
 import busboy from 'busboy'
 import { Invalid, TooLarge } from '../../core/errors.ts'
 import { cleanFileName, normalizeMime, sniffImageMime } from '../../core/mime.ts'
@@ -45,12 +45,15 @@ export function receiveUpload(
     let file: { name: string; declaredMime: string; sniffed: string | null; stored: Promise<WrittenBlob> } | null = null
     let failure: Error | null = null
     let ended = false
+    let fileStream: Readable | null = null
 
     const fail = (err: Error) => {
       if (failure !== null) return
       failure = err
       req.unpipe(parser)
       req.resume()
+      // a file still arriving is abandoned at once: its store() fails and removes what it wrote
+      if (fileStream !== null && !fileStream.readableEnded) fileStream.destroy(err)
       finish()
     }
 
@@ -88,8 +91,10 @@ export function receiveUpload(
       const peek = peekHead((head) => {
         if (file !== null) file.sniffed = sniffImageMime(head)
       })
-      stream.on('error', (err) => peek.destroy(err))
-      file = { name: cleanFileName(info.filename), declaredMime: normalizeMime(info.mimeType), sniffed: null, stored: store(stream.pipe(peek)) }
+      // pipeline carries an abandoned file's error into `peek`, where store() sees it
+      pipeline(stream, peek, () => {})
+      fileStream = stream
+      file = { name: cleanFileName(info.filename), declaredMime: normalizeMime(info.mimeType), sniffed: null, stored: store(peek) }
       file.stored.catch((err: Error) => fail(err))
     })
     parser.on('field', (name, value, info) => {
@@ -109,7 +114,9 @@ export function receiveUpload(
       finish()
     })
     req.on('error', (err) => fail(err))
-    req.on('aborted', () => fail(new Invalid('the client went away during the upload', 'aborted')))
+    req.on('close', () => {
+      if (!req.complete) fail(new Invalid('the client went away or stalled during the upload', 'aborted'))
+    })
     req.pipe(parser)
   })
 }

@@ -20,7 +20,6 @@ export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, me
 
   app.post('/api/upload', async (req, reply) => {
     if (!/^multipart\/form-data\s*;/i.test(req.headers['content-type'] ?? '')) {
-      reply.header('connection', 'close')
       throw new UnsupportedMediaType('send the upload as multipart/form-data with a `file` field (curl -F "file=@photo.jpg")')
     }
     checkDeclaredLength(req.headers['content-length'], settings.maxUploadBytes)
@@ -36,8 +35,6 @@ export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, me
       )
     } catch (err) {
       metrics.uploads.inc({ result: 'rejected' })
-      // the client may still be sending: do not read a body we refused
-      reply.header('connection', 'close')
       void forget(key)
       throw err
     }
