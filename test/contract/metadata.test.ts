@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { setImmediate } from 'node:timers/promises'
 import pg from 'pg'
+import { createTestDatabase, POSTGRES_ADMIN_URL } from '../helpers/databases.ts'
 import { pino } from 'pino'
 import { PGlite } from '@electric-sql/pglite'
 import { createLogger } from '../../src/log.ts'
@@ -20,7 +21,6 @@ import { createPostgresMetadataStore } from '../../src/adapters/postgres/metadat
 import { readMigrations } from '../../src/adapters/sql/migrate.ts'
 
 const silent = createLogger('silent')
-const ADMIN_URL = process.env.MAYFLY_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const HOUR = 3600_000
 
 interface Harness {
@@ -378,19 +378,14 @@ metadataContract('pglite', async () => {
 })
 
 metadataContract('postgresql', async () => {
-  const name = `mayfly_test_${randomBytes(6).toString('hex')}`
-  const admin = new pg.Client({ connectionString: ADMIN_URL })
-  await admin.connect()
-  await admin.query(`CREATE DATABASE ${name}`)
-  const url = new URL(ADMIN_URL)
-  url.pathname = `/${name}`
-  const open = () => createPostgresMetadataStore({ url: url.href, log: silent })
+  const db = await createTestDatabase()
+  const open = () => createPostgresMetadataStore({ url: db.url, log: silent })
   return {
     open,
     // two processes starting at once: the advisory lock serializes their migrations
     reopen: () => Promise.all([open(), open(), open()]),
     async countMigrations() {
-      const client = new pg.Client({ connectionString: url.href })
+      const client = new pg.Client({ connectionString: db.url })
       await client.connect()
       try {
         return (await client.query('SELECT count(*)::int AS n FROM schema_migrations')).rows[0].n
@@ -398,26 +393,20 @@ metadataContract('postgresql', async () => {
         await client.end()
       }
     },
-    async cleanup() {
-      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-      await admin.end()
-    },
+    cleanup: () => db.drop(),
   }
 })
 
-/** A fresh database for one test, dropped after it. */
+/** A fresh database for one test, dropped after it, and an admin connection to the server. */
 async function freshDatabase(t: { after: (fn: () => Promise<void>) => void }): Promise<{ url: string; admin: pg.Client }> {
-  const name = `mayfly_test_${randomBytes(6).toString('hex')}`
-  const admin = new pg.Client({ connectionString: ADMIN_URL })
+  const db = await createTestDatabase()
+  const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL })
   await admin.connect()
-  await admin.query(`CREATE DATABASE ${name}`)
   t.after(async () => {
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
     await admin.end()
+    await db.drop()
   })
-  const url = new URL(ADMIN_URL)
-  url.pathname = `/${name}`
-  return { url: url.href, admin }
+  return { url: db.url, admin }
 }
 
 /** A logger whose warnings the test can wait for. */
@@ -496,21 +485,12 @@ describe('metadata on PostgreSQL: failures', () => {
     assert.ok(Date.now() - started < 5000)
   })
 
-  test('a fresh database migrated by four stores starting at once', async () => {
-    const name = `mayfly_test_${randomBytes(6).toString('hex')}`
-    const admin = new pg.Client({ connectionString: ADMIN_URL })
-    await admin.connect()
-    await admin.query(`CREATE DATABASE ${name}`)
-    try {
-      const url = new URL(ADMIN_URL)
-      url.pathname = `/${name}`
-      const stores = await Promise.all(Array.from({ length: 4 }, () => createPostgresMetadataStore({ url: url.href, log: silent })))
-      const file = await stores[0]!.createFile(newFile())
-      assert.equal((await stores[3]!.getFile(file.id))?.id, file.id)
-      await Promise.all(stores.map((s) => s.close()))
-    } finally {
-      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-      await admin.end()
-    }
+  test('a fresh database migrated by four stores starting at once', async (t) => {
+    const db = await createTestDatabase()
+    t.after(() => db.drop())
+    const stores = await Promise.all(Array.from({ length: 4 }, () => createPostgresMetadataStore({ url: db.url, log: silent })))
+    const file = await stores[0]!.createFile(newFile())
+    assert.equal((await stores[3]!.getFile(file.id))?.id, file.id)
+    await Promise.all(stores.map((s) => s.close()))
   })
 })

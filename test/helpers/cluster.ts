@@ -7,17 +7,18 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import pg from 'pg'
 import { loadConfig, type Config } from '../../src/config.ts'
 import { createLogger } from '../../src/log.ts'
 import { buildGateway } from '../../src/services/gateway/app.ts'
 import { startWorker, type Worker } from '../../src/services/worker/worker.ts'
 import { createInfrastructure, gatewaySettings, VARIANT_TOPIC, type Infrastructure } from '../../src/wiring.ts'
+import { createTestDatabase } from './databases.ts'
 import { startStorageNodeProcess, type StorageNodeProcess } from './storage-node-process.ts'
+
+export { createTestDatabase, POSTGRES_ADMIN_URL } from './databases.ts'
 
 export type Mode = 'embedded' | 'real'
 
-export const POSTGRES_ADMIN_URL = 'postgres://postgres@127.0.0.1:5432/test'
 export const REDIS_URL = 'redis://127.0.0.1:6379'
 export const AMQP_URL = 'amqp://guest:guest@127.0.0.1:5672'
 
@@ -42,24 +43,6 @@ export interface Cluster {
   /** waits until `count` nodes are writable as the gateway sees them */
   waitForWritableNodes(count: number): Promise<void>
   close(): Promise<void>
-}
-
-/** A fresh PostgreSQL database; drop() removes it. */
-export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `mayfly_test_${randomUUID().replaceAll('-', '').slice(0, 12)}`
-  const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL })
-  await admin.connect()
-  await admin.query(`CREATE DATABASE ${name}`)
-  await admin.end()
-  return {
-    url: `postgres://postgres@127.0.0.1:5432/${name}`,
-    async drop() {
-      const c = new pg.Client({ connectionString: POSTGRES_ADMIN_URL })
-      await c.connect()
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-      await c.end()
-    },
-  }
 }
 
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
