@@ -1,6 +1,7 @@
 // JobQueue contract, run against the embedded queue and RabbitMQ on
 // 127.0.0.1:5672 (each test in its own namespace; its queues are deleted).
 import { test, describe } from 'node:test'
+import { deleteTopicQueues } from '../helpers/rabbit.ts'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { execFile, spawn } from 'node:child_process'
@@ -13,7 +14,6 @@ import type { Consumer, JobQueue } from '../../src/ports.ts'
 import { PermanentJobError, Unavailable } from '../../src/core/errors.ts'
 import { createEmbeddedQueue } from '../../src/adapters/embedded/queue.ts'
 import { createRabbitQueue } from '../../src/adapters/rabbitmq/queue.ts'
-import { retryQueues, topicQueues } from '../../src/adapters/rabbitmq/topology.ts'
 
 const AMQP_URL = 'amqp://guest:guest@127.0.0.1:5672'
 const silent = createLogger('silent')
@@ -54,13 +54,7 @@ const adapters: { name: string; make(ns: string, policy: Policy): Fixture; clean
         },
       }
     },
-    async cleanup(ns, policy) {
-      const conn = await connect(AMQP_URL)
-      const ch = await conn.createChannel()
-      const q = topicQueues(ns, TOPIC, { ...policy, maxRetryDelayMs: 5 * 60_000 })
-      for (const name of [q.main, q.dead, ...retryQueues(q).map((r) => r.queue)]) await ch.deleteQueue(name)
-      await conn.close()
-    },
+    cleanup: (ns, policy) => deleteTopicQueues(AMQP_URL, ns, TOPIC, policy),
   },
 ]
 

@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import amqp, { type Channel, type ChannelModel } from 'amqplib'
 import pg from 'pg'
-import { retryQueues, topicQueues } from '../../src/adapters/rabbitmq/topology.ts'
+import { topicQueues } from '../../src/adapters/rabbitmq/topology.ts'
 import { DEFAULT_MAX_RETRY_DELAY_MS } from '../../src/core/jobs.ts'
 import { derivedKey } from '../../src/core/ids.ts'
 import { VARIANT_TOPIC } from '../../src/wiring.ts'
@@ -52,9 +52,6 @@ describe('worker crashes and poison jobs (RabbitMQ)', { timeout: 240_000 }, () =
   after(async () => {
     for (const w of workers) await w.kill('SIGKILL')
     await db?.end().catch(() => {})
-    if (ch !== undefined) {
-      for (const q of [queues.main, queues.dead, ...retryQueues(queues).map((r) => r.queue)]) await ch.deleteQueue(q).catch(() => {})
-    }
     await amqpConn?.close().catch(() => {})
     await cluster?.close()
     if (workerDir !== undefined) await rm(workerDir, { recursive: true, force: true })

@@ -13,6 +13,7 @@ import { buildGateway } from '../../src/services/gateway/app.ts'
 import { startWorker, type Worker } from '../../src/services/worker/worker.ts'
 import { createInfrastructure, gatewaySettings, VARIANT_TOPIC, type Infrastructure } from '../../src/wiring.ts'
 import { createTestDatabase } from './databases.ts'
+import { deleteTopicQueues } from './rabbit.ts'
 import { startStorageNodeProcess, type StorageNodeProcess } from './storage-node-process.ts'
 
 export { createTestDatabase, POSTGRES_ADMIN_URL } from './databases.ts'
@@ -66,6 +67,10 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   }
   Object.assign(env, options.env)
   const config = loadConfig(env)
+  if (config.MAYFLY_AMQP_URL !== undefined) {
+    const policy = { maxAttempts: config.MAYFLY_JOB_MAX_ATTEMPTS, retryDelayMs: config.MAYFLY_JOB_RETRY_DELAY_MS }
+    cleanups.push(() => deleteTopicQueues(config.MAYFLY_AMQP_URL!, config.MAYFLY_NAMESPACE, VARIANT_TOPIC, policy))
+  }
   const log = createLogger(config.MAYFLY_LOG_LEVEL)
   const infra = await createInfrastructure(config, log, secret)
   const app = buildGateway({
