@@ -1,0 +1,225 @@
+// Mayfly under test: `mayfly up` (gateway + worker in one process, three
+// storage nodes as its children; replication factor 3, write quorum 2, the
+// defaults) on free ports with its data in a temp directory. Mode 'real'
+// points it at this machine's PostgreSQL (a fresh database, dropped after),
+// Redis and RabbitMQ (a fresh namespace, its keys and queues removed after);
+// mode 'embedded' uses the stand-ins.
+import { randomUUID } from 'node:crypto'
+import { mkdir, rm } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { Readable } from 'node:stream'
+import { fileURLToPath } from 'node:url'
+import amqp from 'amqplib'
+import { Redis } from 'ioredis'
+import { loadConfig } from '../src/config.ts'
+import { retryQueues, topicQueues } from '../src/adapters/rabbitmq/topology.ts'
+import { DEFAULT_MAX_RETRY_DELAY_MS } from '../src/core/jobs.ts'
+import { VARIANT_TOPIC } from '../src/wiring.ts'
+import { AMQP_URL, createTestDatabase, REDIS_URL } from '../test/helpers/cluster.ts'
+import { createClient, expectStatus, readChecked } from './load.ts'
+import { multipartBody } from './multipart.ts'
+import { freePorts, hasExited, spawnLogged, stopChild, waitUntil, type Spawned } from './processes.ts'
+import type { Payload, StoreTarget } from './target.ts'
+
+export type Mode = 'real' | 'embedded'
+
+export const REPO = fileURLToPath(new URL('..', import.meta.url))
+const NODE = resolve(REPO, 'node_modules/.bin/node')
+const MAIN = resolve(REPO, 'src/main.ts')
+
+export interface UploadAnswer {
+  id: string
+  size: number
+  sha256: string
+}
+
+export interface VariantInfo {
+  name: string
+  state: 'pending' | 'ready' | 'failed' | 'skipped'
+}
+
+export interface MayflyCluster {
+  mode: Mode
+  url: string
+  /** pid of the `mayfly up` process, which hosts the gateway and the worker */
+  pid: number
+  target: StoreTarget
+  /** POST /api/upload of a ready-made multipart body (or stream with its length) */
+  upload(contentType: string, body: Buffer | AsyncIterable<Buffer>, length: number): Promise<UploadAnswer>
+  /** GET /api/files/:id → its variants */
+  variants(id: string): Promise<VariantInfo[]>
+  /** GET /api/download/:id, checked by length and sha256 */
+  download(id: string, size: number, sha256: string): Promise<void>
+  stop(): Promise<void>
+}
+
+export interface StartOptions {
+  mode: Mode
+  /** parent temp directory; the cluster's data goes in a fresh directory under it */
+  root: string
+  concurrency: number
+  /** write V8 CPU profiles of the up process (and its storage nodes) here */
+  cpuProfDir?: string
+}
+
+export async function startMayfly(o: StartOptions): Promise<MayflyCluster> {
+  const dir = join(o.root, `${o.mode}-${randomUUID().slice(0, 8)}`)
+  await mkdir(dir, { recursive: true })
+  const cleanups: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })]
+  const namespace = `bench-${randomUUID().slice(0, 8)}`
+  const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MAYFLY_')))
+  Object.assign(env, {
+    MAYFLY_LOG_LEVEL: 'warn',
+    MAYFLY_NAMESPACE: namespace,
+    // the memory phase sends 1 GiB in one upload
+    MAYFLY_MAX_UPLOAD_BYTES: String(4 * 1024 ** 3),
+  })
+  if (o.cpuProfDir !== undefined) {
+    await mkdir(o.cpuProfDir, { recursive: true })
+    env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${o.cpuProfDir}`.trim()
+  }
+  let proc: Spawned | null = null
+  const stopAll = async () => {
+    if (proc !== null) await stopChild(proc)
+    if (proc !== null) killStragglers(proc.pid)
+    for (const cleanup of cleanups.reverse()) await cleanup().catch((err: unknown) => console.error(`bench: cleanup failed: ${String(err)}`))
+  }
+  try {
+    if (o.mode === 'real') {
+      const db = await createTestDatabase()
+      cleanups.push(() => db.drop())
+      cleanups.push(() => removeRedisKeys(namespace))
+      cleanups.push(() => removeQueues(namespace))
+      Object.assign(env, { MAYFLY_DATABASE_URL: db.url, MAYFLY_REDIS_URL: REDIS_URL, MAYFLY_AMQP_URL: AMQP_URL })
+    }
+    const [port, ...nodePorts] = await freePorts(4)
+    const url = `http://127.0.0.1:${port}`
+    const spawned = spawnLogged(
+      NODE,
+      [MAIN, 'up', '--data-dir', join(dir, 'data'), '--port', String(port), '--node-ports', nodePorts.join(',')],
+      { env, cwd: REPO, logPath: join(o.root, `${o.mode}-up-${port}.log`) },
+    )
+    proc = spawned
+    await waitUntil(
+      async () => {
+        if (hasExited(spawned.child)) throw new Error('exited')
+        return await isReady(url)
+      },
+      90_000,
+      () => `mayfly up (${o.mode}) did not become ready with 3 nodes up:\n${spawned.logTail()}`,
+      200,
+    )
+    const client = createClient(o.concurrency)
+    cleanups.unshift(() => client.close())
+    const bodies = new Map<Payload, { contentType: string; body: Buffer }>()
+
+    const upload = async (contentType: string, body: Buffer | AsyncIterable<Buffer>, length: number): Promise<UploadAnswer> => {
+      const res = await client.request({
+        origin: url,
+        path: '/api/upload',
+        method: 'POST',
+        headers: { 'content-type': contentType, 'content-length': String(length) },
+        body: Buffer.isBuffer(body) ? body : Readable.from(body, { objectMode: false }),
+      })
+      await expectStatus(res, [201], 'upload')
+      return (await res.body.json()) as UploadAnswer
+    }
+    const download = async (id: string, size: number, sha256: string | null) => {
+      const res = await client.request({ origin: url, path: `/api/download/${id}`, method: 'GET' })
+      await expectStatus(res, [200], 'download')
+      await readChecked(res.body, size, sha256)
+    }
+    const target: StoreTarget = {
+      name: `mayfly-${o.mode}`,
+      async upload(payload) {
+        let form = bodies.get(payload)
+        if (form === undefined) {
+          form = multipartBody(payload.data, `${payload.label}.bin`, 'application/octet-stream')
+          bodies.set(payload, form)
+        }
+        const answer = await upload(form.contentType, form.body, form.body.length)
+        if (answer.size !== payload.size || answer.sha256 !== payload.sha256) {
+          throw new Error(`upload answered size ${answer.size} sha256 ${answer.sha256}, expected ${payload.size} ${payload.sha256}`)
+        }
+        return answer.id
+      },
+      download: (id, payload, checkSha) => download(id, payload.size, checkSha ? payload.sha256 : null),
+    }
+    return {
+      mode: o.mode,
+      url,
+      pid: spawned.pid,
+      target,
+      upload,
+      download,
+      async variants(id) {
+        const res = await client.request({ origin: url, path: `/api/files/${id}`, method: 'GET' })
+        await expectStatus(res, [200], 'file info')
+        return ((await res.body.json()) as { variants: VariantInfo[] }).variants
+      },
+      stop: stopAll,
+    }
+  } catch (err) {
+    await stopAll()
+    throw err
+  }
+}
+
+/** /ready answers 200 (metadata and the write quorum) and all three nodes are up. */
+async function isReady(url: string): Promise<boolean> {
+  const ready = await fetch(`${url}/ready`)
+  await ready.arrayBuffer()
+  if (ready.status !== 200) return false
+  const nodes = (await (await fetch(`${url}/api/nodes`)).json()) as { nodes: { state: string }[] }
+  return nodes.nodes.filter((n) => n.state === 'up').length >= 3
+}
+
+/** The up process exited; anything left in its process group (a storage node) is killed. */
+function killStragglers(pgid: number): void {
+  try {
+    process.kill(-pgid, 0)
+  } catch {
+    return
+  }
+  try {
+    process.kill(-pgid, 'SIGKILL')
+  } catch {
+    // gone meanwhile
+  }
+}
+
+async function removeRedisKeys(namespace: string): Promise<void> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  try {
+    await redis.connect()
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${namespace}:*`, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) await redis.del(...keys)
+    } while (cursor !== '0')
+  } finally {
+    redis.disconnect()
+  }
+}
+
+/** The run's queues, named as the RabbitMQ adapter names them for this namespace and the default retry policy. */
+async function removeQueues(namespace: string): Promise<void> {
+  const config = loadConfig({})
+  const q = topicQueues(namespace, VARIANT_TOPIC, {
+    maxAttempts: config.MAYFLY_JOB_MAX_ATTEMPTS,
+    retryDelayMs: config.MAYFLY_JOB_RETRY_DELAY_MS,
+    maxRetryDelayMs: DEFAULT_MAX_RETRY_DELAY_MS,
+  })
+  const conn = await amqp.connect(AMQP_URL)
+  try {
+    for (const name of [q.main, q.dead, ...retryQueues(q).map((r) => r.queue)]) {
+      // a channel closes on an error (a queue that was never declared): one per queue
+      const ch = await conn.createChannel()
+      await ch.deleteQueue(name).catch(() => {})
+      await ch.close().catch(() => {})
+    }
+  } finally {
+    await conn.close()
+  }
+}

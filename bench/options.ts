@@ -1,0 +1,75 @@
+// Command line of `npm run bench` (node bench/run.ts [flags]).
+import { parseArgs } from 'node:util'
+
+export interface BenchOptions {
+  runs: number
+  durationMs: number
+  warmupMs: number
+  concurrency: number
+  modes: ('real' | 'embedded')[]
+  memory: boolean
+  variants: boolean
+  photoCopies: number
+  cpuProfDir: string | undefined
+  quick: boolean
+}
+
+export const USAGE = `npm run bench -- [flags]
+  --quick             smoke run (~1-2 min): 1 run, 2 s phases, photos once, no memory phase
+  --runs N            repetitions of the throughput and variant phases (default 3; medians reported)
+  --duration S        seconds per measured phase (default 5; quick 2)
+  --warmup S          unmeasured seconds before each phase (default 1; quick 0.5)
+  --concurrency N     requests in flight (default 16)
+  --modes LIST        real,embedded (default both; targets are judged on real)
+  --photo-copies N    uploads of each test photo in the variant phase (default 3; quick 1)
+  --no-memory         skip the 1 GiB memory phase (default on, off with --quick)
+  --memory            run the memory phase even with --quick
+  --no-variants       skip the image variant phase
+  --cpu-prof DIR      V8 CPU profiles of the mayfly processes into DIR (summarise with bench/profile-summary.ts)
+  --help`
+
+export function parseOptions(argv: string[]): BenchOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      runs: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      concurrency: { type: 'string' },
+      modes: { type: 'string' },
+      'photo-copies': { type: 'string' },
+      memory: { type: 'boolean' },
+      'no-memory': { type: 'boolean' },
+      'no-variants': { type: 'boolean', default: false },
+      'cpu-prof': { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  })
+  if (values.help) {
+    console.log(USAGE)
+    process.exit(0)
+  }
+  const quick = values.quick
+  const num = (v: string | undefined, fallback: number, name: string, min: number) => {
+    if (v === undefined) return fallback
+    const n = Number(v)
+    if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number ≥ ${min}, got ${v}`)
+    return n
+  }
+  const modes = (values.modes ?? 'real,embedded').split(',').map((m) => m.trim())
+  for (const m of modes) if (m !== 'real' && m !== 'embedded') throw new Error(`--modes: unknown mode ${m}`)
+  return {
+    quick,
+    runs: Math.round(num(values.runs, quick ? 1 : 3, 'runs', 1)),
+    durationMs: num(values.duration, quick ? 2 : 5, 'duration', 0.1) * 1000,
+    warmupMs: num(values.warmup, quick ? 0.5 : 1, 'warmup', 0) * 1000,
+    concurrency: Math.round(num(values.concurrency, 16, 'concurrency', 1)),
+    modes: modes as ('real' | 'embedded')[],
+    memory: values['no-memory'] === true ? false : (values.memory ?? !quick),
+    variants: !values['no-variants'],
+    photoCopies: Math.round(num(values['photo-copies'], quick ? 1 : 3, 'photo-copies', 1)),
+    cpuProfDir: values['cpu-prof'],
+  }
+}
