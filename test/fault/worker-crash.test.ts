@@ -112,13 +112,18 @@ describe('worker crashes and poison jobs (RabbitMQ)', { timeout: 240_000 }, () =
       ids.push(String(body.id))
     }
     // A job that fails every time with an ordinary (retryable) error: an image
-    // whose bytes are gone from every node (reading it throws NotFound).
+    // whose only replica is on a node nobody can reach (reading it throws
+    // Unavailable). Its real copies are removed from every node.
     const poison = await upload(cluster.url, photos.find((p) => p.includes('fallenleaf'))!)
     assert.equal(poison.status, 201)
     const poisonId = String(poison.body.id)
     const poisonKey = (await cluster.infra.metadata.getFile(poisonId))!.blobKey
     await waitFor('three copies of the poison original', async () => ((await cluster.infra.metadata.listReplicas(poisonKey)).length === 3 ? true : undefined))
-    for (const node of cluster.nodes) await cluster.infra.client.delete(node.url, poisonKey)
+    for (const node of cluster.nodes) {
+      await cluster.infra.client.delete(node.url, poisonKey)
+      await cluster.infra.metadata.removeReplica(poisonKey, node.id)
+    }
+    await cluster.infra.metadata.addReplica(poisonKey, 'node-unreachable')
     await waitFor('five jobs queued', async () => ((await ready()) === 5 ? true : undefined))
 
     // worker A takes the first job; SIGKILL while it runs

@@ -124,6 +124,15 @@ describe('variant job handler', { timeout: 120_000 }, () => {
     assert.match(v.thumbnail?.reason ?? '', /not a readable image/)
   })
 
+  test('an original gone from every node: both failed, not retried forever', async () => {
+    const file = await storeFile(readFileSync(PHOTO), 'image/jpeg')
+    await cluster.infra.blobs.remove(file.blobKey, await cluster.infra.metadata.listReplicas(file.blobKey))
+    await handler({ fileId: file.id }, { attempt: 1 })
+    const v = await variants(file.id)
+    assert.deepEqual([v.thumbnail?.state, v.compressed?.state], ['failed', 'failed'])
+    assert.match(v.thumbnail?.reason ?? '', /could not be found/)
+  })
+
   test('a tiny image: thumbnail ready, compressed skipped as not smaller', async () => {
     const tiny = await sharp({ create: { width: 10, height: 10, channels: 3, background: '#336699' } }).jpeg().toBuffer()
     const file = await storeFile(tiny, 'image/jpeg')

@@ -54,7 +54,17 @@ export function createVariantJobHandler(deps: VariantJobDeps): JobHandler {
       return
     }
 
-    const original = await readOriginal(file)
+    let original: Buffer
+    try {
+      original = await readOriginal(file)
+    } catch (err) {
+      // no replica holds the original: retrying cannot make the variants
+      // (and the pending-variant scan would publish the job again forever)
+      if (!(err instanceof NotFound)) throw err
+      log.error({ err, fileId, key: file.blobKey }, 'the original is on no replica; variants failed')
+      await recordAll(file, pending, 'failed', 'the original could not be found on any storage node')
+      return
+    }
     const results = await makeVariants(original, file.size, pending)
     // decoding takes a while: a link that died meanwhile gets nothing written
     if ((await liveFile(fileId)) === null) return
@@ -93,7 +103,7 @@ export function createVariantJobHandler(deps: VariantJobDeps): JobHandler {
     return buffer
   }
 
-  async function recordAll(file: FileRecord, names: VariantName[], state: 'skipped', reason: string): Promise<void> {
+  async function recordAll(file: FileRecord, names: VariantName[], state: 'skipped' | 'failed', reason: string): Promise<void> {
     for (const name of names) {
       if (!(await record(file, { name, state, reason }))) return
     }
