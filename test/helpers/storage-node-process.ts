@@ -3,13 +3,17 @@
 // running when the test process exits is SIGKILLed and every data directory
 // this helper made is removed, so a failed test leaves nothing behind.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { rmSync } from 'node:fs'
-import { mkdtemp, open } from 'node:fs/promises'
+import { mkdir, mkdtemp, open, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { BLOB_HEADER_BYTES, blobPath } from '../../src/services/storage-node/blob-files.ts'
+import { blobPath } from '../../src/services/storage-node/blob-files.ts'
+import { BLOB_HEADER_BYTES, decodeHeader, tableOffset } from '../../src/services/storage-node/blob-format.ts'
+
+export { BLOB_HEADER_BYTES, BLOCK_BYTES } from '../../src/services/storage-node/blob-format.ts'
 
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)))
 const NODE_BIN = join(ROOT, 'node_modules', '.bin', 'node')
@@ -134,20 +138,50 @@ export async function startStorageNodeProcess(options: StorageNodeProcessOptions
   }
 }
 
-/** Path of a blob's file on a node's disk (a header of BLOB_HEADER_BYTES, then the bytes). */
+/** Path of a blob's file on a node's disk (header, bytes, block table: blob-format.ts). */
 export function blobFilePath(dataDir: string, key: string): string {
   return blobPath(dataDir, key)
 }
 
-/** Flips one bit of byte `index` of the blob's bytes on disk, behind the node's back. */
-export async function flipBlobByte(dataDir: string, key: string, index = 0): Promise<void> {
+/** Flips one bit of the byte at `offset` of the blob's file (header, bytes or table), behind the node's back. */
+export async function flipBlobFileByte(dataDir: string, key: string, offset: number, mask = 0x01): Promise<void> {
   const fh = await open(blobPath(dataDir, key), 'r+')
   try {
     const buf = Buffer.alloc(1)
-    await fh.read(buf, 0, 1, BLOB_HEADER_BYTES + index)
-    buf[0] = (buf[0] ?? 0) ^ 0x01
-    await fh.write(buf, 0, 1, BLOB_HEADER_BYTES + index)
+    const { bytesRead } = await fh.read(buf, 0, 1, offset)
+    if (bytesRead !== 1) throw new Error(`the blob file of ${key} has no byte ${offset}`)
+    buf[0] = (buf[0] ?? 0) ^ mask
+    await fh.write(buf, 0, 1, offset)
   } finally {
     await fh.close()
   }
+}
+
+/** Flips one bit of byte `index` of the blob's bytes on disk, behind the node's back. */
+export async function flipBlobByte(dataDir: string, key: string, index = 0): Promise<void> {
+  await flipBlobFileByte(dataDir, key, BLOB_HEADER_BYTES + index)
+}
+
+/** Flips one bit of the CRC32 of block `block` in the blob's block table. */
+export async function flipBlockTableByte(dataDir: string, key: string, block: number): Promise<void> {
+  const fh = await open(blobPath(dataDir, key), 'r')
+  let header
+  try {
+    const buf = Buffer.alloc(BLOB_HEADER_BYTES)
+    await fh.read(buf, 0, BLOB_HEADER_BYTES, 0)
+    header = decodeHeader(buf)
+  } finally {
+    await fh.close()
+  }
+  if (header?.format !== 2) throw new Error(`the blob file of ${key} has no block table`)
+  await flipBlobFileByte(dataDir, key, tableOffset(header) + 4 * block)
+}
+
+/** Writes `bytes` as blob `key` in the format before block checksums (MAYFLYB1), behind the node's back. */
+export async function writeLegacyBlob(dataDir: string, key: string, bytes: Buffer): Promise<void> {
+  const sha256 = createHash('sha256').update(bytes).digest('hex')
+  const header = `MAYFLYB1 ${sha256} ${String(bytes.length).padStart(20, '0')}`.padEnd(BLOB_HEADER_BYTES - 1, ' ') + '\n'
+  const path = blobPath(dataDir, key)
+  await mkdir(dirname(path), { recursive: true })
+  await writeFile(path, Buffer.concat([Buffer.from(header, 'latin1'), bytes]))
 }

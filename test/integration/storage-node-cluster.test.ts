@@ -1,8 +1,9 @@
 // Storage nodes among others: heartbeats to a control url, node-to-node copy,
-// restart with the same data directory, a frozen node.
+// scrub, a damaged replica under the gateway's replicated reader, restart
+// with the same data directory, a frozen node.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { readdir, writeFile } from 'node:fs/promises'
+import { open, readdir, readFile, writeFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -10,12 +11,21 @@ import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import { pino } from 'pino'
 import { Agent } from 'undici'
+import { createReplicatedBlobStore } from '../../src/adapters/replicated/blob-store.ts'
+import { createNodeDirectory } from '../../src/adapters/replicated/node-directory.ts'
 import { createBlobClient, type BlobClient } from '../../src/adapters/storage-node/client.ts'
 import { NotFound, Unavailable } from '../../src/core/errors.ts'
 import { newId } from '../../src/core/ids.ts'
-import type { NodeAnnouncement } from '../../src/core/node.ts'
+import type { NodeAnnouncement, NodeRecord } from '../../src/core/node.ts'
 import { startHeartbeat } from '../../src/services/storage-node/heartbeat.ts'
-import { flipBlobByte, startStorageNodeProcess, type StorageNodeProcess } from '../helpers/storage-node-process.ts'
+import {
+  BLOCK_BYTES,
+  blobFilePath,
+  flipBlobByte,
+  startStorageNodeProcess,
+  writeLegacyBlob,
+  type StorageNodeProcess,
+} from '../helpers/storage-node-process.ts'
 
 const SECRET = `test-secret-${randomBytes(8).toString('hex')}`
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
@@ -103,16 +113,70 @@ describe('storage nodes together', { timeout: 60_000 }, () => {
     assert.deepEqual(await readdir(join(b.dataDir, 'tmp')), [])
   })
 
+  async function waitFor(what: string, check: () => Promise<boolean>): Promise<void> {
+    const deadline = Date.now() + 10_000
+    while (!(await check())) {
+      assert.ok(Date.now() < deadline, `${what}: not in time`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  const quarantined = (node: StorageNodeProcess, key: string) => async () => (await readdir(join(node.dataDir, 'quarantine'))).some((f) => f.startsWith(key))
+
   test('scrub finds a flipped byte on its own and quarantines the blob', async () => {
     const key = newId()
     await client.put(a.url, key, Readable.from([randomBytes(10_000)]))
     await flipBlobByte(a.dataDir, key, 9_999)
-    const deadline = Date.now() + 10_000
-    while (!(await readdir(join(a.dataDir, 'quarantine'))).some((f) => f.startsWith(key))) {
-      assert.ok(Date.now() < deadline, 'not quarantined in time')
-      await new Promise((r) => setTimeout(r, 50))
-    }
+    await waitFor('quarantine', quarantined(a, key))
     await assert.rejects(client.head(a.url, key), NotFound)
+  })
+
+  test('scrub also checks the sha256 on record', async () => {
+    const key = newId()
+    await client.put(a.url, key, Readable.from([randomBytes(3 * BLOCK_BYTES)]))
+    // the blocks still match their CRC32s; only the whole-blob check can see this
+    const fh = await open(blobFilePath(a.dataDir, key), 'r+')
+    try {
+      const digit = Buffer.alloc(1)
+      await fh.read(digit, 0, 1, 'MAYFLYB2 '.length)
+      await fh.write(Buffer.from(digit.toString() === '0' ? '1' : '0'), 0, 1, 'MAYFLYB2 '.length)
+    } finally {
+      await fh.close()
+    }
+    await waitFor('quarantine', quarantined(a, key))
+    assert.match(a.output(), new RegExp(`"key":"${key}","reason":"the bytes hash to [0-9a-f]{64}, not the recorded sha256`))
+  })
+
+  test('scrub rewrites a blob of the format before block checksums (MAYFLYB1) with them', async () => {
+    const key = newId()
+    const data = randomBytes(2 * 1024 * 1024 + 3)
+    await writeLegacyBlob(a.dataDir, key, data)
+    await waitFor('the rewrite', async () => (await readFile(blobFilePath(a.dataDir, key))).toString('latin1', 0, 8) === 'MAYFLYB2')
+    assert.ok((await readAll((await client.get(a.url, key)).body)).equals(data))
+    assert.deepEqual(await client.head(a.url, key), { key, size: data.length, sha256: sha(data) })
+    assert.match(a.output(), /blob rewritten with block checksums/)
+  })
+
+  test("a damaged replica is cut off at the damaged block and the gateway's read resumes on another: right bytes, no error", async () => {
+    const key = newId()
+    const data = randomBytes(40 * BLOCK_BYTES + 999)
+    for (const node of [a, b]) await client.put(node.url, key, Readable.from([data]))
+    // b does not scrub: the damage is found by the read itself
+    await flipBlobByte(b.dataDir, key, 30 * BLOCK_BYTES + 5)
+    const lines: { msg: string; position?: number }[] = []
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { msg: string; position?: number }) })
+    const record = (node: StorageNodeProcess, heartbeatAgoMs: number): NodeRecord => ({
+      id: node.id, url: node.url, zone: node.id, version: '0', capacityBytes: 1, freeBytes: 1, usedBytes: 0, blobCount: 0,
+      lastHeartbeat: new Date(Date.now() - heartbeatAgoMs), draining: false,
+    })
+    // a is suspect, so the read starts on b (the damaged copy)
+    const nodes = createNodeDirectory({ listNodes: async () => [record(a, 60_000), record(b, 0)], timings: { suspectAfterMs: 30_000, downAfterMs: 600_000 } })
+    const store = createReplicatedBlobStore({ client, nodes, replicationFactor: 2, writeQuorum: 2, stallTimeoutMs: 1000, log })
+    const got = await readAll(await store.open({ key, size: data.length, sha256: sha(data) }, [a.id, b.id]))
+    assert.ok(got.equals(data))
+    const resumed = lines.find((l) => l.msg.includes('resuming from the next one'))
+    assert.ok(resumed !== undefined, 'the read moved to a mid-stream')
+    assert.ok(resumed.position !== undefined && resumed.position > 0 && resumed.position <= 30 * BLOCK_BYTES, `resumed at ${resumed.position}`)
+    await waitFor('quarantine', quarantined(b, key))
   })
 
   test('a frozen node (SIGSTOP) fails calls within the timeout', async () => {

@@ -1,16 +1,27 @@
 // One real storage node process: auth, keys, PUT/GET/HEAD/DELETE, checksums,
-// ranges, inventory, corruption on disk and uploads that abort or stall.
+// ranges, inventory, corruption on disk (block by block), blobs in the format
+// before block checksums, and uploads that abort or stall.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { readdir } from 'node:fs/promises'
+import { readdir, readFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
+import { crc32 } from 'node:zlib'
 import { createBlobClient, type BlobClient } from '../../src/adapters/storage-node/client.ts'
 import { ChecksumMismatch, Invalid, NotFound, Unauthorized } from '../../src/core/errors.ts'
 import { newId } from '../../src/core/ids.ts'
-import { blobFilePath, flipBlobByte, startStorageNodeProcess, type StorageNodeProcess } from '../helpers/storage-node-process.ts'
+import {
+  BLOB_HEADER_BYTES,
+  BLOCK_BYTES,
+  blobFilePath,
+  flipBlobByte,
+  flipBlockTableByte,
+  startStorageNodeProcess,
+  writeLegacyBlob,
+  type StorageNodeProcess,
+} from '../helpers/storage-node-process.ts'
 
 const SECRET = `test-secret-${randomBytes(8).toString('hex')}`
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
@@ -29,10 +40,43 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
   }
 }
 
+/** What a GET gave before it ended or was cut off: the status, the body bytes that came, and whether the body was complete. */
+interface RawAnswer {
+  status: number
+  body: Buffer
+  complete: boolean
+}
+
+function rawGet(url: string, headers: Record<string, string>): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { headers })
+    req.once('error', reject)
+    req.once('response', (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      const done = () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), complete: res.complete })
+      res.once('end', done)
+      res.once('error', done)
+      res.once('close', done)
+    })
+    req.end()
+  })
+}
+
 describe('storage node', { timeout: 60_000 }, () => {
   let node: StorageNodeProcess
   let client: BlobClient
   const tmpFiles = () => readdir(join(node.dataDir, 'tmp'))
+  const auth = () => ({ authorization: `Bearer ${SECRET}` })
+  const get = (key: string, range?: string) => rawGet(`${node.url}/blobs/${key}`, range === undefined ? auth() : { ...auth(), range })
+  const quarantined = async (key: string) => (await readdir(join(node.dataDir, 'quarantine'))).some((f) => f.startsWith(key))
+  /** a blob of `blocks` full blocks and a bit, stored on the node */
+  async function putBlocks(blocks: number): Promise<{ key: string; data: Buffer }> {
+    const key = newId()
+    const data = randomBytes(blocks * BLOCK_BYTES + 1234)
+    await client.put(node.url, key, Readable.from([data]))
+    return { key, data }
+  }
 
   before(async () => {
     node = await startStorageNodeProcess({ zone: 'a', secret: SECRET, env: { MAYFLY_CLIENT_TIMEOUT_MS: '500' } })
@@ -194,21 +238,75 @@ describe('storage node', { timeout: 60_000 }, () => {
     await assert.rejects(client.list(node.url, { after: '../x' }), Invalid)
   })
 
-  test('a byte flipped on disk: a full GET aborts and the blob is quarantined', async () => {
-    const key = newId()
-    const data = randomBytes(200_000)
-    await client.put(node.url, key, Readable.from([data]))
-    await flipBlobByte(node.dataDir, key, 150_000)
-    // a range away from the flipped byte is served as is (only whole reads are checked)
-    const part = await client.get(node.url, key, { range: { start: 0, end: 99 } })
-    assert.ok((await readAll(part.body)).equals(data.subarray(0, 100)))
+  test('the blob file holds a header, the bytes and a CRC32 of every 64 KiB block', async () => {
+    const { key, data } = await putBlocks(3)
+    const file = await readFile(blobFilePath(node.dataDir, key))
+    assert.equal(file.toString('latin1', 0, 9), 'MAYFLYB2 ')
+    assert.ok(file.subarray(BLOB_HEADER_BYTES, BLOB_HEADER_BYTES + data.length).equals(data))
+    const table = file.subarray(BLOB_HEADER_BYTES + data.length)
+    assert.equal(table.length, 4 * 4)
+    for (let i = 0; i < 4; i++) assert.equal(table.readUInt32BE(4 * i), crc32(data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES)), `block ${i}`)
+  })
 
-    const got = await client.get(node.url, key)
-    await assert.rejects(readAll(got.body))
-    await waitFor('quarantine', async () => (await readdir(join(node.dataDir, 'quarantine'))).some((f) => f.startsWith(key)))
+  test('a byte flipped in a block: a GET stops before that block, never sending a wrong byte, and quarantines the blob', async () => {
+    // 49 blocks, more than one read: the damage is found mid-stream, after the 200 and many bytes went out
+    const { key, data } = await putBlocks(48)
+    const bad = 40
+    await flipBlobByte(node.dataDir, key, bad * BLOCK_BYTES + 100)
+    // ranges that do not touch the damaged block are served, before and after it
+    for (const [start, end] of [[0, 99], [0, bad * BLOCK_BYTES - 1], [(bad + 1) * BLOCK_BYTES, data.length - 1], [bad * BLOCK_BYTES - 10, bad * BLOCK_BYTES - 1]] as const) {
+      const part = await get(key, `bytes=${start}-${end}`)
+      assert.equal(part.status, 206)
+      assert.ok(part.complete, `${start}-${end}`)
+      assert.ok(part.body.equals(data.subarray(start, end + 1)), `${start}-${end}`)
+    }
+    const whole = await get(key)
+    assert.equal(whole.status, 200)
+    assert.equal(whole.complete, false, 'the body is cut off, never ended cleanly')
+    assert.ok(whole.body.length <= bad * BLOCK_BYTES, `${whole.body.length} bytes came, past the damaged block`)
+    assert.ok(whole.body.equals(data.subarray(0, whole.body.length)), 'what came is the start of the blob')
+    await waitFor('quarantine', () => quarantined(key))
     assert.ok(!(await readdir(dirname(blobFilePath(node.dataDir, key)))).includes(key))
     await assert.rejects(client.get(node.url, key), NotFound)
-    assert.match(node.output(), /blob quarantined/)
+    assert.match(node.output(), new RegExp(`"key":"${key}","reason":"block ${bad} \\(blob bytes ${bad * BLOCK_BYTES}-${(bad + 1) * BLOCK_BYTES - 1}\\) fails its CRC32".*blob quarantined`))
+  })
+
+  test('a range that runs into a damaged block is cut off before it; one that starts in it is a 404', async () => {
+    const first = await putBlocks(8)
+    await flipBlobByte(node.dataDir, first.key, 5 * BLOCK_BYTES + 7)
+    const start = 2 * BLOCK_BYTES + 3
+    const cut = await get(first.key, `bytes=${start}-${7 * BLOCK_BYTES}`)
+    assert.equal(cut.status, 206)
+    assert.equal(cut.complete, false)
+    assert.ok(cut.body.length <= 5 * BLOCK_BYTES - start)
+    assert.ok(cut.body.equals(first.data.subarray(start, start + cut.body.length)))
+    await waitFor('quarantine', () => quarantined(first.key))
+
+    // damage before the first byte asked for: an error status, no body at all
+    const second = await putBlocks(8)
+    await flipBlobByte(node.dataDir, second.key, 5 * BLOCK_BYTES + 7)
+    const res = await fetch(`${node.url}/blobs/${second.key}`, { headers: { ...auth(), range: `bytes=${5 * BLOCK_BYTES + 10}-` } })
+    assert.equal(res.status, 404)
+    assert.equal(((await res.json()) as { error: string }).error, 'blob_damaged')
+    assert.ok(await quarantined(second.key), 'quarantined before the answer')
+    await assert.rejects(client.head(node.url, second.key), NotFound)
+
+    // a small blob (one read) damaged anywhere: 404, through the client too
+    const small = newId()
+    await client.put(node.url, small, Readable.from([randomBytes(4096)]))
+    await flipBlobByte(node.dataDir, small, 4095)
+    await assert.rejects(client.get(node.url, small), NotFound)
+  })
+
+  test('a damaged block table entry fails its block too', async () => {
+    const { key, data } = await putBlocks(2)
+    await flipBlockTableByte(node.dataDir, key, 1)
+    const part = await get(key, `bytes=0-${BLOCK_BYTES - 1}`)
+    assert.ok(part.complete && part.body.equals(data.subarray(0, BLOCK_BYTES)))
+    const whole = await get(key)
+    assert.equal(whole.complete, false)
+    assert.ok(whole.body.length <= BLOCK_BYTES && whole.body.equals(data.subarray(0, whole.body.length)))
+    await waitFor('quarantine', () => quarantined(key))
   })
 
   test('an upload that aborts or stalls leaves no temp file', async () => {
@@ -227,6 +325,23 @@ describe('storage node', { timeout: 60_000 }, () => {
       await assert.rejects(client.head(node.url, key), NotFound)
     }
   })
+  test('a blob in the format before block checksums (MAYFLYB1) is still served and checked by its sha256', async () => {
+    const key = newId()
+    const data = randomBytes(3 * 1024 * 1024 + 5)
+    await writeLegacyBlob(node.dataDir, key, data)
+    assert.deepEqual(await client.head(node.url, key), { key, size: data.length, sha256: sha(data) })
+    assert.ok((await readAll((await client.get(node.url, key)).body)).equals(data))
+    const part = await client.get(node.url, key, { range: { start: 1_000_000, end: 2_500_000 } })
+    assert.ok((await readAll(part.body)).equals(data.subarray(1_000_000, 2_500_001)))
+
+    // damaged: a whole read is cut off before its last bytes
+    await flipBlobByte(node.dataDir, key, data.length - 1)
+    const whole = await get(key)
+    assert.equal(whole.complete, false)
+    assert.ok(whole.body.length < data.length && whole.body.equals(data.subarray(0, whole.body.length)))
+    await waitFor('quarantine', () => quarantined(key))
+  })
+
   test('a reader that stops reading is cut off', async () => {
     const key = newId()
     await client.put(node.url, key, Readable.from([Buffer.alloc(8 * 1024 * 1024)]))

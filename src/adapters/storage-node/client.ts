@@ -22,7 +22,12 @@ export interface BlobClientOptions {
 }
 
 export interface BlobRead {
-  /** the bytes; errors with Unavailable if the node fails mid-stream (a full read is aborted on corruption) */
+  /**
+   * the bytes; errors with Unavailable if the node fails mid-stream. The node
+   * sends only bytes it has verified (per-block CRC32): on damage the body
+   * errors right after the last good block, so what came before is right
+   * and a reader can resume from there on another replica.
+   */
   body: Readable
   /** bytes in this response */
   size: number
@@ -51,9 +56,12 @@ export interface BlobClient {
   /**
    * Opens the blob (or the inclusive byte range). Resolves once the node
    * answered, so NotFound and Unavailable surface here; the caller must read
-   * or destroy `body`. A whole read is verified by the node: on a checksum
-   * mismatch the body errors before its end, never ending cleanly with wrong
-   * bytes. An unsatisfiable range: Invalid('range_not_satisfiable').
+   * or destroy `body`. Every byte is verified by the node before it is sent:
+   * damage cuts the body off (an error, never a clean end) after the last
+   * good byte, and damage before the first byte asked for is NotFound
+   * (the node quarantined its copy; the message says so). The node does not
+   * check the whole blob's sha256 on reads; a caller reading it whole should
+   * (the gateway does). An unsatisfiable range: Invalid('range_not_satisfiable').
    */
   get(nodeUrl: string, key: string, options?: { range?: { start: number; end: number }; signal?: AbortSignal }): Promise<BlobRead>
   /** The blob's size and recorded sha256 without its bytes. NotFound when absent. */

@@ -1,7 +1,6 @@
 // The storage node's HTTP API (DESIGN §4). buildStorageNode never listens;
 // runStorageNode (run.ts) does.
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { pipeline } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import { z } from 'zod'
@@ -10,7 +9,7 @@ import { ID_PATTERN } from '../../core/ids.ts'
 import type { NodeAnnouncement } from '../../core/node.ts'
 import type { Logger } from '../../log.ts'
 import type { BlobFiles, OpenedBlob } from './blob-files.ts'
-import { createVerifier, parseRange } from './byte-range.ts'
+import { parseRange } from './byte-range.ts'
 import { copyFromPeer } from './peer-copy.ts'
 
 /** Who this node is; `url` may be set after listen (port 0). */
@@ -110,24 +109,18 @@ export function buildStorageNode(deps: StorageNodeDeps): FastifyInstance {
       reply.header('content-range', `bytes */${blob.size}`)
       return reply.status(416).send({ error: 'range_not_satisfiable', message: `the blob has ${blob.size} bytes` })
     }
+    const { start, end } = range.kind === 'partial' ? range : { start: 0, end: blob.size - 1 }
+    // every byte is verified before it is sent; damage before the first one is a 404 (DamagedBlob),
+    // later damage cuts the response short after the last good byte (blob-reader.ts)
+    const body = await blob.read({ start, end })
     setBlobHeaders(reply, blob)
     if (range.kind === 'partial') {
       reply.status(206)
-      reply.header('content-range', `bytes ${range.start}-${range.end}/${blob.size}`)
-      reply.header('content-length', range.end - range.start + 1)
-      cutOffStalledReader(req, reply, deps.clientTimeoutMs)
-      return reply.send(blob.read(range))
+      reply.header('content-range', `bytes ${start}-${end}/${blob.size}`)
     }
+    reply.header('content-length', end - start + 1)
     cutOffStalledReader(req, reply, deps.clientTimeoutMs)
-    // a whole read is checked: a mismatch aborts the response and quarantines the blob
-    reply.header('content-length', blob.size)
-    const verifier = createVerifier(blob.sha256, (actual) => {
-      req.log.error({ key: blob.key, expected: blob.sha256, actual }, 'blob bytes differ from their sha256')
-      blob.quarantine(`sha256 ${actual} differs from recorded ${blob.sha256}`).catch((err: unknown) => {
-        req.log.error({ err, key: blob.key }, 'quarantine failed')
-      })
-    })
-    return reply.send(pipeline(blob.read(), verifier, () => undefined))
+    return reply.send(body)
   })
 
   app.head('/blobs/:key', async (req, reply) => {

@@ -4,64 +4,59 @@
 //   node-id                       this node's id, written once
 //   tmp/<key>.<rand>.part         uploads in progress; emptied at start
 //   blobs/<key[0..2]>/<key>       committed blobs
-//   quarantine/<key>.<ms>         blobs whose bytes no longer match their sha256
+//   quarantine/<key>.<ms>         damaged blobs: bytes that fail their checksums, bad header or size
 //
-// A blob file is a 128-byte header followed by the blob's bytes. The header is
-//   "MAYFLYB1 <sha256 hex> <size, 20 digits>" padded with spaces, ending in "\n"
-// The sha256 lives in the same file as the bytes, so the one atomic rename
-// that makes a blob visible also puts its checksum on record: a crash can
-// leave a temp file (removed at start) but never a visible blob without its
-// correct sha256, and a replace swaps bytes and sha256 together.
-import { createHash, randomBytes } from 'node:crypto'
-import { createWriteStream, fdatasync, type Dirent } from 'node:fs'
+// A blob file holds the blob's header (with its sha256), its bytes and a
+// table of per-block CRC32s (blob-format.ts). All three live in one file, so
+// the one atomic rename that makes a blob visible also puts its checksums on
+// record: a crash can leave a temp file (removed at start) but never a
+// visible blob without its correct checksums, and a replace swaps them all
+// together. Every read is verified block by block (blob-reader.ts).
+import { randomBytes } from 'node:crypto'
+import type { Dirent } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, unlink, writeFile, type FileHandle } from 'node:fs/promises'
-import { once } from 'node:events'
 import { join } from 'node:path'
-import { Transform, type Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
+import { Readable } from 'node:stream'
 import type { Logger } from '../../log.ts'
 import type { BlobRecord, } from '../../core/file.ts'
-import { ChecksumMismatch, MayflyError, Timeout } from '../../core/errors.ts'
 import { ID_PATTERN } from '../../core/ids.ts'
+import { BLOB_HEADER_BYTES, BLOCK_BYTES, decodeHeader, fileBytes, type BlobHeader } from './blob-format.ts'
+import { fileSource, memorySource, readVerified, type BlobSource } from './blob-reader.ts'
+import { stageBlob, storageError, type Staged } from './blob-writer.ts'
 
-export const BLOB_HEADER_BYTES = 128
-const MAGIC = 'MAYFLYB1'
-const SHA256_PATTERN = /^[0-9a-f]{64}$/
-/** flush dirty pages every this many bytes, so the final fsync stays short */
-const SYNC_EVERY_BYTES = 32 * 1024 * 1024
+export { InsufficientStorage } from './blob-writer.ts'
 
-/** Where a committed blob's file lives (header + bytes). */
+/**
+ * The first read of every open: the header, and the whole file of a blob of
+ * up to one block (its bytes and one table entry, plus a byte to see the end),
+ * so that a small blob costs one disk read.
+ */
+const OPEN_READ_BYTES = BLOB_HEADER_BYTES + BLOCK_BYTES + 5
+/** a rewrite of a MAYFLYB1 blob reads our own disk: a stall this long is a fault */
+const UPGRADE_IDLE_MS = 60_000
+
+/** Where a committed blob's file lives. */
 export function blobPath(dataDir: string, key: string): string {
   return join(dataDir, 'blobs', key.slice(0, 2), key)
 }
 
-function encodeHeader(sha256: string, size: number): Buffer {
-  const text = `${MAGIC} ${sha256} ${String(size).padStart(20, '0')}`
-  return Buffer.from(text.padEnd(BLOB_HEADER_BYTES - 1, ' ') + '\n', 'latin1')
-}
-
-function decodeHeader(buf: Buffer): { sha256: string; size: number } | null {
-  if (buf.length < BLOB_HEADER_BYTES) return null
-  const [magic, sha256, size] = buf.toString('latin1', 0, BLOB_HEADER_BYTES).trimEnd().split(' ')
-  if (magic !== MAGIC || sha256 === undefined || !SHA256_PATTERN.test(sha256) || size === undefined || !/^\d{20}$/.test(size)) return null
-  return { sha256, size: Number(size) }
-}
-
-/** 507: the node's disk is full. */
-export class InsufficientStorage extends MayflyError {
-  constructor(message: string) {
-    super(507, 'insufficient_storage', message)
-  }
-}
-
 /** A blob opened for reading: its record, and its bytes from the file it was opened on. */
 export interface OpenedBlob extends BlobRecord {
-  /** The bytes, or bytes start..end (inclusive). Call once; the stream closes the file. */
-  read(range?: { start: number; end: number }): Readable
+  /** 2: verified by block; 1: a MAYFLYB1 file, checked by sha256 on whole reads only (blob-format.ts) */
+  format: 1 | 2
+  /**
+   * The bytes, or bytes start..end (inclusive), each checked against its
+   * block's CRC32 before it is handed out (blob-reader.ts readVerified); with
+   * `sha256`, a whole read is also checked against the sha256 before its last
+   * bytes go out. Resolves once the first bytes are verified: with a Buffer
+   * when they are all there is (file closed), else with a stream that closes
+   * the file. Damage quarantines the blob; before the first byte, this
+   * rejects with DamagedBlob (404); later, the stream errors after its last
+   * good byte. Call once.
+   */
+  read(range?: { start: number; end: number }, options?: { sha256?: boolean }): Promise<Buffer | Readable>
   /** Closes the file when read() is not called. */
   close(): Promise<void>
-  /** Moves this very file (if still in place) to quarantine. */
-  quarantine(reason: string): Promise<void>
 }
 
 export interface BlobFiles {
@@ -75,12 +70,26 @@ export interface BlobFiles {
   write(key: string, source: Readable, options: { sha256?: string; idleTimeoutMs: number }): Promise<BlobRecord>
   /** The blob, or null when absent (a damaged file is quarantined and reported absent). */
   open(key: string): Promise<OpenedBlob | null>
+  /**
+   * Rewrites a MAYFLYB1 blob in the current format, after a whole read has
+   * verified it against its sha256, unless it was replaced or removed
+   * meanwhile. True when it did; false for a current or absent blob. A
+   * damaged blob is quarantined and this throws DamagedBlob.
+   */
+  upgrade(key: string): Promise<boolean>
   /** Idempotent; true when there was a blob to delete. */
   remove(key: string): Promise<boolean>
   /** Up to `limit` blobs with key > after, in key order, and whether more follow. */
   list(after: string, limit: number): Promise<{ blobs: BlobRecord[]; more: boolean }>
+  /** usedBytes: the size of the blob files (headers and block tables included) */
   stats(): { blobCount: number; usedBytes: number }
   disk(): Promise<{ capacityBytes: number; freeBytes: number }>
+}
+
+/** Which file a path held: a replace (rename over it) changes both. */
+interface FileIdentity {
+  ino: number
+  mtimeMs: number
 }
 
 async function fsyncDir(path: string): Promise<void> {
@@ -92,13 +101,12 @@ async function fsyncDir(path: string): Promise<void> {
   }
 }
 
-async function readHeader(fh: FileHandle): Promise<{ sha256: string; size: number; fileSize: number } | null> {
+/** The file's header when the file's size agrees with it, else null. */
+async function readHeader(fh: FileHandle): Promise<BlobHeader | null> {
   const buf = Buffer.alloc(BLOB_HEADER_BYTES)
-  const { bytesRead } = await fh.read(buf, 0, BLOB_HEADER_BYTES, 0)
+  const [{ bytesRead }, st] = await Promise.all([fh.read(buf, 0, BLOB_HEADER_BYTES, 0), fh.stat()])
   const header = decodeHeader(buf.subarray(0, bytesRead))
-  if (header === null) return null
-  const { size: fileSize } = await fh.stat()
-  return { ...header, fileSize }
+  return header !== null && st.size === fileBytes(header) ? header : null
 }
 
 function isNotFound(err: unknown): boolean {
@@ -143,7 +151,7 @@ export async function openBlobFiles(dataDir: string, log: Logger): Promise<BlobF
       if (!ID_PATTERN.test(name)) continue
       const { size } = await stat(join(blobsDir, shard, name))
       blobCount += 1
-      usedBytes += Math.max(0, size - BLOB_HEADER_BYTES)
+      usedBytes += size
     }
   }
   log.info({ blobCount, usedBytes }, 'blob files opened')
@@ -168,95 +176,65 @@ export async function openBlobFiles(dataDir: string, log: Logger): Promise<BlobF
     knownShards.add(shard)
   }
 
-  /** size of the blob at path, or null when absent */
-  async function sizeAt(path: string): Promise<number | null> {
+  /** the blob file at path (its size and identity), or null when absent */
+  async function fileAt(path: string): Promise<({ size: number } & FileIdentity) | null> {
     try {
-      return Math.max(0, (await stat(path)).size - BLOB_HEADER_BYTES)
+      return await stat(path)
     } catch (err) {
       if (isNotFound(err)) return null
       throw err
     }
   }
 
-  async function moveToQuarantine(key: string, path: string, reason: string, ino?: number): Promise<void> {
+  /** Moves the blob's file to quarantine: the very file given, unless it has been replaced meanwhile (the new one is not suspect). */
+  async function moveToQuarantine(key: string, path: string, reason: string, file: FileIdentity): Promise<void> {
     await serialize(key, async () => {
-      let current
-      try {
-        current = await stat(path)
-      } catch (err) {
-        if (isNotFound(err)) return
-        throw err
-      }
-      if (ino !== undefined && current.ino !== ino) return // replaced meanwhile: the new one is not suspect
+      const current = await fileAt(path)
+      if (current === null || current.ino !== file.ino || current.mtimeMs !== file.mtimeMs) return
       await rename(path, join(quarantineDir, `${key}.${Date.now()}`))
       blobCount -= 1
-      usedBytes -= Math.max(0, current.size - BLOB_HEADER_BYTES)
+      usedBytes -= current.size
       log.error({ key, reason }, 'blob quarantined')
     })
   }
 
-  async function write(key: string, source: Readable, options: { sha256?: string; idleTimeoutMs: number }): Promise<BlobRecord> {
-    const tmp = join(tmpDir, `${key}.${randomBytes(6).toString('hex')}.part`)
-    const hash = createHash('sha256')
-    let size = 0
-    let synced = 0
-    const out = createWriteStream(tmp, { flags: 'wx' })
-    const idle = setTimeout(() => {
-      source.destroy(new Timeout(`no bytes received for ${options.idleTimeoutMs} ms`))
-    }, options.idleTimeoutMs)
+  /**
+   * Renames a staged blob into place (atomic create or replace) and fsyncs the
+   * directory. With `over`, only over that very file (inode and mtime, as an
+   * inode number may be reused): false (and the temp file removed) when it is
+   * gone or was replaced.
+   */
+  async function commit(staged: Staged, over?: FileIdentity): Promise<boolean> {
+    const { key } = staged.record
+    const shard = key.slice(0, 2)
     try {
-      out.write(encodeHeader('0'.repeat(64), 0)) // the real header replaces it once the sha256 is known
-      const meter = new Transform({
-        transform(chunk: Buffer, _enc, done) {
-          idle.refresh()
-          hash.update(chunk)
-          size += chunk.length
-          const fd = (out as unknown as { fd: number | null }).fd // typed in Node, missing from @types/node
-          if (size - synced < SYNC_EVERY_BYTES || fd === null) return done(null, chunk)
-          synced = size
-          this.push(chunk)
-          fdatasync(fd, (err) => done(err))
-        },
-      })
-      await pipeline(source, meter, out)
-      clearTimeout(idle)
-      const sha256 = hash.digest('hex')
-      if (options.sha256 !== undefined && options.sha256 !== sha256) {
-        throw new ChecksumMismatch(`the body's sha256 is ${sha256}, not ${options.sha256}`)
-      }
-      const fh = await open(tmp, 'r+')
-      try {
-        await fh.write(encodeHeader(sha256, size), 0, BLOB_HEADER_BYTES, 0)
-        await fh.sync()
-      } finally {
-        await fh.close()
-      }
-      const shard = key.slice(0, 2)
       await ensureShard(shard)
       const path = blobPath(dataDir, key)
-      await serialize(key, async () => {
-        const previous = await sizeAt(path)
-        await rename(tmp, path)
+      const done = await serialize(key, async () => {
+        const previous = await fileAt(path)
+        if (over !== undefined && (previous?.ino !== over.ino || previous.mtimeMs !== over.mtimeMs)) return false
+        await rename(staged.tmp, path)
         await fsyncDir(join(blobsDir, shard))
         blobCount += previous === null ? 1 : 0
-        usedBytes += size - (previous ?? 0)
+        usedBytes += staged.fileSize - (previous?.size ?? 0)
+        return true
       })
-      return { key, size, sha256 }
+      if (!done) await unlink(staged.tmp)
+      return done
     } catch (err) {
-      clearTimeout(idle)
-      if (!out.closed) {
-        // wait for the file to be opened and closed, so that the unlink comes after its creation
-        const closed = once(out, 'close')
-        out.destroy()
-        await closed.catch(() => undefined)
-      }
-      await unlink(tmp).catch(() => undefined)
-      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new InsufficientStorage('the node is out of disk space')
-      throw err
+      await unlink(staged.tmp).catch(() => undefined)
+      throw storageError(err)
     }
   }
 
-  async function openBlob(key: string): Promise<OpenedBlob | null> {
+  async function write(key: string, source: Readable, options: { sha256?: string; idleTimeoutMs: number }): Promise<BlobRecord> {
+    const staged = await stageBlob(tmpDir, key, source, options)
+    await commit(staged)
+    return staged.record
+  }
+
+  /** The blob and the identity of the file it was opened on, or null. */
+  async function openFile(key: string): Promise<{ blob: OpenedBlob; file: FileIdentity } | null> {
     const path = blobPath(dataDir, key)
     let fh: FileHandle
     try {
@@ -265,40 +243,69 @@ export async function openBlobFiles(dataDir: string, log: Logger): Promise<BlobF
       if (isNotFound(err)) return null
       throw err
     }
-    let header
-    let ino: number
+    const first = Buffer.allocUnsafe(OPEN_READ_BYTES)
+    let bytesRead: number
+    let st: { size: number } & FileIdentity
     try {
-      header = await readHeader(fh)
-      ino = (await fh.stat()).ino
+      ;[{ bytesRead }, st] = await Promise.all([fh.read(first, 0, OPEN_READ_BYTES, 0), fh.stat()])
     } catch (err) {
       await fh.close()
       throw err
     }
-    if (header === null || header.fileSize !== BLOB_HEADER_BYTES + header.size) {
+    const header = decodeHeader(first.subarray(0, bytesRead))
+    if (header === null || st.size !== fileBytes(header)) {
       await fh.close()
-      await moveToQuarantine(key, path, header === null ? 'bad header' : 'file size differs from header', ino)
+      const reason = header === null ? 'bad header' : `the file has ${st.size} bytes, its header says ${fileBytes(header)}`
+      await moveToQuarantine(key, path, reason, st)
       return null
     }
-    const { sha256, size } = header
-    return {
-      key,
-      size,
-      sha256,
-      read(range) {
-        const start = BLOB_HEADER_BYTES + (range?.start ?? 0)
-        const end = BLOB_HEADER_BYTES + (range?.end ?? size - 1)
-        // an empty blob: end < start, which createReadStream reads as "to EOF" (nothing)
-        return fh.createReadStream({ start, end: Math.max(end, start), autoClose: true })
-      },
-      close: () => fh.close(),
-      quarantine: (reason) => moveToQuarantine(key, path, reason, ino),
+    let source: BlobSource
+    if (bytesRead === st.size) {
+      // a small blob: the whole file is in memory, and the file is no longer needed (no need to wait for the close)
+      fh.close().catch((err: unknown) => log.warn({ err, key }, 'closing a blob file failed'))
+      source = memorySource(first.subarray(0, bytesRead))
+    } else {
+      source = fileSource(fh)
     }
+    const blob: OpenedBlob = {
+      key,
+      size: header.size,
+      sha256: header.sha256,
+      format: header.format,
+      read(range, options) {
+        return readVerified({
+          source,
+          header,
+          start: range?.start ?? 0,
+          end: range?.end ?? header.size - 1,
+          sha256: options?.sha256 ?? false,
+          onDamage: (reason) => moveToQuarantine(key, path, reason, st).catch((err: unknown) => log.error({ err, key, reason }, 'quarantine failed')),
+        })
+      },
+      close: () => source.close(),
+    }
+    return { blob, file: { ino: st.ino, mtimeMs: st.mtimeMs } }
+  }
+
+  async function upgrade(key: string): Promise<boolean> {
+    const opened = await openFile(key)
+    if (opened === null) return false
+    const { blob, file } = opened
+    if (blob.format === 2) {
+      await blob.close()
+      return false
+    }
+    const body = await blob.read()
+    const staged = await stageBlob(tmpDir, key, Buffer.isBuffer(body) ? Readable.from([body]) : body, { sha256: blob.sha256, idleTimeoutMs: UPGRADE_IDLE_MS })
+    const done = await commit(staged, file)
+    if (done) log.info({ key }, 'blob rewritten with block checksums')
+    return done
   }
 
   async function remove(key: string): Promise<boolean> {
     const path = blobPath(dataDir, key)
     return serialize(key, async () => {
-      const previous = await sizeAt(path)
+      const previous = await fileAt(path)
       if (previous === null) return false
       try {
         await unlink(path)
@@ -308,7 +315,7 @@ export async function openBlobFiles(dataDir: string, log: Logger): Promise<BlobF
       }
       await fsyncDir(join(blobsDir, key.slice(0, 2)))
       blobCount -= 1
-      usedBytes -= previous
+      usedBytes -= previous.size
       return true
     })
   }
@@ -323,7 +330,7 @@ export async function openBlobFiles(dataDir: string, log: Logger): Promise<BlobF
     }
     try {
       const header = await readHeader(fh)
-      if (header === null || header.fileSize !== BLOB_HEADER_BYTES + header.size) {
+      if (header === null) {
         log.warn({ key }, 'damaged blob file left out of the inventory')
         return null
       }
@@ -358,7 +365,8 @@ export async function openBlobFiles(dataDir: string, log: Logger): Promise<BlobF
   return {
     dataDir,
     write,
-    open: openBlob,
+    open: async (key) => (await openFile(key))?.blob ?? null,
+    upgrade,
     remove,
     list,
     stats: () => ({ blobCount, usedBytes }),

@@ -1,6 +1,4 @@
 // The Range header of a blob GET (RFC 9110 §14): one range of bytes.
-import { createHash } from 'node:crypto'
-import { Transform } from 'node:stream'
 
 export type RangeRequest =
   | { kind: 'full' }
@@ -28,30 +26,4 @@ export function parseRange(header: string | undefined, size: number): RangeReque
   if (b !== '' && Number(b) < start) return { kind: 'full' }
   if (start >= size) return { kind: 'unsatisfiable' }
   return { kind: 'partial', start, end }
-}
-
-/**
- * Passes bytes through while hashing them, holding back the last chunk until
- * the digest is known: when it differs from `sha256` the stream errors
- * instead of ending, so a reader never gets a complete body with wrong bytes.
- */
-export function createVerifier(sha256: string, onMismatch: (actual: string) => void): Transform {
-  const hash = createHash('sha256')
-  let held: Buffer | null = null
-  return new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      hash.update(chunk)
-      const out = held
-      held = chunk
-      done(null, out ?? undefined)
-    },
-    flush(done) {
-      const actual = hash.digest('hex')
-      if (actual !== sha256) {
-        onMismatch(actual)
-        return done(new Error(`blob bytes hash to ${actual}, not the recorded ${sha256}`))
-      }
-      done(null, held ?? undefined)
-    },
-  })
 }

@@ -1,10 +1,12 @@
-// Scrub (DESIGN §6, MAYFLY_SCRUB_INTERVAL_SECONDS): the node re-reads and
-// re-hashes every blob it holds once per period, at an even pace, and
-// quarantines the ones whose bytes no longer match their sha256. A
-// quarantined blob leaves the inventory, so anti-entropy restores the copy.
-import { createHash } from 'node:crypto'
+// Scrub (DESIGN §6, MAYFLY_SCRUB_INTERVAL_SECONDS): the node re-reads every
+// blob it holds once per period, at an even pace, through the same verified
+// reader as a GET (every block's CRC32), asking it to check the whole blob's
+// sha256 too; the reader quarantines a damaged blob. A quarantined blob
+// leaves the inventory, so anti-entropy restores the copy. A blob still in the format before block checksums
+// (MAYFLYB1) is verified by its sha256 and rewritten with them.
 import type { Logger } from '../../log.ts'
 import type { BlobFiles } from './blob-files.ts'
+import { DamagedBlob } from './blob-reader.ts'
 
 export interface Scrubber {
   /** Stops after the blob being read; resolves when it has. */
@@ -33,13 +35,16 @@ export function startScrubber(options: { files: BlobFiles; intervalMs: number; l
   async function check(key: string): Promise<void> {
     const blob = await files.open(key)
     if (blob === null) return // deleted meanwhile, or already quarantined by open()
-    const hash = createHash('sha256')
-    for await (const chunk of blob.read()) {
-      if (stopped) return // leaving the loop closes the file
-      hash.update(chunk as Buffer)
+    if (blob.format === 1) {
+      await blob.close()
+      await files.upgrade(key)
+      return
     }
-    const actual = hash.digest('hex')
-    if (actual !== blob.sha256) await blob.quarantine(`scrub: sha256 ${actual} differs from recorded ${blob.sha256}`)
+    const body = await blob.read(undefined, { sha256: true })
+    if (Buffer.isBuffer(body)) return
+    for await (const _chunk of body) {
+      if (stopped) return // leaving the loop closes the file
+    }
   }
 
   async function loop(): Promise<void> {
@@ -53,7 +58,10 @@ export function startScrubber(options: { files: BlobFiles; intervalMs: number; l
         for (const { key } of blobs) {
           await pause(Math.max(MIN_PAUSE_MS, intervalMs / Math.max(1, files.stats().blobCount)))
           if (stopped) return
-          await check(key).catch((err: unknown) => log.warn({ err, key }, 'scrub could not read a blob'))
+          await check(key).catch((err: unknown) => {
+            // damage is quarantined and logged by the reader
+            if (!(err instanceof DamagedBlob)) log.warn({ err, key }, 'scrub could not read a blob')
+          })
           checked++
           after = key
         }
