@@ -9,10 +9,9 @@ import { contentDisposition, isInlineSafe, servedMime } from '../../core/mime.ts
 import { parseRange } from '../../core/range.ts'
 import { passwordMatches } from '../../core/secrets.ts'
 import type { BlobRecord } from '../../core/file.ts'
-import type { ByteRange } from '../../ports.ts'
 import type { GatewayDeps } from './deps.ts'
 import type { DownloadTally } from './download-tally.ts'
-import type { FileLookup } from './file-lookup.ts'
+import type { FileEntry, FileLookup } from './file-lookup.ts'
 import type { GatewayMetrics } from './metrics.ts'
 
 type IdParams = { Params: { id: string } }
@@ -37,7 +36,7 @@ export function registerDownloadRoutes(
   })
 
   app.head<IdParams>('/api/download/:id', async (req, reply) => {
-    const file = await liveFile(req.params.id)
+    const { file } = await liveFile(req.params.id)
     await checkPassword(file, passwordFromHeader(req))
     setFileHeaders(reply, file)
     return reply.header('content-length', file.size).send()
@@ -54,7 +53,7 @@ export function registerDownloadRoutes(
   })
 
   async function download(req: FastifyRequest<IdParams>, reply: FastifyReply, password: string | undefined) {
-    const file = await liveFile(req.params.id)
+    const { file, replicas } = await liveFile(req.params.id)
     await checkPassword(file, password)
     const limited = file.maxDownloads !== null
     // A limited link is served whole or not at all: Range must not be a way around the limit.
@@ -65,7 +64,7 @@ export function registerDownloadRoutes(
     if (limited) await claim(file.id)
     let body
     try {
-      body = await openBlob(blobOf(file), file.blobKey, range.kind === 'range' ? range.range : undefined)
+      body = await blobs.open(blobOf(file), replicas, range.kind === 'range' ? range.range : undefined)
     } catch (err) {
       if (limited) {
         await metadata.refundDownload(file.id).catch(() => {})
@@ -99,13 +98,13 @@ export function registerDownloadRoutes(
   }
 
   async function sendVariant(req: FastifyRequest<IdParams>, reply: FastifyReply, name: VariantName) {
-    const file = await liveFile(req.params.id)
+    const { file } = await liveFile(req.params.id)
     await checkPassword(file, passwordFromHeader(req))
     const variant = (await metadata.listVariants(file.id)).find((v) => v.name === name)
     if (variant === undefined || variant.state !== 'ready' || variant.blob === null) {
       throw new NotFound(`the ${name} of this file is ${variant?.state ?? 'missing'}`, 'variant_not_ready')
     }
-    const body = await openBlob(variant.blob, variant.blob.key)
+    const body = await blobs.open(variant.blob, await metadata.listReplicas(variant.blob.key))
     const mime = variant.mime ?? 'application/octet-stream'
     return reply
       .header('content-type', mime)
@@ -116,18 +115,14 @@ export function registerDownloadRoutes(
       .send(body)
   }
 
-  async function openBlob(blob: BlobRecord, key: string, range?: ByteRange) {
-    return blobs.open(blob, await files.replicas(key), range)
-  }
-
   /** The file if its link is alive: 404 for unknown or malformed ids, 410 once it died. */
-  async function liveFile(id: string): Promise<FileRecord> {
+  async function liveFile(id: string): Promise<FileEntry> {
     if (!isId(id)) throw new NotFound('no such file')
-    const file = await files.get(id)
-    if (file === null) throw new NotFound('no such file')
-    const status = fileStatus(file, now())
+    const entry = await files.get(id)
+    if (entry === null) throw new NotFound('no such file')
+    const status = fileStatus(entry.file, now())
     if (status !== 'active') throw deadError(status)
-    return file
+    return entry
   }
 }
 

@@ -1,23 +1,23 @@
-// File metadata reads through the cache. Every change to a file goes through
-// invalidate(); a lost invalidation (cache down) is bounded by the TTL, and
-// nothing that enforces a rule (expiry, limits, passwords on download) trusts
-// the cache alone: claims go to the metadata store.
+// File metadata reads through the cache: one entry per file holds its record
+// and the nodes holding its blob, so a download costs one cache read. Every
+// change to a file or its replicas goes through invalidate(); a lost
+// invalidation (cache down) is bounded by the TTL. Nothing that enforces a
+// rule trusts the cache alone: limited downloads are claimed in the metadata
+// store, and a stale replica list only costs a read that finds no copy there
+// and moves to the next replica.
 import type { FileRecord } from '../../core/file.ts'
 import type { Cache, MetadataStore } from '../../ports.ts'
 
-export interface FileLookup {
-  get(id: string): Promise<FileRecord | null>
-  invalidate(id: string): Promise<void>
-  /**
-   * The nodes holding a blob. A stale list is harmless for a read (a node
-   * that lost its copy answers 404 and the next replica is tried), so it is
-   * cached briefly; whoever adds a replica invalidates it.
-   */
-  replicas(blobKey: string): Promise<string[]>
-  invalidateReplicas(blobKey: string): Promise<void>
+export interface FileEntry {
+  file: FileRecord
+  /** nodes holding the file's blob */
+  replicas: string[]
 }
 
-const REPLICAS_TTL_MS = 5000
+export interface FileLookup {
+  get(id: string): Promise<FileEntry | null>
+  invalidate(id: string): Promise<void>
+}
 
 const DATE_FIELDS = ['createdAt', 'expiresAt', 'deletedAt', 'exhaustedAt', 'purgedAt'] as const
 
@@ -28,30 +28,22 @@ export function createFileLookup(metadata: MetadataStore, cache: Cache, ttlMs: n
       const hit = await cache.get(cacheKey(id))
       if (hit !== null) return revive(hit)
       const file = await metadata.getFile(id)
-      if (file !== null) await cache.set(cacheKey(id), JSON.stringify(file), ttlMs)
-      return file
+      if (file === null) return null
+      const entry = { file, replicas: await metadata.listReplicas(file.blobKey) }
+      await cache.set(cacheKey(id), JSON.stringify(entry), ttlMs)
+      return entry
     },
     async invalidate(id) {
       await cache.delete(cacheKey(id))
     },
-    async replicas(blobKey) {
-      const hit = await cache.get(`replicas:${blobKey}`)
-      if (hit !== null) return JSON.parse(hit) as string[]
-      const nodeIds = await metadata.listReplicas(blobKey)
-      if (nodeIds.length > 0) await cache.set(`replicas:${blobKey}`, JSON.stringify(nodeIds), REPLICAS_TTL_MS)
-      return nodeIds
-    },
-    async invalidateReplicas(blobKey) {
-      await cache.delete(`replicas:${blobKey}`)
-    },
   }
 }
 
-function revive(json: string): FileRecord {
-  const raw = JSON.parse(json) as Record<string, unknown>
+function revive(json: string): FileEntry {
+  const entry = JSON.parse(json) as { file: Record<string, unknown>; replicas: string[] }
   for (const field of DATE_FIELDS) {
-    const v = raw[field]
-    raw[field] = typeof v === 'string' ? new Date(v) : null
+    const v = entry.file[field]
+    entry.file[field] = typeof v === 'string' ? new Date(v) : null
   }
-  return raw as unknown as FileRecord
+  return entry as unknown as FileEntry
 }

@@ -36,8 +36,8 @@ export function registerFileRoutes(app: FastifyInstance, deps: GatewayDeps, file
   })
 
   async function knownFile(id: string) {
-    const file = isId(id) ? await files.get(id) : null
-    if (file === null || file.purgedAt !== null) throw new NotFound('no such file')
+    const file = isId(id) ? (await files.get(id))?.file : undefined
+    if (file === undefined || file.purgedAt !== null) throw new NotFound('no such file')
     return file
   }
 }

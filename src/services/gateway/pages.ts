@@ -82,9 +82,9 @@ export function registerPages(app: FastifyInstance, deps: GatewayDeps, files: Fi
   })
 
   app.get<{ Params: { id: string } }>('/f/:id', async (req, reply) => {
-    const file = isId(req.params.id) ? await files.get(req.params.id) : null
+    const file = isId(req.params.id) ? (await files.get(req.params.id))?.file : undefined
     reply.type('text/html; charset=utf-8').header('cache-control', 'no-store')
-    if (file === null || file.purgedAt !== null) {
+    if (file === undefined || file.purgedAt !== null) {
       return reply.status(404).send(page('Not found', '<h1>This link does not exist</h1>'))
     }
     const status = fileStatus(file, now())
