@@ -1,4 +1,5 @@
 // The `mayfly` command line (DESIGN §2).
+import './threadpool.ts'
 import { Command } from 'commander'
 import { downloadCommand, statusCommand, uploadCommand } from './cli/client.ts'
 import { gatewayCommand, storageNodeCommand, workerCommand } from './cli/services.ts'

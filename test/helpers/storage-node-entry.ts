@@ -1,5 +1,7 @@
 // A storage node as its own process, for tests (see storage-node-process.ts):
-// configured by MAYFLY_* variables, closed gracefully on SIGTERM.
+// configured by MAYFLY_* variables, closed gracefully on SIGTERM; the same
+// file system thread pool as `mayfly storage-node`.
+import '../../src/threadpool.ts'
 import { loadConfig } from '../../src/config.ts'
 import { createLogger } from '../../src/log.ts'
 import { runStorageNode } from '../../src/services/storage-node/index.ts'
