@@ -153,8 +153,8 @@ test('redis via Sentinel: cache and lock find the master and follow a failover',
   }
   // --dir: a replica's full sync writes an RDB file even with --save ''
   const plain = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]
-  const master = redis(['--port', String(masterPort), ...plain])
-  redis(['--port', String(replicaPort), ...plain, '--replicaof', '127.0.0.1', String(masterPort)])
+  const master = redis(['--port', String(masterPort), ...plain, '--dbfilename', 'master.rdb'])
+  redis(['--port', String(replicaPort), ...plain, '--dbfilename', 'replica.rdb', '--replicaof', '127.0.0.1', String(masterPort)])
   const name = `t-${randomUUID().slice(0, 8)}`
   const conf = join(dir, 'sentinel.conf')
   await writeFile(
