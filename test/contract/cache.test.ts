@@ -214,6 +214,12 @@ test('redis via Sentinel: cache and lock find the master and follow a failover',
   assert.equal(before.detail.master, `127.0.0.1:${masterPort}`)
   assert.equal(before.detail.mode, 'sentinel')
   assert.ok(await lock.acquire('leader', 60_000))
+  // replication is asynchronous: kill the master only once the replica has the lease
+  const replica = new Redis({ port: replicaPort, lazyConnect: true, retryStrategy: () => 50, disconnectTimeout: 100 })
+  replica.on('error', () => {})
+  t.after(() => replica.disconnect())
+  await until(async () => (await replica.exists('t-sentinel:lock:leader')) === 1, 5000)
+  replica.disconnect()
 
   const killedAt = Date.now()
   master.kill('SIGKILL')
