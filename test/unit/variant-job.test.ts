@@ -4,6 +4,7 @@
 // worker running, so the test calls the handler itself. It spawns processes,
 // so it could as well live in test/integration.
 import { after, before, describe, test } from 'node:test'
+import { PHOTOS } from '../helpers/http.ts'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -18,7 +19,7 @@ import type { BlobStore, JobHandler } from '../../src/ports.ts'
 import { createVariantJobHandler } from '../../src/services/worker/variant-job.ts'
 import { startCluster, type Cluster } from '../helpers/cluster.ts'
 
-const PHOTO = join(import.meta.dirname, '../../../shared/testdata/photos/bythewater-2560x1600.jpg')
+const PHOTO = join(PHOTOS, 'bythewater-2560x1600.jpg')
 
 describe('variant job handler', { timeout: 120_000 }, () => {
   let cluster: Cluster

@@ -1,6 +1,7 @@
-// Image variants on the real photos of /work/shared/testdata and on images the
+// Image variants on the real photos of ../shared/testdata and on images the
 // tests make: rotated, geotagged, transparent, animated, tiny, corrupt, bombs.
 import { describe, test } from 'node:test'
+import { PHOTOS } from '../helpers/http.ts'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
@@ -12,7 +13,6 @@ import {
   makeVariant, makeVariants, rawSharpBaseline, type VariantOutcome, type VariantResult,
 } from '../../src/services/worker/variants.ts'
 
-const PHOTOS = join(import.meta.dirname, '../../../shared/testdata/photos')
 const photos = readdirSync(PHOTOS).filter((f) => f.endsWith('.jpg')).sort().map((f) => join(PHOTOS, f))
 
 function ready(outcome: VariantOutcome | undefined): Extract<VariantOutcome, { state: 'ready' }> {
