@@ -166,7 +166,8 @@ export function apiSuite(mode: Mode): void {
       assert.equal((await fetch(`${base}/api/files/${id}/thumbnail`)).status, 410)
       assert.equal((await fetch(String(body.share_url))).status, 410)
       await waitFor('bytes removed from every node', async () => ((await held()).length === 0 ? true : undefined), 30_000)
-      assert.notEqual((await cluster.infra.metadata.getFile(id))!.purgedAt, null)
+      // the sweeper marks the file purged right after the last copy is gone
+      await waitFor('file marked purged', async () => ((await cluster.infra.metadata.getFile(id))?.purgedAt != null ? true : undefined))
     })
 
     test('delete needs the token; afterwards the link is gone', async () => {

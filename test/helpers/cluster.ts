@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadConfig, type Config } from '../../src/config.ts'
 import { createLogger } from '../../src/log.ts'
-import { buildGateway } from '../../src/services/gateway/app.ts'
+import { startGateway, workerOptions } from '../../src/cli/services.ts'
 import { startWorker, type Worker } from '../../src/services/worker/worker.ts'
-import { createInfrastructure, gatewaySettings, VARIANT_TOPIC, type Infrastructure } from '../../src/wiring.ts'
+import { createInfrastructure, VARIANT_TOPIC, type Infrastructure } from '../../src/wiring.ts'
 import { createTestDatabase } from './databases.ts'
 import { deleteTopicQueues } from './rabbit.ts'
 import { startStorageNodeProcess, type StorageNodeProcess } from './storage-node-process.ts'
@@ -73,17 +73,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   }
   const log = createLogger(config.MAYFLY_LOG_LEVEL)
   const infra = await createInfrastructure(config, log, secret)
-  const app = buildGateway({
-    settings: gatewaySettings(config, secret),
-    log,
-    metadata: infra.metadata,
-    cache: infra.cache,
-    queue: infra.queue,
-    blobs: infra.blobs,
-    nodes: infra.nodes,
-    metrics: infra.metrics,
-  })
-  await app.listen({ host: '127.0.0.1', port: 0 })
+  // the gateway and the worker start exactly as `mayfly gateway` and `mayfly worker` do
+  const app = await startGateway({ ...config, MAYFLY_HOST: '127.0.0.1' }, log, infra, secret, 0)
   const address = app.server.address()
   const url = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`
 
@@ -122,20 +113,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     worker =
       options.worker === false
         ? null
-        : await startWorker({
-          metadata: infra.metadata,
-          blobs: infra.blobs,
-          nodes: infra.nodes,
-          queue: infra.queue,
-          lock: infra.lock,
-          log,
-          variantTopic: VARIANT_TOPIC,
-          concurrency: config.MAYFLY_WORKER_CONCURRENCY,
-          maxUploadBytes: config.MAYFLY_MAX_UPLOAD_BYTES,
-          deleteGraceMs: config.MAYFLY_DELETE_GRACE_SECONDS * 1000,
-          sweepIntervalMs: config.MAYFLY_SWEEP_INTERVAL_SECONDS * 1000,
-          namespace: config.MAYFLY_NAMESPACE,
-        })
+        : await startWorker(workerOptions(config, log, infra))
   } catch (err) {
     await close()
     throw err

@@ -138,13 +138,3 @@ function withHeartbeat(url: string, seconds: number): string {
   return u.toString()
 }
 
-/** The url without its password, for logs and status. */
-export function redactAmqpUrl(url: string): string {
-  try {
-    const u = new URL(url)
-    if (u.password) u.password = 'redacted'
-    return u.toString()
-  } catch {
-    return 'invalid url'
-  }
-}

@@ -17,7 +17,8 @@ import type { Logger } from '../../log.ts'
 import type { Consumer, DependencyStatus, JobQueue, QueueDepth } from '../../ports.ts'
 import { Unavailable } from '../../core/errors.ts'
 import { DEFAULT_MAX_RETRY_DELAY_MS } from '../../core/jobs.ts'
-import { redactAmqpUrl, superviseConnection } from './connection.ts'
+import { redactUrl } from '../redact-url.ts'
+import { superviseConnection } from './connection.ts'
 import { ATTEMPT_HEADER, startConsumer, type RunningConsumer } from './consumer.ts'
 import { assertTopology, retryQueues, topicQueues, type TopicQueues } from './topology.ts'
 
@@ -226,7 +227,7 @@ export function createRabbitQueue(opts: RabbitQueueOptions): JobQueue {
 
     async status(): Promise<DependencyStatus> {
       const detail: Record<string, unknown> = {
-        brokers: urls.map(redactAmqpUrl),
+        brokers: urls.map(redactUrl),
         namespace: opts.namespace,
         consumers: [...consumers.values()].reduce((n, s) => n + s.size, 0),
         consumerConnection: sub.current() ? 'open' : 'down',

@@ -7,6 +7,7 @@
 //   sits idle for seconds after the server is back;
 // - short connect and command timeouts, so a dead master costs a bounded wait.
 import { Redis, type RedisOptions } from 'ioredis'
+import { redactUrl } from '../redact-url.ts'
 import type { Logger } from '../../log.ts'
 import type { DependencyStatus } from '../../ports.ts'
 
@@ -102,16 +103,6 @@ export function connectRedis(opts: RedisConnectionOptions, use: { name: string; 
     client.disconnect()
   }
   return { client, firstReady, describe, close }
-}
-
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url)
-    if (u.password) u.password = 'redacted'
-    return u.toString()
-  } catch {
-    return 'invalid url'
-  }
 }
 
 /**
