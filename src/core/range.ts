@@ -1,4 +1,7 @@
-// HTTP Range (RFC 9110 §14) for one range; several ranges are served whole.
+// HTTP Range (RFC 9110 §14) for one range: `bytes=a-b`, `bytes=a-`, `bytes=-n`.
+// A header we do not understand (another unit, several ranges, b < a) is
+// ignored, as the RFC allows: the answer is the whole body. Gateway and
+// storage node both use this one reading.
 import type { ByteRange } from '../ports.ts'
 
 export type RangeRequest = { kind: 'none' } | { kind: 'range'; range: ByteRange } | { kind: 'unsatisfiable' }
@@ -15,7 +18,8 @@ export function parseRange(header: string | undefined, size: number): RangeReque
     return { kind: 'range', range: { start: Math.max(0, size - suffix), end: size - 1 } }
   }
   const start = Number(a)
-  const end = b === '' ? size - 1 : Math.min(Number(b), size - 1)
-  if (start >= size || end < start) return { kind: 'unsatisfiable' }
-  return { kind: 'range', range: { start, end } }
+  // last < first makes the header invalid, and an invalid header is ignored
+  if (b !== '' && Number(b) < start) return { kind: 'none' }
+  if (start >= size) return { kind: 'unsatisfiable' }
+  return { kind: 'range', range: { start, end: b === '' ? size - 1 : Math.min(Number(b), size - 1) } }
 }

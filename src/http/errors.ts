@@ -1,6 +1,7 @@
 // The one error handler every Mayfly HTTP app uses: our errors become their
 // status and `{ error, message }`; Fastify's own 4xx keep their status; any
 // other error is a 500 with a generic body and its stack in the log.
+import type { IncomingMessage } from 'node:http'
 import type { FastifyError, FastifyInstance } from 'fastify'
 import { MayflyError } from '../core/errors.ts'
 
@@ -13,8 +14,9 @@ export function installErrorHandling(app: FastifyInstance): void {
       return
     }
     // A refused request whose body was not read (an upload too large, a bad
-    // form): close the connection after answering instead of reading the rest.
-    if (!req.raw.complete) reply.header('connection', 'close')
+    // form): the rest is read and dropped so that the client, still sending,
+    // gets the answer instead of a reset connection; but only for a while.
+    if (hasUnreadBody(req.raw)) lingerThenClose(req.raw)
     if (err instanceof MayflyError) {
       if (err.status >= 500) req.log.warn({ err }, err.message)
       return reply.status(err.status).send({ error: err.code, message: err.message })
@@ -42,4 +44,21 @@ function codeForStatus(status: number): string {
     case 415: return 'unsupported_media_type'
     default: return 'invalid_request'
   }
+}
+
+/** A request body that was announced and not read to its end (a GET without a body is never "complete" before it is read, so `complete` alone is not enough). */
+function hasUnreadBody(raw: IncomingMessage): boolean {
+  const announced = raw.headers['transfer-encoding'] !== undefined || Number(raw.headers['content-length'] ?? 0) > 0
+  return announced && !raw.complete
+}
+
+/** Like nginx's lingering close: drain the body for at most LINGER_MS, then cut the connection. */
+const LINGER_MS = 5000
+
+function lingerThenClose(raw: IncomingMessage): void {
+  const timer = setTimeout(() => raw.socket?.destroy(), LINGER_MS)
+  timer.unref()
+  raw.once('end', () => clearTimeout(timer))
+  raw.once('close', () => clearTimeout(timer))
+  raw.resume()
 }

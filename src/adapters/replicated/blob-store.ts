@@ -12,7 +12,7 @@ import type { NodeDirectory, NodeView } from './node-directory.ts'
 
 /** The calls this store makes on one storage node (src/adapters/storage-node/client.ts). */
 export interface NodeCalls {
-  put(nodeUrl: string, key: string, body: Readable): Promise<{ size: number; sha256: string }>
+  put(nodeUrl: string, key: string, body: Readable | Buffer, options?: { sha256?: string; size?: number }): Promise<{ size: number; sha256: string }>
   get(
     nodeUrl: string,
     key: string,
@@ -31,9 +31,17 @@ export interface ReplicatedBlobStoreOptions {
   log: Logger
 }
 
+/**
+ * Blobs up to this size are read whole before they are sent: each node then
+ * gets one request with a Content-Length and the sha256 to check, instead of
+ * a chunked stream (per-request cost dominates small blobs).
+ */
+const WHOLE_WRITE_BYTES = 2 * 1024 * 1024
+
 interface Leg {
   node: NodeView
-  body: PassThrough
+  /** null when the blob is sent whole */
+  body: PassThrough | null
   /** resolves with the node's sha256, rejects when the node failed */
   result: Promise<string>
   state: 'writing' | 'failed' | 'stored'
@@ -44,10 +52,14 @@ interface Leg {
 export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): BlobStore {
   const { client, nodes, replicationFactor, writeQuorum, stallTimeoutMs, log } = options
 
-  function startLeg(node: NodeView, key: string): Leg {
-    const body = new PassThrough({ highWaterMark: 256 * 1024 })
+  function startLeg(node: NodeView, key: string, whole?: { data: Buffer; sha256: string }): Leg {
+    const body = whole === undefined ? new PassThrough({ highWaterMark: 256 * 1024 }) : null
     const leg: Leg = { node, body, result: Promise.resolve(''), state: 'writing', abandoned: false }
-    leg.result = client.put(node.url, key, body).then(
+    const sent =
+      whole === undefined
+        ? client.put(node.url, key, body!)
+        : client.put(node.url, key, whole.data, { size: whole.data.length, sha256: whole.sha256 })
+    leg.result = sent.then(
       (stored) => {
         leg.state = 'stored'
         nodes.reportSuccess(node.id)
@@ -55,7 +67,7 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       },
       (err: unknown) => {
         leg.state = 'failed'
-        body.destroy()
+        body?.destroy()
         if (leg.abandoned) throw err
         if (isNodeFault(err)) nodes.reportFailure(node.id)
         log.warn({ err, node: node.id, key }, 'replica write failed')
@@ -71,27 +83,27 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
     const waits: Promise<void>[] = []
     for (const leg of legs) {
       if (leg.state !== 'writing') continue
-      if (!leg.body.write(chunk)) waits.push(waitForDrain(leg))
+      if (!leg.body!.write(chunk)) waits.push(waitForDrain(leg, leg.body!))
     }
     if (waits.length > 0) await Promise.all(waits)
     requireQuorum(legs)
   }
 
-  function waitForDrain(leg: Leg): Promise<void> {
+  function waitForDrain(leg: Leg, body: PassThrough): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         log.warn({ node: leg.node.id }, 'replica write stalled; dropping it from this upload')
         nodes.reportFailure(leg.node.id)
         leg.state = 'failed'
-        leg.body.destroy()
+        body.destroy()
         done()
       }, stallTimeoutMs)
       const done = () => {
         clearTimeout(timer)
-        leg.body.off('drain', done)
+        body.off('drain', done)
         resolve()
       }
-      leg.body.once('drain', done)
+      body.once('drain', done)
       leg.result.then(done, done)
     })
   }
@@ -149,18 +161,43 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
           'quorum_unavailable',
         )
       }
-      const legs = targets.map((node) => startLeg(node, key))
-      const hash = createHash('sha256')
+      const chunks = (source as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
+      const head: Buffer[] = []
       let size = 0
+      let legs: Leg[] = []
       try {
-        for await (const chunk of source as AsyncIterable<Buffer>) {
-          size += chunk.length
-          if (size > maxBytes) throw new TooLarge(`the upload is larger than the limit of ${maxBytes} bytes`)
-          hash.update(chunk)
-          await writeChunk(legs, chunk)
+        let ended = false
+        while (!ended && size <= WHOLE_WRITE_BYTES) {
+          const next = await chunks.next()
+          if (next.done === true) ended = true
+          else {
+            head.push(next.value)
+            size += next.value.length
+            if (size > maxBytes) throw new TooLarge(`the upload is larger than the limit of ${maxBytes} bytes`)
+          }
         }
-        for (const leg of legs) if (leg.state === 'writing') leg.body.end()
-        const sha256 = hash.digest('hex')
+        let sha256: string
+        if (ended) {
+          const data = Buffer.concat(head, size)
+          sha256 = createHash('sha256').update(data).digest('hex')
+          legs = targets.map((node) => startLeg(node, key, { data, sha256 }))
+        } else {
+          legs = targets.map((node) => startLeg(node, key))
+          const hash = createHash('sha256')
+          for (const chunk of head) {
+            hash.update(chunk)
+            await writeChunk(legs, chunk)
+          }
+          for (let next = await chunks.next(); next.done !== true; next = await chunks.next()) {
+            const chunk = next.value
+            size += chunk.length
+            if (size > maxBytes) throw new TooLarge(`the upload is larger than the limit of ${maxBytes} bytes`)
+            hash.update(chunk)
+            await writeChunk(legs, chunk)
+          }
+          for (const leg of legs) if (leg.state === 'writing') leg.body!.end()
+          sha256 = hash.digest('hex')
+        }
         const quorum = await awaitQuorum(legs, sha256)
         const rest = legs.filter((l) => !quorum.includes(l))
         const remaining = Promise.all(rest.map((l) => l.result.then((s) => s === sha256, () => false))).then((oks) => {
@@ -178,7 +215,7 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       } catch (err) {
         for (const leg of legs) {
           leg.abandoned = true
-          leg.body.destroy()
+          leg.body?.destroy()
         }
         if (!source.destroyed) source.resume()
         // a leg may have stored its copy before the others failed: no copy may stay

@@ -52,7 +52,7 @@ export interface BlobClient {
    * `size`, when known, is sent as Content-Length. Idempotent for the same
    * bytes. On failure `body` may be left partly read or destroyed.
    */
-  put(nodeUrl: string, key: string, body: Readable, options?: { sha256?: string; size?: number; signal?: AbortSignal }): Promise<BlobRecord>
+  put(nodeUrl: string, key: string, body: Readable | Buffer, options?: { sha256?: string; size?: number; signal?: AbortSignal }): Promise<BlobRecord>
   /**
    * Opens the blob (or the inclusive byte range). Resolves once the node
    * answered, so NotFound and Unavailable surface here; the caller must read

@@ -9,7 +9,7 @@ import { ID_PATTERN } from '../../core/ids.ts'
 import type { NodeAnnouncement } from '../../core/node.ts'
 import type { Logger } from '../../log.ts'
 import type { BlobFiles, OpenedBlob } from './blob-files.ts'
-import { parseRange } from './byte-range.ts'
+import { parseRange } from '../../core/range.ts'
 import { copyFromPeer } from './peer-copy.ts'
 
 /** Who this node is; `url` may be set after listen (port 0). */
@@ -109,12 +109,12 @@ export function buildStorageNode(deps: StorageNodeDeps): FastifyInstance {
       reply.header('content-range', `bytes */${blob.size}`)
       return reply.status(416).send({ error: 'range_not_satisfiable', message: `the blob has ${blob.size} bytes` })
     }
-    const { start, end } = range.kind === 'partial' ? range : { start: 0, end: blob.size - 1 }
+    const { start, end } = range.kind === 'range' ? range.range : { start: 0, end: blob.size - 1 }
     // every byte is verified before it is sent; damage before the first one is a 404 (DamagedBlob),
     // later damage cuts the response short after the last good byte (blob-reader.ts)
     const body = await blob.read({ start, end })
     setBlobHeaders(reply, blob)
-    if (range.kind === 'partial') {
+    if (range.kind === 'range') {
       reply.status(206)
       reply.header('content-range', `bytes ${start}-${end}/${blob.size}`)
     }
