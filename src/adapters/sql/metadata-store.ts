@@ -8,7 +8,7 @@
 //   3. markPurged(fileId) -> purged only once no blob of the file has a replica
 //      left; otherwise nothing changes and the file comes back in step 1 (a node
 //      that was down, a variant that became ready in between).
-import { Conflict, NotFound } from '../../core/errors.ts'
+import { NotFound } from '../../core/errors.ts'
 import { fileStatus, type FileRecord, type VariantRecord } from '../../core/file.ts'
 import type { NodeAnnouncement, NodeRecord } from '../../core/node.ts'
 import type { ClaimResult, DependencyStatus, MetadataStore, NewFile, PurgeItem } from '../../ports.ts'
@@ -54,25 +54,14 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
   }
 
   async function createFile(file: NewFile): Promise<FileRecord> {
-    const row = await db.transaction(async (tx) => {
-      const { blob } = file
-      await tx.query(q.ACTIVATE_BLOB, [blob.key, blob.size, blob.sha256, file.createdAt])
-      if (file.replicas.length > 0) await tx.query(q.ADD_REPLICAS, [blob.key, file.replicas])
-      const inserted = await tx.query<FileRow>(q.INSERT_FILE, [
-        file.id, blob.key, file.name, file.mime, blob.size, blob.sha256, file.createdAt, file.expiresAt,
-        file.maxDownloads, file.passwordHash, file.deleteTokenHash,
-      ])
-      // throwing rolls back the blob and replica rows of this attempt too
-      if (inserted[0] === undefined) throw new Conflict(`file ${file.id} already exists`)
-      if (file.variants.length > 0) {
-        await tx.query(q.INSERT_VARIANTS, [
-          file.id, file.variants.map((v) => v.name), file.variants.map((v) => v.state), file.variants.map((v) => v.reason),
-          file.createdAt,
-        ])
-      }
-      return inserted[0]
-    })
-    return toFile(row)
+    const { blob, variants } = file
+    const rows = await db.query<FileRow>(q.CREATE_FILE, [
+      file.id, blob.key, file.name, file.mime, blob.size, blob.sha256, file.createdAt, file.expiresAt,
+      file.maxDownloads, file.passwordHash, file.deleteTokenHash, file.replicas,
+      variants.map((v) => v.name), variants.map((v) => v.state), variants.map((v) => v.reason),
+    ])
+    if (rows[0] === undefined) throw new Error(`createFile ${file.id} returned no row`)
+    return toFile(rows[0])
   }
 
   async function setVariant(variant: VariantRecord, replicas: string[]): Promise<void> {

@@ -75,23 +75,39 @@ WHERE b.state = 'active'
 // ---- files ---------------------------------------------------------------
 
 /**
- * in: $1 id, $2 blob_key, $3 name, $4 mime, $5 size, $6 sha256, $7 created_at,
- *     $8 expires_at, $9 max_downloads, $10 password_hash, $11 delete_token_hash.
- * out: the file row, or no row when the id is taken.
+ * in: $1 id, $2 blob key, $3 name, $4 mime, $5 size, $6 sha256, $7 created_at,
+ * $8 expires_at, $9 max_downloads, $10 password_hash, $11 delete_token_hash,
+ * $12 replica node ids (text[]), $13 variant names, $14 variant states,
+ * $15 variant reasons (text[], pairwise). out: the new file row.
+ * ONE statement (one round trip, atomic by itself): the blob becomes active
+ * (a pending row from beginBlob is completed), its replicas, the file and
+ * its variant rows. A duplicate file id is a unique violation, so nothing of
+ * the statement stays. Foreign keys are checked at its end, when the blob
+ * row exists.
  */
-export const INSERT_FILE = `
-INSERT INTO files (id, blob_key, name, mime, size, sha256, created_at, expires_at, max_downloads,
-  password_hash, delete_token_hash)
-VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::text, $7::timestamptz, $8::timestamptz,
-  $9::int, $10::text, $11::text)
-ON CONFLICT (id) DO NOTHING
-RETURNING ${FILE_COLUMNS}`
-
-/** in: $1 file id, $2 names (text[]), $3 states (text[]), $4 reasons (text[]), $5 created_at. out: none. */
-export const INSERT_VARIANTS = `
-INSERT INTO variants (file_id, name, state, reason, updated_at)
-SELECT $1::text, v.name, v.state, v.reason, $5::timestamptz
-FROM unnest($2::text[], $3::text[], $4::text[]) AS v (name, state, reason)`
+export const CREATE_FILE = `
+WITH blob AS (
+  INSERT INTO blobs (key, size, sha256, state, created_at)
+  VALUES ($2::text, $5::bigint, $6::text, 'active', $7::timestamptz)
+  ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, state = 'active'
+  RETURNING key
+), replica AS (
+  INSERT INTO replicas (blob_key, node_id)
+  SELECT blob.key, n FROM blob, unnest($12::text[]) AS n
+  ON CONFLICT DO NOTHING
+), file AS (
+  INSERT INTO files (id, blob_key, name, mime, size, sha256, created_at, expires_at, max_downloads,
+    password_hash, delete_token_hash)
+  SELECT $1::text, blob.key, $3::text, $4::text, $5::bigint, $6::text, $7::timestamptz, $8::timestamptz,
+    $9::int, $10::text, $11::text
+  FROM blob
+  RETURNING ${FILE_COLUMNS}
+), variant AS (
+  INSERT INTO variants (file_id, name, state, reason, updated_at)
+  SELECT file.id, v.name, v.state, v.reason, $7::timestamptz
+  FROM file, unnest($13::text[], $14::text[], $15::text[]) AS v (name, state, reason)
+)
+SELECT ${FILE_COLUMNS} FROM file`
 
 /** in: $1 id. out: the file row or none. */
 export const GET_FILE = `
