@@ -170,6 +170,18 @@ export function apiSuite(mode: Mode): void {
       await waitFor('file marked purged', async () => ((await cluster.infra.metadata.getFile(id))?.purgedAt != null ? true : undefined))
     })
 
+    test('one sweeper at a time: while another holds the lease, a sweep does nothing', async () => {
+      const sweeper = cluster.worker!.sweeper
+      const lockName = `${cluster.config.MAYFLY_NAMESPACE}:sweeper`
+      const held = await waitFor('the sweeper lease', () => cluster.infra.lock.acquire(lockName, 30_000).then((l) => l ?? undefined))
+      try {
+        assert.equal((await sweeper.sweepOnce()).ran, false)
+      } finally {
+        await held.release()
+      }
+      assert.equal((await sweeper.sweepOnce()).ran, true)
+    })
+
     test('delete needs the token; afterwards the link is gone', async () => {
       const { body } = await upload(base, Buffer.from('secret plans'))
       const url = `${base}/api/files/${String(body.id)}`
