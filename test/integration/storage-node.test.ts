@@ -313,10 +313,11 @@ describe('storage node', { timeout: 60_000 }, () => {
     const auth = `Bearer ${SECRET}`
     for (const mode of ['abort', 'stall'] as const) {
       const key = newId()
-      const req = httpRequest(`${node.url}/blobs/${key}`, { method: 'PUT', headers: { authorization: auth, 'content-length': '100000' } })
+      // larger than what a node gathers in memory before writing, so a temp file exists mid-upload
+      const req = httpRequest(`${node.url}/blobs/${key}`, { method: 'PUT', headers: { authorization: auth, 'content-length': '3000000' } })
       const closed = new Promise<void>((done) => req.once('close', () => done()))
       req.on('error', () => undefined)
-      req.write(randomBytes(10_000))
+      req.write(randomBytes(1_500_000))
       await waitFor('the temp file', async () => (await tmpFiles()).length === 1)
       if (mode === 'abort') req.destroy()
       // stall: the node cuts the client off after MAYFLY_CLIENT_TIMEOUT_MS (500 ms)
