@@ -54,15 +54,19 @@ export async function upCommand(options: UpOptions): Promise<void> {
   log.info({ url: `http://localhost:${port}`, dataDir, nodes: nodePorts }, `Mayfly is up: http://localhost:${port}`)
 }
 
+let stopping = false
+
 function spawnNode(log: Logger, env: NodeJS.ProcessEnv): ChildProcess {
   const child = spawn(process.execPath, [MAIN, 'storage-node'], { env, stdio: ['ignore', 'inherit', 'inherit'] })
   child.on('exit', (code, signal) => {
+    if (stopping) return
     log.warn({ port: env.MAYFLY_PORT, code, signal }, 'a storage node exited; the cluster goes on with the others')
   })
   return child
 }
 
 async function stopChildren(children: ChildProcess[]): Promise<void> {
+  stopping = true
   await Promise.all(
     children.map(
       (child) =>
