@@ -11,6 +11,13 @@ export async function photoPaths(): Promise<string[]> {
   return (await readdir(PHOTOS)).filter((f) => f.endsWith('.jpg')).sort().map((f) => join(PHOTOS, f))
 }
 
+/** A stream's bytes, whole. */
+export async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of stream) chunks.push(Buffer.from(c))
+  return Buffer.concat(chunks)
+}
+
 export function sha256(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex')
 }

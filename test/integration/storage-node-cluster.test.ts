@@ -2,7 +2,7 @@
 // scrub, a damaged replica under the gateway's replicated reader, restart
 // with the same data directory, a frozen node.
 import assert from 'node:assert/strict'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { open, readdir, readFile, writeFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -26,15 +26,9 @@ import {
   writeLegacyBlob,
   type StorageNodeProcess,
 } from '../helpers/storage-node-process.ts'
+import { readAll, sha256 as sha } from '../helpers/http.ts'
 
 const SECRET = `test-secret-${randomBytes(8).toString('hex')}`
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
-
-async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  for await (const c of stream) chunks.push(c as Buffer)
-  return Buffer.concat(chunks)
-}
 
 /** A control plane that records the heartbeats it gets and tells whoever waits for one. */
 function startControl(): Promise<{ url: string; beats: { auth: string | undefined; body: NodeAnnouncement }[]; next(pred: (b: NodeAnnouncement) => boolean): Promise<NodeAnnouncement>; server: Server }> {

@@ -2,7 +2,7 @@
 // ranges, inventory, corruption on disk (block by block), blobs in the format
 // before block checksums, and uploads that abort or stall.
 import assert from 'node:assert/strict'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { readdir, readFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { dirname, join } from 'node:path'
@@ -22,15 +22,9 @@ import {
   writeLegacyBlob,
   type StorageNodeProcess,
 } from '../helpers/storage-node-process.ts'
+import { readAll, sha256 as sha } from '../helpers/http.ts'
 
 const SECRET = `test-secret-${randomBytes(8).toString('hex')}`
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
-
-async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  for await (const c of stream) chunks.push(c as Buffer)
-  return Buffer.concat(chunks)
-}
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs

@@ -1,7 +1,7 @@
 // The Cache port on Redis (or Redis Sentinel). It never throws: an error is
 // a miss or a dropped write, logged once per outage. Keys: `<ns>:cache:<key>`.
 import type { Cache, DependencyStatus } from '../../ports.ts'
-import { connectRedis, createOutageLog, redisStatus, type RedisConnectionOptions } from './connection.ts'
+import { connectRedis, createGuard, redisStatus, type RedisConnectionOptions } from './connection.ts'
 
 export type RedisCacheOptions = RedisConnectionOptions
 
@@ -10,22 +10,12 @@ export function createRedisCache(opts: RedisCacheOptions): Cache {
   // dropped connection may be sent once more after the reconnect.
   const conn = connectRedis(opts, { name: 'cache', maxRetriesPerRequest: 1 })
   const { client } = conn
-  const log = opts.log.child({ adapter: 'redis-cache' })
-  const outage = createOutageLog(log, 'redis cache')
-  client.on('error', (err) => outage.fail(err))
-  client.on('ready', () => outage.ok())
+  const guard = createGuard(conn, opts.log.child({ adapter: 'redis-cache' }), 'redis cache')
   const k = (key: string) => `${opts.namespace}:cache:${key}`
 
+  /** the port never throws: a failed command is a miss or a dropped write */
   async function guarded<T>(fallback: T, run: () => Promise<T>): Promise<T> {
-    try {
-      await conn.firstReady
-      const result = await run()
-      outage.ok()
-      return result
-    } catch (err) {
-      outage.fail(err)
-      return fallback
-    }
+    return guard(run).catch(() => fallback)
   }
 
   return {

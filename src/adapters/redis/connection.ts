@@ -125,6 +125,28 @@ export function createOutageLog(log: Logger, what: string) {
   }
 }
 
+/**
+ * Runs a command once the connection was first ready, keeping the outage log
+ * of `conn` up to date (connection errors feed it too). The error, if any,
+ * is rethrown for the caller to turn into its port's answer.
+ */
+export function createGuard(conn: RedisConnection, log: Logger, what: string) {
+  const outage = createOutageLog(log, what)
+  conn.client.on('error', (err) => outage.fail(err))
+  conn.client.on('ready', () => outage.ok())
+  return async function guarded<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      await conn.firstReady
+      const result = await run()
+      outage.ok()
+      return result
+    } catch (err) {
+      outage.fail(err)
+      throw err
+    }
+  }
+}
+
 /** /ready and /api/cluster view of one Redis connection: role, master and replicas from INFO replication. */
 export async function redisStatus(conn: RedisConnection, name: string, kind: string): Promise<DependencyStatus> {
   const { client } = conn

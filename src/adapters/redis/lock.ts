@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs'
 import type { Lease, Lock } from '../../ports.ts'
 import { Unavailable } from '../../core/errors.ts'
-import { connectRedis, createOutageLog, type RedisConnectionOptions } from './connection.ts'
+import { connectRedis, createGuard, type RedisConnectionOptions } from './connection.ts'
 
 export type RedisLockOptions = RedisConnectionOptions
 
@@ -29,9 +29,7 @@ export function createRedisLock(opts: RedisLockOptions): Lock {
   const conn = connectRedis(opts, { name: 'lock', maxRetriesPerRequest: 0 })
   const { client } = conn
   const log = opts.log.child({ adapter: 'redis-lock' })
-  const outage = createOutageLog(log, 'redis lock')
-  client.on('error', (err) => outage.fail(err))
-  client.on('ready', () => outage.ok())
+  const guard = createGuard(conn, log, 'redis lock')
   client.defineCommand('mayflyLockAcquire', { numberOfKeys: 2, lua: script('./lock-acquire.lua') })
   client.defineCommand('mayflyLockRenew', { numberOfKeys: 1, lua: script('./lock-renew.lua') })
   client.defineCommand('mayflyLockRelease', { numberOfKeys: 1, lua: script('./lock-release.lua') })
@@ -40,12 +38,8 @@ export function createRedisLock(opts: RedisLockOptions): Lock {
 
   async function call<T>(what: string, run: () => Promise<T>): Promise<T> {
     try {
-      await conn.firstReady
-      const result = await run()
-      outage.ok()
-      return result
+      return await guard(run)
     } catch (err) {
-      outage.fail(err)
       throw new Unavailable(`lock backend unavailable (${what})`, 'unavailable', { cause: err })
     }
   }
