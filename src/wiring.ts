@@ -76,7 +76,7 @@ export async function createInfrastructure(config: Config, log: Logger, clusterS
       },
     }
   } catch (err) {
-    for (const close of closers.reverse()) await close().catch(() => {})
+    for (const close of closers.reverse()) await close().catch((e: unknown) => log.warn({ err: e }, 'close after a failed start failed'))
     throw err
   }
 }

@@ -67,7 +67,8 @@ export function registerDownloadRoutes(
       body = await blobs.open(blobOf(file), replicas, range.kind === 'range' ? range.range : undefined)
     } catch (err) {
       if (limited) {
-        await metadata.refundDownload(file.id).catch(() => {})
+        // the download failed before a byte was sent: give it back (a failed refund costs the link one download)
+        await metadata.refundDownload(file.id).catch((e: unknown) => req.log.warn({ err: e, fileId: file.id }, 'download not refunded'))
         await files.invalidate(file.id)
       }
       metrics.downloads.inc({ result: 'unavailable' })
