@@ -14,6 +14,7 @@ import { startWorker, type Worker } from '../../src/services/worker/worker.ts'
 import { createInfrastructure, VARIANT_TOPIC, type Infrastructure } from '../../src/wiring.ts'
 import { createTestDatabase } from './databases.ts'
 import { deleteTopicQueues } from './rabbit.ts'
+import { deleteNamespaceKeys } from './redis.ts'
 import { startStorageNodeProcess, type StorageNodeProcess } from './storage-node-process.ts'
 
 export { createTestDatabase, POSTGRES_ADMIN_URL } from './databases.ts'
@@ -67,6 +68,10 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   }
   Object.assign(env, options.env)
   const config = loadConfig(env)
+  if (config.MAYFLY_REDIS_URL !== undefined) {
+    const url = config.MAYFLY_REDIS_URL
+    cleanups.push(() => deleteNamespaceKeys(url, config.MAYFLY_NAMESPACE))
+  }
   if (config.MAYFLY_AMQP_URL !== undefined) {
     const policy = { maxAttempts: config.MAYFLY_JOB_MAX_ATTEMPTS, retryDelayMs: config.MAYFLY_JOB_RETRY_DELAY_MS }
     cleanups.push(() => deleteTopicQueues(config.MAYFLY_AMQP_URL!, config.MAYFLY_NAMESPACE, VARIANT_TOPIC, policy))
