@@ -4,15 +4,15 @@
 // the same two variants (256 px WebP thumbnail, ≤ 2048 px compressed copy)
 // on the same photos in this process (raw-sharp.ts), as many at once as the
 // worker runs jobs (MAYFLY_WORKER_CONCURRENCY, default 2).
-import { fileURLToPath } from 'node:url'
+import { PHOTOS } from '../test/helpers/testdata.ts'
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { MayflyCluster } from './mayfly.ts'
 import { multipartBody } from './multipart.ts'
 import { RAW_RECIPES, type RawRecipe } from './raw-sharp.ts'
 
-/** the project's test photos, beside the checkout (../shared/testdata, see its README) */
-export const PHOTO_DIR = process.env.BENCH_PHOTOS ?? fileURLToPath(new URL('../../shared/testdata/photos/', import.meta.url))
+/** the project's test photos (test/helpers/testdata.ts finds them) */
+export const PHOTO_DIR = process.env.BENCH_PHOTOS ?? PHOTOS
 export const WORKER_CONCURRENCY = 2
 const UPLOAD_CONCURRENCY = 4
 const TIMEOUT_MS = 300_000

@@ -9,13 +9,11 @@ import { mkdir, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
-import amqp from 'amqplib'
-import { Redis } from 'ioredis'
 import { loadConfig } from '../src/config.ts'
-import { retryQueues, topicQueues } from '../src/adapters/rabbitmq/topology.ts'
-import { DEFAULT_MAX_RETRY_DELAY_MS } from '../src/core/jobs.ts'
 import { VARIANT_TOPIC } from '../src/wiring.ts'
 import { AMQP_URL, createTestDatabase, REDIS_URL } from '../test/helpers/cluster.ts'
+import { deleteTopicQueues } from '../test/helpers/rabbit.ts'
+import { deleteNamespaceKeys } from '../test/helpers/redis.ts'
 import { createClient, expectStatus, readChecked } from './load.ts'
 import { multipartBody } from './multipart.ts'
 import { freePorts, hasExited, spawnLogged, stopChild, waitUntil, type Spawned } from './processes.ts'
@@ -88,8 +86,10 @@ export async function startMayfly(o: StartOptions): Promise<MayflyCluster> {
     if (o.mode === 'real') {
       const db = await createTestDatabase()
       cleanups.push(() => db.drop())
-      cleanups.push(() => removeRedisKeys(namespace))
-      cleanups.push(() => removeQueues(namespace))
+      cleanups.push(() => deleteNamespaceKeys(REDIS_URL, namespace))
+      // named as the RabbitMQ adapter names them for this namespace and the default retry policy
+      const policy = loadConfig({})
+      cleanups.push(() => deleteTopicQueues(AMQP_URL, namespace, VARIANT_TOPIC, { maxAttempts: policy.MAYFLY_JOB_MAX_ATTEMPTS, retryDelayMs: policy.MAYFLY_JOB_RETRY_DELAY_MS }))
       Object.assign(env, { MAYFLY_DATABASE_URL: db.url, MAYFLY_REDIS_URL: REDIS_URL, MAYFLY_AMQP_URL: AMQP_URL })
     }
     const [port, ...nodePorts] = await freePorts(4)
@@ -185,41 +185,5 @@ function killStragglers(pgid: number): void {
     process.kill(-pgid, 'SIGKILL')
   } catch {
     // gone meanwhile
-  }
-}
-
-async function removeRedisKeys(namespace: string): Promise<void> {
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
-  try {
-    await redis.connect()
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${namespace}:*`, 'COUNT', 1000)
-      cursor = next
-      if (keys.length > 0) await redis.del(...keys)
-    } while (cursor !== '0')
-  } finally {
-    redis.disconnect()
-  }
-}
-
-/** The run's queues, named as the RabbitMQ adapter names them for this namespace and the default retry policy. */
-async function removeQueues(namespace: string): Promise<void> {
-  const config = loadConfig({})
-  const q = topicQueues(namespace, VARIANT_TOPIC, {
-    maxAttempts: config.MAYFLY_JOB_MAX_ATTEMPTS,
-    retryDelayMs: config.MAYFLY_JOB_RETRY_DELAY_MS,
-    maxRetryDelayMs: DEFAULT_MAX_RETRY_DELAY_MS,
-  })
-  const conn = await amqp.connect(AMQP_URL)
-  try {
-    for (const name of [q.main, q.dead, ...retryQueues(q).map((r) => r.queue)]) {
-      // a channel closes on an error (a queue that was never declared): one per queue
-      const ch = await conn.createChannel()
-      await ch.deleteQueue(name).catch(() => {})
-      await ch.close().catch(() => {})
-    }
-  } finally {
-    await conn.close()
   }
 }

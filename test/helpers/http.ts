@@ -3,9 +3,9 @@ import { createHash } from 'node:crypto'
 import { openAsBlob } from 'node:fs'
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { PHOTOS } from './testdata.ts'
 
-export const PHOTOS = fileURLToPath(new URL('../../../shared/testdata/photos/', import.meta.url))
+export { PHOTOS }
 
 export async function photoPaths(): Promise<string[]> {
   return (await readdir(PHOTOS)).filter((f) => f.endsWith('.jpg')).sort().map((f) => join(PHOTOS, f))
