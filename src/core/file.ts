@@ -49,11 +49,6 @@ export interface VariantRecord {
   reason: string | null
 }
 
-export interface ReplicaRecord {
-  blobKey: string
-  nodeId: string
-}
-
 export function fileStatus(file: FileRecord, now: Date): FileStatus {
   if (file.deletedAt !== null) return 'deleted'
   if (file.maxDownloads !== null && file.downloads >= file.maxDownloads) return 'download_limit_reached'

@@ -44,8 +44,3 @@ function pickWeighted<T extends PlacementCandidate>(pool: readonly T[], random: 
   }
   return pool[pool.length - 1]!
 }
-
-/** How many distinct zones a set of nodes spans. */
-export function zoneCount(nodes: readonly { zone: string }[]): number {
-  return new Set(nodes.map((n) => n.zone)).size
-}

@@ -2,7 +2,7 @@
 import { downloadsRemaining, fileStatus, type FileRecord, type VariantRecord } from '../../core/file.ts'
 import type { NodeView } from '../../adapters/replicated/node-directory.ts'
 
-export function fileUrls(base: string, id: string) {
+function fileUrls(base: string, id: string) {
   return {
     download_url: `${base}/api/download/${id}`,
     info_url: `${base}/api/files/${id}`,
@@ -57,7 +57,7 @@ export function fileInfoView(
   }
 }
 
-export function variantUrl(base: string, id: string, name: string): string {
+function variantUrl(base: string, id: string, name: string): string {
   return name === 'thumbnail' ? `${base}/api/files/${id}/thumbnail` : `${base}/api/files/${id}/variants/${name}`
 }
 

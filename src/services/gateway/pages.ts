@@ -18,7 +18,7 @@ function page(title: string, body: string, script = ''): string {
 <body>${body}${script === '' ? '' : `<script>${script}</script>`}</body></html>`
 }
 
-export function escapeHtml(value: string): string {
+function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!)
 }
 

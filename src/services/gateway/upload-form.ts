@@ -8,7 +8,7 @@ import { Invalid, TooLarge } from '../../core/errors.ts'
 import { cleanFileName, normalizeMime, sniffImageMime } from '../../core/mime.ts'
 import type { WrittenBlob } from '../../ports.ts'
 
-export const UPLOAD_FIELDS = ['max_downloads', 'expires_in', 'password'] as const
+const UPLOAD_FIELDS = ['max_downloads', 'expires_in', 'password'] as const
 type UploadField = (typeof UPLOAD_FIELDS)[number]
 
 export interface ReceivedUpload {
