@@ -1,0 +1,33 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { placeReplicas } from '../../src/core/placement.ts'
+
+const node = (id: string, zone: string, freeBytes = 100) => ({ id, zone, freeBytes })
+
+test('copies go to distinct zones first', () => {
+  const nodes = [node('a1', 'a'), node('a2', 'a'), node('a3', 'a'), node('b1', 'b'), node('c1', 'c')]
+  for (let i = 0; i < 50; i++) {
+    const chosen = placeReplicas(nodes, 3)
+    assert.deepEqual(new Set(chosen.map((n) => n.zone)), new Set(['a', 'b', 'c']))
+  }
+})
+
+test('with fewer zones than copies a zone takes a second copy; never the same node twice', () => {
+  const chosen = placeReplicas([node('a1', 'a'), node('a2', 'a'), node('b1', 'b')], 3)
+  assert.equal(chosen.length, 3)
+  assert.equal(new Set(chosen.map((n) => n.id)).size, 3)
+  assert.equal(new Set(chosen.slice(0, 2).map((n) => n.zone)).size, 2, 'the first two copies span both zones')
+})
+
+test('with fewer nodes than copies, every node gets one', () => {
+  assert.deepEqual(placeReplicas([node('a1', 'a'), node('b1', 'b')], 3).map((n) => n.id).sort(), ['a1', 'b1'])
+  assert.deepEqual(placeReplicas([], 3), [])
+})
+
+test('picks are weighted by free space', () => {
+  const nodes = [node('full', 'a', 0), node('empty', 'a', 1_000_000)]
+  let rolls = 0
+  const random = () => (rolls++ * 0.37) % 1
+  const picks = Array.from({ length: 200 }, () => placeReplicas(nodes, 1, random)[0]!.id)
+  assert.ok(picks.filter((id) => id === 'empty').length > 190, 'the node with free space takes almost every copy')
+})
