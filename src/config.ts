@@ -44,10 +44,20 @@ export const configSchema = z
     MAYFLY_SWEEP_INTERVAL_SECONDS: z.coerce.number().positive().default(5),
     /** a storage node re-reads every blob once per this period */
     MAYFLY_SCRUB_INTERVAL_SECONDS: int(1).default(604800),
-    /** a silent node is suspect after this many seconds */
-    MAYFLY_NODE_SUSPECT_AFTER_SECONDS: z.coerce.number().positive().default(3),
+    /** a silent node is suspect (no new work goes to it) after this many seconds */
+    MAYFLY_NODE_SUSPECT_AFTER_SECONDS: z.coerce.number().positive().default(2),
     /** a silent node is down (its blobs re-replicated) after this many seconds */
     MAYFLY_NODE_DOWN_AFTER_SECONDS: z.coerce.number().positive().default(300),
+    /** the replication manager copies at most this many MiB per second to repair, drain and rebalance */
+    MAYFLY_REPAIR_MIB_PER_SECOND: z.coerce.number().positive().default(40),
+    /** copies the replication manager runs at once */
+    MAYFLY_REPAIR_CONCURRENCY: int(1).max(64).default(4),
+    /** the replication manager checks every node's inventory against the metadata once per this period */
+    MAYFLY_AUDIT_INTERVAL_SECONDS: z.coerce.number().positive().default(3600),
+    /** a blob on a node that no metadata knows of is deleted after it has been seen unknown this long */
+    MAYFLY_ORPHAN_GRACE_SECONDS: z.coerce.number().nonnegative().default(900),
+    /** the replication manager's lease; a standby takes over within about this long after the leader dies */
+    MAYFLY_LEADER_LEASE_SECONDS: z.coerce.number().min(1).default(5),
     /** storage node heartbeat period, milliseconds */
     MAYFLY_HEARTBEAT_INTERVAL_MS: int(50).default(1000),
     /** a call to a storage node that sends or answers nothing for this long fails (ms) */
@@ -81,6 +91,10 @@ export const configSchema = z
   .refine((c) => c.MAYFLY_WRITE_QUORUM <= c.MAYFLY_REPLICATION_FACTOR, {
     message: 'MAYFLY_WRITE_QUORUM must not exceed MAYFLY_REPLICATION_FACTOR',
     path: ['MAYFLY_WRITE_QUORUM'],
+  })
+  .refine((c) => c.MAYFLY_NODE_SUSPECT_AFTER_SECONDS < c.MAYFLY_NODE_DOWN_AFTER_SECONDS, {
+    message: 'MAYFLY_NODE_SUSPECT_AFTER_SECONDS must be less than MAYFLY_NODE_DOWN_AFTER_SECONDS',
+    path: ['MAYFLY_NODE_SUSPECT_AFTER_SECONDS'],
   })
   .refine((c) => c.MAYFLY_DEFAULT_EXPIRES_IN <= c.MAYFLY_MAX_EXPIRES_IN, {
     message: 'MAYFLY_DEFAULT_EXPIRES_IN must not exceed MAYFLY_MAX_EXPIRES_IN',

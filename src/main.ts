@@ -2,7 +2,7 @@
 import './threadpool.ts'
 import { Command } from 'commander'
 import { downloadCommand, statusCommand, uploadCommand } from './cli/client.ts'
-import { gatewayCommand, storageNodeCommand, workerCommand } from './cli/services.ts'
+import { gatewayCommand, replicatorCommand, storageNodeCommand, workerCommand } from './cli/services.ts'
 import { upCommand } from './cli/up.ts'
 
 const DEFAULT_URL = process.env.MAYFLY_URL ?? 'http://localhost:5000'
@@ -13,7 +13,7 @@ const program = new Command('mayfly')
 
 program
   .command('up')
-  .description('start a local cluster: gateway, three storage nodes (zones a, b, c) and a worker')
+  .description('start a local cluster: gateway, three storage nodes (zones a, b, c), a worker and the replication manager')
   .option('--data-dir <dir>', 'where everything is kept (MAYFLY_DATA_DIR)')
   .option('--port <port>', 'gateway port (MAYFLY_PORT)')
   .option('--node-ports <ports>', 'storage node ports, comma-separated', '8001,8002,8003')
@@ -22,6 +22,10 @@ program
 program.command('gateway').description('run a gateway (public API and web UI)').action(gatewayCommand)
 program.command('storage-node').description('run a storage node').action(storageNodeCommand)
 program.command('worker').description('run a worker (image variants, removal of dead files)').action(workerCommand)
+program
+  .command('replicator')
+  .description('run a replication manager (one is active, others stand by): repair, reconciliation, drain, rebalance')
+  .action(replicatorCommand)
 
 program
   .command('upload')

@@ -89,8 +89,6 @@ export interface MetadataStore {
   addReplica(blobKey: string, nodeId: string): Promise<void>
   /** Idempotent. */
   removeReplica(blobKey: string, nodeId: string): Promise<void>
-  /** Blobs with fewer than `factor` replicas (for /api/cluster and the replicator). */
-  countUnderReplicated(factor: number): Promise<number>
 
   /** Files that died before `diedBefore` and are not purged, with their blobs and replicas. */
   listPurgeable(diedBefore: Date, limit: number): Promise<PurgeItem[]>
@@ -104,8 +102,94 @@ export interface MetadataStore {
   recordHeartbeat(node: NodeAnnouncement, now: Date): Promise<void>
   listNodes(): Promise<NodeRecord[]>
 
+  /** The replication manager's side of the same store. */
+  readonly replication: ReplicationStore
+
   status(): Promise<DependencyStatus>
   close(): Promise<void>
+}
+
+/** A lease name and token that a write must still hold to take effect. */
+export interface Fence {
+  name: string
+  token: number
+}
+
+/** A blob and the nodes recorded as holding it. */
+export interface BlobPlacement extends BlobRecord {
+  nodeIds: string[]
+}
+
+/** What the metadata says of a blob found on a node (reconciliation). */
+export type BlobFate =
+  /** a live link owns it: keep it where it is recorded, copy it where it is needed */
+  | { kind: 'live'; blob: BlobPlacement; createdAt: Date }
+  /** an upload or variant still being written (or one that died: the sweeper's) */
+  | { kind: 'pending' }
+  /** every owner died or was purged: its bytes are garbage */
+  | { kind: 'dead' }
+  /** no trace at all: an upload that has not recorded its row yet, or a leftover */
+  | { kind: 'unknown' }
+
+export interface ReplicationBacklog {
+  /** live blobs with fewer copies than the factor on nodes that are not draining */
+  blobsBelowFactor: number
+  /** bytes to copy to bring them to the factor */
+  bytesToCopy: number
+  /** live blobs with more copies than the factor */
+  blobsAboveFactor: number
+  /** live blobs with no copy recorded anywhere */
+  blobsWithoutReplica: number
+}
+
+export interface NodeUsage {
+  nodeId: string
+  replicas: number
+  bytes: number
+}
+
+/** A small shared document (the manager's status, a rebalance request). */
+export interface ControlDocument {
+  value: unknown
+  version: number
+  updatedAt: Date
+}
+
+/**
+ * What the replication manager reads and changes. Its changes are fenced:
+ * they take effect only while the given lease is the live one, and throw
+ * LeaseLost otherwise, so a paused old leader cannot act.
+ */
+export interface ReplicationStore {
+  /** A lease timed by the store's clock; null while another holder's lease is live. */
+  acquireLease(name: string, holder: string, ttlMs: number): Promise<Lease | null>
+
+  /**
+   * Live blobs below `factor` (counting nodes that are not draining) or above
+   * it, in key order after `after`, created at least minAgeMs ago.
+   */
+  listWork(factor: number, after: string, limit: number, minAgeMs: number): Promise<BlobPlacement[]>
+  backlog(factor: number): Promise<ReplicationBacklog>
+  /** What each node holds according to the metadata. */
+  nodeUsage(): Promise<NodeUsage[]>
+  /** The blobs recorded on a node, in key order after `after`, with all their replicas; `live` when a live link owns it. */
+  listNodeBlobs(nodeId: string, after: string, limit: number): Promise<(BlobPlacement & { live: boolean })[]>
+  describeBlobs(keys: string[]): Promise<Map<string, BlobFate>>
+
+  /** Records a copy; false (nothing recorded) when the blob is no longer live: delete that copy. */
+  addReplica(blobKey: string, nodeId: string, fence: Fence): Promise<boolean>
+  removeReplica(blobKey: string, nodeId: string, fence: Fence): Promise<void>
+  /** The node is lost: drops its replica rows (but a blob's last one) and sets lostAt; returns the rows dropped. */
+  declareNodeLost(nodeId: string, fence: Fence): Promise<number>
+  /** A returning node was reconciled by inventory: clears lostAt. */
+  markNodeReconciled(nodeId: string, fence: Fence): Promise<void>
+
+  /** Operators: false when the node is unknown. */
+  setNodeDraining(nodeId: string, draining: boolean): Promise<boolean>
+  readControl(name: string): Promise<ControlDocument | null>
+  writeControl(name: string, value: unknown): Promise<void>
+  /** Deletes the document if its version is still `version`. */
+  clearControl(name: string, version: number): Promise<void>
 }
 
 /**

@@ -1,6 +1,7 @@
 // The production commands: one service per process (DESIGN §2).
 import { buildGateway } from '../services/gateway/app.ts'
 import { runStorageNode } from '../services/storage-node/run.ts'
+import { startReplicationManager, type ReplicationManagerOptions } from '../services/replicator/manager.ts'
 import { startWorker } from '../services/worker/worker.ts'
 import { createInfrastructure, gatewaySettings, VARIANT_TOPIC, type Infrastructure } from '../wiring.ts'
 import type { Config } from '../config.ts'
@@ -39,6 +40,25 @@ export function workerOptions(config: Config, log: Logger, infra: Infrastructure
   }
 }
 
+export function replicatorOptions(config: Config, log: Logger, infra: Infrastructure): ReplicationManagerOptions {
+  return {
+    store: infra.metadata.replication,
+    nodes: infra.nodes,
+    client: infra.client,
+    log,
+    factor: config.MAYFLY_REPLICATION_FACTOR,
+    concurrency: config.MAYFLY_REPAIR_CONCURRENCY,
+    bandwidth: config.MAYFLY_REPAIR_MIB_PER_SECOND * 1024 * 1024,
+    // an upload's last copy is recorded within a node timeout or two of its first
+    settleMs: 2 * config.MAYFLY_NODE_TIMEOUT_MS,
+    orphanGraceMs: config.MAYFLY_ORPHAN_GRACE_SECONDS * 1000,
+    auditIntervalMs: config.MAYFLY_AUDIT_INTERVAL_SECONDS * 1000,
+    probeTimeoutMs: config.MAYFLY_NODE_TIMEOUT_MS,
+    leaseMs: config.MAYFLY_LEADER_LEASE_SECONDS * 1000,
+    leaseName: `${config.MAYFLY_NAMESPACE}:replicator`,
+  }
+}
+
 export async function gatewayCommand(): Promise<void> {
   const config = configOrExit()
   const log = rootLogger(config, 'gateway')
@@ -55,6 +75,15 @@ export async function workerCommand(): Promise<void> {
   const infra = await createInfrastructure(config, log, secret)
   const worker = await startWorker(workerOptions(config, log, infra))
   closeOnSignal(log, [() => infra.close(), () => worker.stop()])
+}
+
+export async function replicatorCommand(): Promise<void> {
+  const config = configOrExit()
+  const log = rootLogger(config, 'replicator')
+  const secret = requireSecret(config)
+  const infra = await createInfrastructure(config, log, secret)
+  const manager = startReplicationManager(replicatorOptions(config, log, infra))
+  closeOnSignal(log, [() => infra.close(), () => manager.stop()])
 }
 
 export async function storageNodeCommand(): Promise<void> {

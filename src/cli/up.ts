@@ -1,17 +1,19 @@
 // `mayfly up`: a whole local cluster in one command (DESIGN §2). Three
 // storage nodes run as child processes (each its own data directory and zone,
-// so one can be killed); the gateway and the worker share this process and
-// the infrastructure chosen by wiring.ts (embedded unless urls are set).
+// so one can be killed); the gateway, the worker and the replication manager
+// share this process and the infrastructure chosen by wiring.ts (embedded
+// unless urls are set).
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { startReplicationManager } from '../services/replicator/manager.ts'
 import { startWorker } from '../services/worker/worker.ts'
 import { createInfrastructure } from '../wiring.ts'
 import type { Logger } from '../log.ts'
 import { closeOnSignal, configOrExit, rootLogger } from './lifecycle.ts'
-import { startGateway, workerOptions } from './services.ts'
+import { replicatorOptions, startGateway, workerOptions } from './services.ts'
 
 const ZONES = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url))
@@ -48,7 +50,10 @@ export async function upCommand(options: UpOptions): Promise<void> {
     }),
   )
   const worker = await startWorker(workerOptions(runConfig, log.child({ svc: 'worker' }), infra))
-  closeOnSignal(log, [() => infra.close(), () => gateway.close(), () => stopChildren(children), () => worker.stop()])
+  const replicator = startReplicationManager(replicatorOptions(runConfig, log.child({ svc: 'replicator' }), infra))
+  closeOnSignal(log, [
+    () => infra.close(), () => gateway.close(), () => stopChildren(children), () => worker.stop(), () => replicator.stop(),
+  ])
 
   await waitForNodes(infra, config.MAYFLY_WRITE_QUORUM, children.length)
   log.info({ url: `http://localhost:${port}`, dataDir, nodes: nodePorts }, `Mayfly is up: http://localhost:${port}`)

@@ -97,3 +97,10 @@ export class UnsupportedMediaType extends MayflyError {
     super(415, 'unsupported_media_type', message)
   }
 }
+
+/** 409: a fenced write came from a holder whose lease is no longer the live one (a paused old leader). */
+export class LeaseLost extends MayflyError {
+  constructor(message: string) {
+    super(409, 'lease_lost', message)
+  }
+}

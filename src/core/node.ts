@@ -12,12 +12,20 @@ export interface NodeAnnouncement {
   freeBytes: number
   usedBytes: number
   blobCount: number
+  /** blobs it found damaged and set aside since its data directory was made */
+  quarantined: number
 }
 
 export interface NodeRecord extends NodeAnnouncement {
   lastHeartbeat: Date
-  /** an operator asked to move everything off it (phase 2) */
+  /** an operator asked to move everything off it */
   draining: boolean
+  /**
+   * when the replication manager declared it lost (silent past the down
+   * period): its replica rows were dropped. Cleared once it came back and was
+   * reconciled by inventory.
+   */
+  lostAt: Date | null
 }
 
 export interface NodeTimings {

@@ -13,21 +13,23 @@ export interface PlacementCandidate {
  * next pick comes from an unused zone; when every zone holds a copy, it comes
  * from any remaining node. With fewer zones than copies, zones hold more than
  * one copy; with fewer nodes than copies, fewer nodes are returned.
+ * `usedZones`: zones that already hold a copy (repair adds to existing ones).
  */
 export function placeReplicas<T extends PlacementCandidate>(
   candidates: readonly T[],
   count: number,
   random: () => number = Math.random,
+  usedZones: ReadonlySet<string> = new Set(),
 ): T[] {
   const remaining = [...candidates]
   const chosen: T[] = []
-  const usedZones = new Set<string>()
+  const zones = new Set(usedZones)
   while (chosen.length < count && remaining.length > 0) {
-    const fresh = remaining.filter((n) => !usedZones.has(n.zone))
+    const fresh = remaining.filter((n) => !zones.has(n.zone))
     const pool = fresh.length > 0 ? fresh : remaining
     const pick = pickWeighted(pool, random)
     chosen.push(pick)
-    usedZones.add(pick.zone)
+    zones.add(pick.zone)
     remaining.splice(remaining.indexOf(pick), 1)
   }
   return chosen

@@ -70,6 +70,7 @@ function metadataContract(name: string, makeHarness: () => Promise<Harness>): vo
       await store?.close()
       await harness?.cleanup()
     })
+    const below = async (factor: number) => (await store.replication.backlog(factor)).blobsBelowFactor
 
     test('createFile then getFile returns every field', async () => {
       const input = newFile({
@@ -216,20 +217,20 @@ function metadataContract(name: string, makeHarness: () => Promise<Harness>): vo
       for (const f of [done, fresh, dead, skipped]) assert.equal(ids.includes(f.id), false)
     })
 
-    test('replicas: add, remove, list, idempotent; under-replicated count', async () => {
-      const before = await store.countUnderReplicated(3)
+    test('replicas: add, remove, list, idempotent; the backlog counts blobs below the factor', async () => {
+      const before = await below(3)
       const file = await store.createFile(newFile({ replicas: ['n1'] }))
-      assert.equal(await store.countUnderReplicated(3), before + 1)
+      assert.equal(await below(3), before + 1)
       await store.addReplica(file.blobKey, 'n2')
       await store.addReplica(file.blobKey, 'n2')
       await store.addReplica(file.blobKey, 'n3')
       assert.deepEqual(await store.listReplicas(file.blobKey), ['n1', 'n2', 'n3'])
-      assert.equal(await store.countUnderReplicated(3), before)
+      assert.equal(await below(3), before)
       await store.removeReplica(file.blobKey, 'n1')
       await store.removeReplica(file.blobKey, 'n1')
       assert.deepEqual(await store.listReplicas(file.blobKey), ['n2', 'n3'])
-      assert.equal(await store.countUnderReplicated(3), before + 1)
-      assert.equal(await store.countUnderReplicated(2), await store.countUnderReplicated(2))
+      assert.equal(await below(3), before + 1)
+      assert.equal(await below(2), await below(2))
       await assert.rejects(store.addReplica(newId(), 'n1'), NotFound)
       assert.deepEqual(await store.listReplicas(newId()), [])
     })
@@ -265,7 +266,7 @@ function metadataContract(name: string, makeHarness: () => Promise<Harness>): vo
     })
 
     test('markPurged waits for the last replica, then drops the blob rows', async () => {
-      const before = await store.countUnderReplicated(3)
+      const before = await below(3)
       const file = await store.createFile(newFile({ replicas: ['n1', 'n2'], variants: [{ name: 'thumbnail', state: 'pending', reason: null }] }))
       const thumb = readyVariant(file.id, file.blobKey, 'thumbnail')
       await store.setVariant(thumb, ['n3'])
@@ -290,7 +291,7 @@ function metadataContract(name: string, makeHarness: () => Promise<Harness>): vo
       await assert.rejects(store.addReplica(file.blobKey, 'n1'), NotFound)
       await assert.rejects(store.addReplica(thumb.blob!.key, 'n1'), NotFound)
       await assert.rejects(store.setVariant(thumb, ['n1']), NotFound)
-      assert.equal(await store.countUnderReplicated(3), before)
+      assert.equal(await below(3), before)
       assert.equal(await store.claimDownload(file.id, t).then((r) => r.ok), false)
       await store.markPurged(newId(), t) // unknown: nothing to do
     })
@@ -324,15 +325,15 @@ function metadataContract(name: string, makeHarness: () => Promise<Harness>): vo
       const t1 = new Date(Date.now() - 1000)
       const announcement = {
         id, url: 'http://127.0.0.1:8001', zone: 'a', version: '0.1.0',
-        capacityBytes: 10_000_000_000, freeBytes: 6_000_000_000, usedBytes: 4_000_000_000, blobCount: 7,
+        capacityBytes: 10_000_000_000, freeBytes: 6_000_000_000, usedBytes: 4_000_000_000, blobCount: 7, quarantined: 1,
       }
       await store.recordHeartbeat(announcement, t1)
-      assert.deepEqual((await store.listNodes()).find((n) => n.id === id), { ...announcement, lastHeartbeat: t1, draining: false })
+      assert.deepEqual((await store.listNodes()).find((n) => n.id === id), { ...announcement, lastHeartbeat: t1, draining: false, lostAt: null })
       const t2 = new Date()
       await store.recordHeartbeat({ ...announcement, url: 'http://127.0.0.1:9001', blobCount: 8 }, t2)
       const nodes = await store.listNodes()
       assert.deepEqual(nodes.find((n) => n.id === id), {
-        ...announcement, url: 'http://127.0.0.1:9001', blobCount: 8, lastHeartbeat: t2, draining: false,
+        ...announcement, url: 'http://127.0.0.1:9001', blobCount: 8, lastHeartbeat: t2, draining: false, lostAt: null,
       })
       assert.equal(nodes.filter((n) => n.id === id).length, 1)
     })
@@ -467,7 +468,7 @@ describe('metadata on PostgreSQL: failures', () => {
     const file = await store.createFile(newFile())
     for (let i = 0; i < 4; i++) {
       assert.equal((await store.getFile(file.id))?.id, file.id)
-      assert.equal(await store.countUnderReplicated(3), 1)
+      assert.equal((await store.replication.backlog(3)).blobsBelowFactor, 1)
     }
     const status = await store.status()
     assert.equal(status.ok, true)

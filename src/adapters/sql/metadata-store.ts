@@ -14,6 +14,7 @@ import type { NodeAnnouncement, NodeRecord } from '../../core/node.ts'
 import type { ClaimResult, DependencyStatus, MetadataStore, NewFile, PurgeItem } from '../../ports.ts'
 import * as q from './queries.ts'
 import { toFile, toNode, toVariant, type FileRow, type NodeRow, type VariantRow } from './rows.ts'
+import { createSqlReplicationStore } from './replication-store.ts'
 import type { SqlDb } from './sql-db.ts'
 
 export interface SqlMetadataStoreOptions {
@@ -149,10 +150,6 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
     async removeReplica(blobKey, nodeId) {
       await db.query(q.REMOVE_REPLICA, [blobKey, nodeId], idempotent)
     },
-    async countUnderReplicated(factor) {
-      const rows = await reader.query<{ n: number }>(q.COUNT_UNDER_REPLICATED, [factor], idempotent)
-      return rows[0]?.n ?? 0
-    },
 
     listPurgeable,
     markPurged,
@@ -160,13 +157,15 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
     async recordHeartbeat(node: NodeAnnouncement, now: Date) {
       await db.query(q.UPSERT_NODE, [
         node.id, node.url, node.zone, node.version, node.capacityBytes, node.freeBytes, node.usedBytes,
-        node.blobCount, now,
+        node.blobCount, node.quarantined, now,
       ], idempotent)
     },
     async listNodes(): Promise<NodeRecord[]> {
       const rows = await reader.query<NodeRow>(q.LIST_NODES, [], idempotent)
       return rows.map(toNode)
     },
+
+    replication: createSqlReplicationStore(db),
 
     status: () => options.status(),
     close: () => options.close(),

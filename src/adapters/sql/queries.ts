@@ -58,20 +58,6 @@ DELETE FROM replicas WHERE blob_key = $1::text AND node_id = $2::text`
 export const LIST_REPLICAS = `
 SELECT node_id FROM replicas WHERE blob_key = $1::text ORDER BY node_id`
 
-/**
- * in: $1 factor. out: n.
- * Active blobs with fewer than $1 replicas, except those of purged files
- * (their rows linger only while a replica is left to delete).
- */
-export const COUNT_UNDER_REPLICATED = `
-SELECT count(*)::int AS n FROM blobs b
-WHERE b.state = 'active'
-  AND (SELECT count(*) FROM replicas r WHERE r.blob_key = b.key) < $1::int
-  AND NOT EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.key AND f.purged_at IS NOT NULL)
-  AND NOT EXISTS (
-    SELECT 1 FROM variants v JOIN files f ON f.id = v.file_id
-    WHERE v.blob_key = b.key AND f.purged_at IS NOT NULL)`
-
 // ---- files ---------------------------------------------------------------
 
 /**
@@ -254,20 +240,22 @@ SELECT EXISTS (SELECT 1 FROM purged) AS purged`
 
 /**
  * in: $1 id, $2 url, $3 zone, $4 version, $5 capacity, $6 free, $7 used,
- *     $8 blob_count, $9 now. out: none. draining is the operator's and stays.
+ *     $8 blob_count, $9 quarantined, $10 now. out: none. draining and lost_at
+ *     are the operator's and the manager's and stay.
  */
 export const UPSERT_NODE = `
-INSERT INTO nodes (id, url, zone, version, capacity_bytes, free_bytes, used_bytes, blob_count,
+INSERT INTO nodes (id, url, zone, version, capacity_bytes, free_bytes, used_bytes, blob_count, quarantined,
   last_heartbeat, first_seen)
-VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::bigint, $7::bigint, $8::bigint,
-  $9::timestamptz, $9::timestamptz)
+VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::bigint,
+  $10::timestamptz, $10::timestamptz)
 ON CONFLICT (id) DO UPDATE SET
   url = EXCLUDED.url, zone = EXCLUDED.zone, version = EXCLUDED.version,
   capacity_bytes = EXCLUDED.capacity_bytes, free_bytes = EXCLUDED.free_bytes,
-  used_bytes = EXCLUDED.used_bytes, blob_count = EXCLUDED.blob_count,
+  used_bytes = EXCLUDED.used_bytes, blob_count = EXCLUDED.blob_count, quarantined = EXCLUDED.quarantined,
   last_heartbeat = GREATEST(nodes.last_heartbeat, EXCLUDED.last_heartbeat)`
 
 /** in: none. out: node rows by id. */
 export const LIST_NODES = `
-SELECT id, url, zone, version, capacity_bytes, free_bytes, used_bytes, blob_count, last_heartbeat, draining
+SELECT id, url, zone, version, capacity_bytes, free_bytes, used_bytes, blob_count, quarantined, last_heartbeat,
+  draining, lost_at
 FROM nodes ORDER BY id`

@@ -42,8 +42,10 @@ export interface NodeRow {
   free_bytes: string | number
   used_bytes: string | number
   blob_count: string | number
+  quarantined: string | number
   last_heartbeat: Date
   draining: boolean
+  lost_at: Date | null
 }
 
 export function toFile(row: FileRow): FileRecord {
@@ -91,7 +93,9 @@ export function toNode(row: NodeRow): NodeRecord {
     freeBytes: Number(row.free_bytes),
     usedBytes: Number(row.used_bytes),
     blobCount: Number(row.blob_count),
+    quarantined: Number(row.quarantined),
     lastHeartbeat: row.last_heartbeat,
     draining: row.draining,
+    lostAt: row.lost_at,
   }
 }

@@ -11,6 +11,7 @@ import { createFileLookup } from './file-lookup.ts'
 import { registerFileRoutes } from './file-routes.ts'
 import { createGatewayMetrics } from './metrics.ts'
 import { registerPages } from './pages.ts'
+import { createReplicationOverview } from './replication-overview.ts'
 import { registerUploadRoutes } from './upload-routes.ts'
 
 export function buildGateway(deps: GatewayDeps) {
@@ -30,7 +31,8 @@ export function buildGateway(deps: GatewayDeps) {
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, parseQuery(body as string))
   })
-  const metrics = createGatewayMetrics(deps)
+  const replication = createReplicationOverview(deps.metadata, deps.settings.replicationFactor)
+  const metrics = createGatewayMetrics(deps, replication)
   app.addHook('onResponse', async (req, reply) => {
     metrics.requestSeconds.observe(
       { method: req.method, route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) },
@@ -44,7 +46,7 @@ export function buildGateway(deps: GatewayDeps) {
   registerUploadRoutes(app, deps, metrics, files)
   registerDownloadRoutes(app, deps, files, metrics, tally)
   registerFileRoutes(app, deps, files)
-  registerClusterRoutes(app, deps)
+  registerClusterRoutes(app, deps, replication)
   registerPages(app, deps, files)
   return app
 }

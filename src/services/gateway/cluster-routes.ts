@@ -7,6 +7,7 @@ import { safeEqual } from '../../core/secrets.ts'
 import type { DependencyStatus } from '../../ports.ts'
 import type { GatewayDeps } from './deps.ts'
 import { nodeView } from './file-view.ts'
+import type { ReplicationOverview } from './replication-overview.ts'
 
 const announcementSchema = z.object({
   id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
@@ -17,9 +18,15 @@ const announcementSchema = z.object({
   freeBytes: z.number().nonnegative(),
   usedBytes: z.number().nonnegative(),
   blobCount: z.number().int().nonnegative(),
+  // absent from nodes of an older version
+  quarantined: z.number().int().nonnegative().default(0),
 })
 
-export function registerClusterRoutes(app: FastifyInstance, deps: GatewayDeps): void {
+export function registerClusterRoutes(
+  app: FastifyInstance,
+  deps: GatewayDeps,
+  replication: () => Promise<ReplicationOverview>,
+): void {
   const { metadata, cache, queue, nodes, settings } = deps
   const now = deps.now ?? (() => new Date())
 
@@ -43,27 +50,51 @@ export function registerClusterRoutes(app: FastifyInstance, deps: GatewayDeps): 
     return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', dependencies: checks })
   })
 
-  app.get('/api/nodes', async () => ({ nodes: (await nodes.all()).map(nodeView) }))
+  app.get('/api/nodes', async () => {
+    const [list, usage] = await Promise.all([nodes.all(), metadata.replication.nodeUsage().catch(() => [])])
+    return { nodes: list.map((n) => nodeView(n, usage)) }
+  })
 
   app.get('/api/cluster', async () => {
-    const [meta, cacheStatus, queueStatus, depths, nodeList, underReplicated] = await Promise.all([
+    const [meta, cacheStatus, queueStatus, depths, nodeList, usage, overview] = await Promise.all([
       metadata.status().catch((err: Error) => failed('metadata', err)),
       cache.status().catch((err: Error) => failed('cache', err)),
       queue.status().catch((err: Error) => failed('queue', err)),
       queue.depths([settings.variantTopic]).catch(() => []),
       nodes.all().catch(() => []),
-      metadata.countUnderReplicated(settings.replicationFactor).catch(() => null),
+      metadata.replication.nodeUsage().catch(() => []),
+      replication(),
     ])
+    const { backlog, manager } = overview
     return {
       metadata: meta,
       cache: cacheStatus,
       queue: { ...queueStatus, queues: depths },
-      storage_nodes: nodeList.map(nodeView),
+      storage_nodes: nodeList.map((n) => nodeView(n, usage)),
       replication: {
         factor: settings.replicationFactor,
         write_quorum: settings.writeQuorum,
         zones: new Set(nodeList.filter((n) => n.state === 'up').map((n) => n.zone)).size,
-        blobs_below_factor: underReplicated,
+        blobs_below_factor: backlog?.blobsBelowFactor ?? null,
+        bytes_to_copy: backlog?.bytesToCopy ?? null,
+        blobs_above_factor: backlog?.blobsAboveFactor ?? null,
+        blobs_without_replica: backlog?.blobsWithoutReplica ?? null,
+        copy_rate_bytes_per_second: manager?.copyRate ?? 0,
+        manager:
+          manager === null
+            ? { active: false }
+            : {
+                active: true,
+                holder: manager.holder,
+                leader_since: manager.leaderSince,
+                copies: manager.copies,
+                copied_bytes: manager.copiedBytes,
+                failed_copies: manager.failedCopies,
+                removals: manager.removals,
+                lost_nodes: manager.lostNodes,
+                reconciling: manager.reconciling,
+                rebalance: manager.rebalance,
+              },
       },
       workers: { consumers: depths.reduce((sum, d) => sum + d.consumers, 0) },
     }

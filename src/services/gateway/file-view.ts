@@ -1,6 +1,7 @@
 // The JSON shapes of DESIGN §3 for a file.
 import { downloadsRemaining, fileStatus, type FileRecord, type VariantRecord } from '../../core/file.ts'
 import type { NodeView } from '../../adapters/replicated/node-directory.ts'
+import type { NodeUsage } from '../../ports.ts'
 
 function fileUrls(base: string, id: string) {
   return {
@@ -61,7 +62,9 @@ function variantUrl(base: string, id: string, name: string): string {
   return name === 'thumbnail' ? `${base}/api/files/${id}/thumbnail` : `${base}/api/files/${id}/variants/${name}`
 }
 
-export function nodeView(n: NodeView) {
+/** A node for /api/nodes; `usage`: what the metadata records on each node. */
+export function nodeView(n: NodeView, usage: readonly NodeUsage[]) {
+  const recorded = usage.find((u) => u.nodeId === n.id)
   return {
     id: n.id,
     url: n.url,
@@ -69,11 +72,16 @@ export function nodeView(n: NodeView) {
     state: n.state,
     failing: n.failing,
     draining: n.draining,
+    // declared lost by the replication manager (its copies were made again elsewhere); cleared once reconciled
+    lost_at: n.lostAt?.toISOString() ?? null,
     last_heartbeat: n.lastHeartbeat.toISOString(),
     capacity_bytes: n.capacityBytes,
     free_bytes: n.freeBytes,
     used_bytes: n.usedBytes,
     blob_count: n.blobCount,
+    quarantined: n.quarantined,
+    replicas: recorded?.replicas ?? 0,
+    replica_bytes: recorded?.bytes ?? 0,
     version: n.version,
   }
 }

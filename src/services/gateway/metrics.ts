@@ -2,6 +2,7 @@
 // when scraped, so they are never stale.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import type { GatewayDeps } from './deps.ts'
+import type { ReplicationOverview } from './replication-overview.ts'
 
 export interface GatewayMetrics {
   uploads: Counter<'result'>
@@ -11,7 +12,10 @@ export interface GatewayMetrics {
   requestSeconds: Histogram<'method' | 'route' | 'status'>
 }
 
-export function createGatewayMetrics(deps: Pick<GatewayDeps, 'metrics' | 'nodes' | 'metadata' | 'settings'>): GatewayMetrics {
+export function createGatewayMetrics(
+  deps: Pick<GatewayDeps, 'metrics' | 'nodes'>,
+  replication: () => Promise<ReplicationOverview>,
+): GatewayMetrics {
   const registers: Registry[] = [deps.metrics]
   new Gauge({
     name: 'mayfly_storage_nodes',
@@ -24,12 +28,39 @@ export function createGatewayMetrics(deps: Pick<GatewayDeps, 'metrics' | 'nodes'
     },
   })
   new Gauge({
-    name: 'mayfly_blobs_under_replicated',
-    help: 'Blobs with fewer replicas than the replication factor',
+    name: 'mayfly_replication_blobs',
+    help: 'Live blobs away from the replication factor: below it, above it, or with no copy recorded',
+    labelNames: ['state'],
     registers,
     async collect() {
-      const count = await deps.metadata.countUnderReplicated(deps.settings.replicationFactor).catch(() => Number.NaN)
-      this.set(count)
+      const { backlog } = await replication()
+      this.set({ state: 'below_factor' }, backlog?.blobsBelowFactor ?? Number.NaN)
+      this.set({ state: 'above_factor' }, backlog?.blobsAboveFactor ?? Number.NaN)
+      this.set({ state: 'without_replica' }, backlog?.blobsWithoutReplica ?? Number.NaN)
+    },
+  })
+  new Gauge({
+    name: 'mayfly_replication_bytes_to_copy',
+    help: 'Bytes the replication manager has to copy to bring every blob to its factor',
+    registers,
+    async collect() {
+      this.set((await replication()).backlog?.bytesToCopy ?? Number.NaN)
+    },
+  })
+  new Gauge({
+    name: 'mayfly_replication_copy_bytes_per_second',
+    help: 'Repair copy rate of the active replication manager over the last seconds',
+    registers,
+    async collect() {
+      this.set((await replication()).manager?.copyRate ?? 0)
+    },
+  })
+  new Gauge({
+    name: 'mayfly_replication_manager_active',
+    help: '1 when a replication manager published its status in the last seconds',
+    registers,
+    async collect() {
+      this.set((await replication()).manager === null ? 0 : 1)
     },
   })
   return {

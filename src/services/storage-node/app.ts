@@ -52,8 +52,8 @@ class BadRequest extends MayflyError {
 /** What the node says of itself on GET /health and in every heartbeat. */
 export async function describeNode(files: BlobFiles, identity: NodeIdentity): Promise<NodeAnnouncement> {
   const { capacityBytes, freeBytes } = await files.disk()
-  const { blobCount, usedBytes } = files.stats()
-  return { ...identity, capacityBytes, freeBytes, usedBytes, blobCount }
+  const { blobCount, usedBytes, quarantined } = files.stats()
+  return { ...identity, capacityBytes, freeBytes, usedBytes, blobCount, quarantined }
 }
 
 export function buildStorageNode(deps: StorageNodeDeps): FastifyInstance {

@@ -81,8 +81,12 @@ export interface BlobFiles {
   remove(key: string): Promise<boolean>
   /** Up to `limit` blobs with key > after, in key order, and whether more follow. */
   list(after: string, limit: number): Promise<{ blobs: BlobRecord[]; more: boolean }>
-  /** usedBytes: the size of the blob files (headers and block tables included) */
-  stats(): { blobCount: number; usedBytes: number }
+  /**
+   * usedBytes: the size of the blob files (headers and block tables included);
+   * quarantined: damaged blob files set aside in quarantine/ (it only grows, so
+   * the replication manager notices each new one and repairs the copy)
+   */
+  stats(): { blobCount: number; usedBytes: number; quarantined: number }
   disk(): Promise<{ capacityBytes: number; freeBytes: number }>
 }
 
@@ -154,7 +158,8 @@ export async function openBlobFiles(dataDir: string, log: Logger): Promise<BlobF
       usedBytes += size
     }
   }
-  log.info({ blobCount, usedBytes }, 'blob files opened')
+  let quarantined = (await readdir(quarantineDir)).length
+  log.info({ blobCount, usedBytes, quarantined }, 'blob files opened')
 
   // commit, remove and quarantine of one key run one at a time, so the counters stay exact
   const keyQueues = new Map<string, Promise<unknown>>()
@@ -194,6 +199,7 @@ export async function openBlobFiles(dataDir: string, log: Logger): Promise<BlobF
       await rename(path, join(quarantineDir, `${key}.${Date.now()}`))
       blobCount -= 1
       usedBytes -= current.size
+      quarantined += 1
       log.error({ key, reason }, 'blob quarantined')
     })
   }
@@ -369,7 +375,7 @@ export async function openBlobFiles(dataDir: string, log: Logger): Promise<BlobF
     upgrade,
     remove,
     list,
-    stats: () => ({ blobCount, usedBytes }),
+    stats: () => ({ blobCount, usedBytes, quarantined }),
     async disk() {
       const s = await statfs(dataDir)
       return { capacityBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize }

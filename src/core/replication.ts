@@ -1,0 +1,122 @@
+// What the replication manager does to one blob, decided from where its
+// copies are and the state of the nodes. No I/O here; the manager
+// (services/replicator) carries the plans out.
+//
+// Rules:
+// - A copy counts toward the factor while its node is not draining, whatever
+//   its state: a silent node keeps its rows until it is declared lost (then
+//   they are dropped), so a short outage causes no copying.
+// - Copies go to healthy nodes that do not hold the blob, zones not yet used
+//   by the counted copies first (placeReplicas).
+// - A copy is removed only while `factor` healthy, non-draining copies stay,
+//   chosen to span as many zones as possible: removals never go below the
+//   factor, not even for a moment.
+import type { NodeState } from './node.ts'
+import { placeReplicas } from './placement.ts'
+
+export interface ReplicaNode {
+  id: string
+  zone: string
+  state: NodeState
+  draining: boolean
+  /** a call to it failed here a moment ago */
+  failing: boolean
+  freeBytes: number
+}
+
+export interface BlobPlan {
+  /** nodes to copy the blob to */
+  copyTo: ReplicaNode[]
+  /** healthy holders a copy may come from */
+  sources: ReplicaNode[]
+  /** holders whose copy goes (their rows, and their bytes when reachable) */
+  remove: string[]
+}
+
+const healthy = (n: ReplicaNode) => n.state === 'up' && !n.failing
+
+/**
+ * The plan for a blob recorded on `holderIds`. `nodes` are all known nodes;
+ * an id missing from it is a holder nobody can reach (counted, never a source).
+ */
+export function planBlob(
+  holderIds: readonly string[],
+  nodes: ReadonlyMap<string, ReplicaNode>,
+  factor: number,
+  random: () => number = Math.random,
+): BlobPlan {
+  const holders = holderIds.map((id) => nodes.get(id))
+  const known = holders.filter((n): n is ReplicaNode => n !== undefined)
+  const counted = holderIds.length - known.filter((n) => n.draining).length
+  const sources = known.filter(healthy)
+
+  if (counted < factor) {
+    if (sources.length === 0) return { copyTo: [], sources, remove: [] }
+    const held = new Set(holderIds)
+    const candidates = [...nodes.values()].filter((n) => healthy(n) && !n.draining && !held.has(n.id))
+    const usedZones = new Set(known.filter((n) => !n.draining).map((n) => n.zone))
+    return { copyTo: placeReplicas(candidates, factor - counted, random, usedZones), sources, remove: [] }
+  }
+
+  const extra = holderIds.length > factor || known.some((n) => n.draining)
+  if (!extra) return { copyTo: [], sources, remove: [] }
+  const keep = keepSet(known.filter((n) => healthy(n) && !n.draining), factor)
+  if (keep.length < factor) return { copyTo: [], sources, remove: [] }
+  const kept = new Set(keep.map((n) => n.id))
+  return { copyTo: [], sources, remove: holderIds.filter((id) => !kept.has(id)) }
+}
+
+/** `count` of the candidates spanning as many zones as possible, the emptier node first within a zone. */
+function keepSet(candidates: readonly ReplicaNode[], count: number): ReplicaNode[] {
+  const ordered = [...candidates].sort((a, b) => b.freeBytes - a.freeBytes || (a.id < b.id ? -1 : 1))
+  const chosen: ReplicaNode[] = []
+  const zones = new Set<string>()
+  for (const n of ordered) {
+    if (chosen.length < count && !zones.has(n.zone)) {
+      chosen.push(n)
+      zones.add(n.zone)
+    }
+  }
+  for (const n of ordered) if (chosen.length < count && !chosen.includes(n)) chosen.push(n)
+  return chosen
+}
+
+/** Distinct zones of a set of holders (nodes unknown here count as one zone each). */
+export function zoneSpread(holderIds: readonly string[], nodes: ReadonlyMap<string, { zone: string }>): number {
+  return new Set(holderIds.map((id) => nodes.get(id)?.zone ?? `?${id}`)).size
+}
+
+/**
+ * Whether moving a copy from `from` to `to` keeps the blob at least as spread
+ * across zones as it is (rebalance and drain never trade zone spread for balance).
+ */
+export function moveKeepsSpread(
+  holderIds: readonly string[],
+  from: string,
+  to: string,
+  nodes: ReadonlyMap<string, { zone: string }>,
+): boolean {
+  if (holderIds.includes(to)) return false
+  const after = holderIds.filter((id) => id !== from).concat(to)
+  return zoneSpread(after, nodes) >= zoneSpread(holderIds, nodes)
+}
+
+/** What the active replication manager publishes (control document `replicator`) for /api/cluster and /metrics. */
+export interface ReplicatorStatus {
+  holder: string
+  /** fencing token of its lease */
+  token: number
+  leaderSince: string
+  updatedAt: string
+  /** bytes per second copied over the last few seconds */
+  copyRate: number
+  copies: number
+  copiedBytes: number
+  failedCopies: number
+  removals: number
+  lostNodes: number
+  reconciledNodes: number
+  /** nodes waiting for or in reconciliation */
+  reconciling: string[]
+  rebalance: { requested: boolean; moves: number }
+}

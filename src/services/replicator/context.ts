@@ -1,0 +1,50 @@
+// What the parts of the active replication manager share while it leads:
+// the fence its changes carry, the bandwidth throttle, the blobs being copied
+// right now (so reconciliation leaves them alone), and its counters.
+import type { NodeDirectory, NodeView } from '../../adapters/replicated/node-directory.ts'
+import type { BlobClient } from '../../adapters/storage-node/client.ts'
+import type { Logger } from '../../log.ts'
+import type { Fence, ReplicationStore } from '../../ports.ts'
+import type { Throttle } from './throttle.ts'
+
+export interface ReplicatorSettings {
+  factor: number
+  /** a blob younger than this may still get its last upload copy recorded: left alone */
+  settleMs: number
+  /** a blob nobody knows is deleted from a node once seen unknown for this long */
+  orphanGraceMs: number
+  /** copies in flight at once */
+  concurrency: number
+}
+
+export interface Counters {
+  copies: number
+  copiedBytes: number
+  failedCopies: number
+  removals: number
+  lostNodes: number
+  reconciledNodes: number
+  moves: number
+}
+
+export interface LeaderContext {
+  store: ReplicationStore
+  client: BlobClient
+  nodes: NodeDirectory
+  log: Logger
+  settings: ReplicatorSettings
+  fence: Fence
+  throttle: Throttle
+  /** keys being copied right now */
+  inflight: Set<string>
+  counters: Counters
+  /** records copied bytes for the copy rate */
+  copied(bytes: number): void
+  /** false once the lease is lost or the manager stops: start nothing new */
+  leading(): boolean
+}
+
+/** The nodes by id, as planning (core/replication.ts) sees them. */
+export function nodeMap(views: NodeView[]): Map<string, NodeView> {
+  return new Map(views.map((v) => [v.id, v]))
+}

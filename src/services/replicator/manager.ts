@@ -1,0 +1,234 @@
+// The replication manager (DESIGN §1): one active instance, elected by a
+// lease in the metadata store; standbys retry the lease and take over within
+// about a lease period when the leader dies. While it leads it runs two lanes
+// under that lease:
+//   membership + reconciliation: node states, lost nodes, inventory checks
+//   repair (+ rebalance on request): blobs back to their factor, drains, moves
+// Every change it makes is fenced by the lease's token (see ReplicationStore),
+// so a leader that was paused past its lease cannot act on stale beliefs.
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
+import type { BlobClient } from '../../adapters/storage-node/client.ts'
+import { LeaseLost } from '../../core/errors.ts'
+import type { ReplicatorStatus } from '../../core/replication.ts'
+import type { Logger } from '../../log.ts'
+import type { Lease, ReplicationStore } from '../../ports.ts'
+import type { Counters, LeaderContext, ReplicatorSettings } from './context.ts'
+import { createMembership } from './membership.ts'
+import { createRebalancer } from './rebalance.ts'
+import { createReconciler } from './reconcile.ts'
+import { createRepairer } from './repair.ts'
+import { createThrottle } from './throttle.ts'
+
+/** control document names */
+export const STATUS_DOCUMENT = 'replicator'
+export const REBALANCE_DOCUMENT = 'rebalance'
+
+export interface ReplicationManagerOptions extends ReplicatorSettings {
+  store: ReplicationStore
+  nodes: NodeDirectory
+  client: BlobClient
+  log: Logger
+  /** lease name; the namespace keeps test runs apart */
+  leaseName: string
+  leaseMs: number
+  /** repair bandwidth cap, bytes per second */
+  bandwidth: number
+  auditIntervalMs: number
+  /** a probe of a silent node before it is declared lost waits this long */
+  probeTimeoutMs: number
+  /** pause between two idle rounds */
+  idleMs?: number
+}
+
+export interface ReplicationManager {
+  /** true while this instance holds the lease */
+  leading(): boolean
+  /** Steps down (releasing the lease) and stops. */
+  stop(): Promise<void>
+}
+
+const STATUS_EVERY_MS = 1000
+const RATE_WINDOW_MS = 10_000
+
+export function startReplicationManager(options: ReplicationManagerOptions): ReplicationManager {
+  const { store, log } = options
+  const idleMs = options.idleMs ?? 500
+  const holder = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
+  let stopped = false
+  let lease: Lease | null = null
+  const sleepers = new Set<() => void>()
+
+  /** A pause that wake() ends early (stop, stepping down). */
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer)
+        sleepers.delete(done)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      sleepers.add(done)
+    })
+  const wake = () => {
+    for (const done of [...sleepers]) done()
+  }
+
+  async function lead(held: Lease): Promise<void> {
+    const since = new Date()
+    let lost = false
+    const throttle = createThrottle(options.bandwidth)
+    const counters: Counters = { copies: 0, copiedBytes: 0, failedCopies: 0, removals: 0, lostNodes: 0, reconciledNodes: 0, moves: 0 }
+    const samples: { at: number; bytes: number }[] = []
+    const ctx: LeaderContext = {
+      store,
+      client: options.client,
+      nodes: options.nodes,
+      log,
+      settings: options,
+      fence: { name: held.name, token: held.token },
+      throttle,
+      inflight: new Set(),
+      counters,
+      copied(bytes) {
+        counters.copiedBytes += bytes
+        samples.push({ at: Date.now(), bytes })
+      },
+      leading: () => !lost && !stopped,
+    }
+    const stepDown = (why: string, err?: unknown) => {
+      if (lost) return
+      lost = true
+      throttle.stop()
+      wake()
+      log.warn({ err, token: held.token }, `stepping down as replication manager: ${why}`)
+    }
+
+    // renew at a third of the lease; a renewal that fails or errors past the lease ends the reign
+    const renewer = setInterval(() => {
+      held.renew().then(
+        (ok) => {
+          if (!ok) stepDown('the lease was lost')
+        },
+        (err: unknown) => stepDown('the lease could not be renewed', err),
+      )
+    }, options.leaseMs / 3)
+
+    const membership = createMembership(ctx, { auditIntervalMs: options.auditIntervalMs, probeTimeoutMs: options.probeTimeoutMs })
+    const reconciler = createReconciler(ctx)
+    const repairer = createRepairer(ctx)
+    const rebalancer = createRebalancer(ctx)
+    /** nodes to reconcile, in order; membership adds, the reconcile lane takes */
+    const reconciling: string[] = []
+    let rebalance = { requested: false }
+
+    const guard = async (lane: string, fn: () => Promise<boolean>) => {
+      while (ctx.leading()) {
+        let busy = false
+        try {
+          busy = await fn()
+        } catch (err) {
+          if (err instanceof LeaseLost) return stepDown('a fenced change was refused', err)
+          log.warn({ err, lane }, 'replication manager step failed; retrying')
+        }
+        if (!busy) await sleep(idleMs)
+      }
+    }
+
+    const membershipLane = guard('membership', async () => {
+      for (const node of await membership.tick(await options.nodes.all())) {
+        if (!reconciling.includes(node.id)) reconciling.push(node.id)
+      }
+      return false
+    })
+
+    const reconcileLane = guard('reconcile', async () => {
+      const nodeId = reconciling[0]
+      if (nodeId === undefined) return false
+      try {
+        const node = await options.nodes.byId(nodeId)
+        if (node?.state === 'up') {
+          await reconciler.reconcile(node)
+          if (node.lostAt !== null) await store.markNodeReconciled(node.id, ctx.fence)
+          counters.reconciledNodes++
+        }
+        membership.reconciled(nodeId)
+      } finally {
+        // a failed reconciliation stays due: membership queues it again at the back
+        reconciling.shift()
+      }
+      return true
+    })
+
+    const repairLane = guard('repair', async () => {
+      if ((await repairer.step()) > 0) return true
+      const request = await store.readControl(REBALANCE_DOCUMENT)
+      rebalance = { requested: request !== null }
+      if (request === null) return false
+      const { moves, balanced } = await rebalancer.step()
+      if (balanced) {
+        await store.clearControl(REBALANCE_DOCUMENT, request.version)
+        log.info({ moves: counters.moves }, 'rebalance finished: no move would make the nodes more even')
+      }
+      return moves > 0
+    })
+
+    const statusLane = guard('status', async () => {
+      const cutoff = Date.now() - RATE_WINDOW_MS
+      while (samples.length > 0 && samples[0]!.at < cutoff) samples.shift()
+      const windowMs = Math.min(RATE_WINDOW_MS, Date.now() - since.getTime())
+      const status: ReplicatorStatus = {
+        holder,
+        token: held.token,
+        leaderSince: since.toISOString(),
+        updatedAt: new Date().toISOString(),
+        copyRate: Math.round(samples.reduce((sum, s) => sum + s.bytes, 0) / Math.max(1, windowMs / 1000)),
+        ...counters,
+        reconciling: [...reconciling],
+        rebalance: { ...rebalance, moves: counters.moves },
+      }
+      await store.writeControl(STATUS_DOCUMENT, status)
+      await sleep(STATUS_EVERY_MS)
+      return true
+    })
+
+    await Promise.all([membershipLane, reconcileLane, repairLane, statusLane])
+    clearInterval(renewer)
+    throttle.stop()
+  }
+
+  async function run(): Promise<void> {
+    let standbyLogged = false
+    while (!stopped) {
+      try {
+        lease = await store.acquireLease(options.leaseName, holder, options.leaseMs)
+      } catch (err) {
+        log.warn({ err }, 'could not ask for the replication manager lease; retrying')
+        lease = null
+      }
+      if (lease === null) {
+        if (!standbyLogged) log.info('another replication manager is active; standing by')
+        standbyLogged = true
+        await sleep(Math.min(1000, options.leaseMs / 3))
+        continue
+      }
+      standbyLogged = false
+      log.info({ token: lease.token, holder }, 'this is the active replication manager')
+      await lead(lease)
+      await lease.release().catch((err: unknown) => log.warn({ err }, 'releasing the lease failed; it lapses on its own'))
+      lease = null
+    }
+  }
+
+  const running = run().catch((err: unknown) => log.error({ err }, 'replication manager stopped'))
+  log.info({ holder, leaseMs: options.leaseMs }, 'replication manager started')
+  return {
+    leading: () => lease !== null,
+    async stop() {
+      stopped = true
+      wake()
+      await running
+    },
+  }
+}

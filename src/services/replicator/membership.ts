@@ -1,0 +1,74 @@
+// The manager's view of node membership. States come from heartbeats
+// (core/node.ts: up, suspect after a few silent seconds, down after
+// MAYFLY_NODE_DOWN_AFTER_SECONDS); what the manager adds is acting on them:
+//   down, not yet lost     -> probed once more directly; if it does not answer
+//                             it is declared lost (its replica rows dropped,
+//                             so its blobs get copied elsewhere)
+//   up again after silence -> reconciled by inventory
+//   quarantined a blob     -> reconciled by inventory
+//   every auditIntervalMs  -> reconciled by inventory
+import type { NodeView } from '../../adapters/replicated/node-directory.ts'
+import type { NodeState } from '../../core/node.ts'
+import type { LeaderContext } from './context.ts'
+
+export interface Membership {
+  /** Looks at every node once; returns the nodes that should be reconciled now. */
+  tick(nodes: NodeView[]): Promise<NodeView[]>
+  /** A node's reconciliation finished. */
+  reconciled(nodeId: string): void
+}
+
+export function createMembership(ctx: LeaderContext, options: { auditIntervalMs: number; probeTimeoutMs: number }): Membership {
+  const { store, client, log } = ctx
+  /** state as of the last tick; a new leader knows nothing, so it reconciles every node once */
+  const lastState = new Map<string, NodeState>()
+  const lastAudit = new Map<string, number>()
+  const quarantinedSeen = new Map<string, number>()
+  const due = new Set<string>()
+
+  async function answers(node: NodeView): Promise<boolean> {
+    try {
+      const health = await Promise.race([
+        client.health(node.url),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('probe timed out')), options.probeTimeoutMs).unref()),
+      ])
+      return health.id === node.id
+    } catch {
+      return false
+    }
+  }
+
+  async function declareLost(node: NodeView): Promise<void> {
+    if (await answers(node)) {
+      log.warn({ node: node.id, url: node.url }, 'no heartbeats from a node that answers directly: not declaring it lost (check its MAYFLY_CONTROL_URL)')
+      return
+    }
+    const dropped = await store.declareNodeLost(node.id, ctx.fence)
+    ctx.counters.lostNodes++
+    log.warn({ node: node.id, zone: node.zone, droppedReplicas: dropped }, 'node declared lost: its blobs are copied to other nodes')
+  }
+
+  return {
+    async tick(nodes) {
+      const now = Date.now()
+      for (const node of nodes) {
+        if (!ctx.leading()) break
+        const before = lastState.get(node.id)
+        if (before !== undefined && before !== node.state) log.info({ node: node.id, zone: node.zone, from: before, to: node.state }, `node is ${node.state}`)
+        lastState.set(node.id, node.state)
+        if (node.state === 'down' && node.lostAt === null) await declareLost(node)
+        if (node.state !== 'up') continue
+        const cameBack = before !== 'up' || node.lostAt !== null
+        const quarantinedMore = node.quarantined > (quarantinedSeen.get(node.id) ?? node.quarantined)
+        quarantinedSeen.set(node.id, node.quarantined)
+        const auditDue = now - (lastAudit.get(node.id) ?? 0) >= options.auditIntervalMs
+        if (cameBack || quarantinedMore || auditDue) due.add(node.id)
+      }
+      return nodes.filter((n) => due.has(n.id) && n.state === 'up')
+    },
+    reconciled(nodeId) {
+      due.delete(nodeId)
+      lastAudit.set(nodeId, Date.now())
+    },
+  }
+}

@@ -1,0 +1,126 @@
+// Reconciles one node by inventory (anti-entropy): what the metadata records
+// on the node against what the node holds. Run when a node comes back (after
+// being silent or lost), when it quarantined a blob, and now and then for
+// every node.
+//
+// Order matters: the rows are read before the inventory, so a key recorded
+// but missing from the inventory was really lost (an upload records its row
+// only after the node fsynced it). Keys held but not recorded are looked up
+// afresh, one page at a time:
+//   live, recorded elsewhere below the factor, same bytes -> recorded here (no copy needed)
+//   live otherwise                                       -> an extra copy: deleted
+//   dead (its link died or was purged)                    -> deleted
+//   pending (an upload in progress)                       -> left alone
+//   unknown                                               -> deleted once seen unknown for orphanGraceMs
+import type { NodeView } from '../../adapters/replicated/node-directory.ts'
+import type { BlobRecord } from '../../core/file.ts'
+import type { LeaderContext } from './context.ts'
+
+const PAGE = 1000
+
+export interface ReconcileResult {
+  /** rows of blobs the node no longer holds (now below their factor, so repaired) */
+  missing: number
+  /** copies the node had that were recorded as replicas again */
+  adopted: number
+  /** copies deleted from the node: dead, extra or orphaned */
+  deleted: number
+}
+
+export interface Reconciler {
+  reconcile(node: NodeView): Promise<ReconcileResult>
+}
+
+export function createReconciler(ctx: LeaderContext): Reconciler {
+  const { store, client, log, settings } = ctx
+  /** node:key -> when it was first seen unknown */
+  const unknownSince = new Map<string, number>()
+
+  async function recordedKeys(nodeId: string): Promise<Set<string>> {
+    const keys = new Set<string>()
+    for (let after = ''; ; ) {
+      const page = await store.listNodeBlobs(nodeId, after, PAGE)
+      for (const b of page) keys.add(b.key)
+      if (page.length < PAGE) return keys
+      after = page.at(-1)!.key
+    }
+  }
+
+  async function inventory(node: NodeView): Promise<Map<string, BlobRecord>> {
+    const held = new Map<string, BlobRecord>()
+    for (let after: string | null = ''; after !== null; ) {
+      const page = await client.list(node.url, { after, limit: PAGE })
+      for (const b of page.blobs) held.set(b.key, b)
+      after = page.next
+    }
+    return held
+  }
+
+  async function deleteCopy(node: NodeView, key: string, result: ReconcileResult): Promise<void> {
+    await client.delete(node.url, key)
+    result.deleted++
+  }
+
+  async function settleExtras(node: NodeView, extras: BlobRecord[], result: ReconcileResult): Promise<void> {
+    const now = Date.now()
+    for (let i = 0; i < extras.length && ctx.leading(); i += PAGE) {
+      const chunk = extras.slice(i, i + PAGE)
+      const fates = await store.describeBlobs(chunk.map((b) => b.key))
+      for (const held of chunk) {
+        if (!ctx.leading()) return
+        if (ctx.inflight.has(held.key)) continue
+        const fate = fates.get(held.key) ?? { kind: 'unknown' as const }
+        const mark = `${node.id}:${held.key}`
+        if (fate.kind !== 'unknown') unknownSince.delete(mark)
+        switch (fate.kind) {
+          case 'pending':
+            break
+          case 'dead':
+            await deleteCopy(node, held.key, result)
+            break
+          case 'unknown': {
+            const since = unknownSince.get(mark)
+            if (since === undefined) unknownSince.set(mark, now)
+            else if (now - since >= settings.orphanGraceMs) {
+              await deleteCopy(node, held.key, result)
+              unknownSince.delete(mark)
+            }
+            break
+          }
+          case 'live': {
+            const { blob } = fate
+            if (blob.nodeIds.includes(node.id)) break // recorded meanwhile
+            if (fate.createdAt.getTime() > now - settings.settleMs) break // its upload may record it yet
+            const nodes = new Map((await ctx.nodes.all()).map((n) => [n.id, n]))
+            const counted = blob.nodeIds.filter((id) => nodes.get(id)?.draining !== true).length
+            const sameBytes = held.sha256 === blob.sha256 && held.size === blob.size
+            if (sameBytes && !node.draining && counted < settings.factor) {
+              if (await store.addReplica(blob.key, node.id, ctx.fence)) result.adopted++
+            } else {
+              await deleteCopy(node, held.key, result)
+            }
+            break
+          }
+        }
+      }
+    }
+  }
+
+  return {
+    async reconcile(node) {
+      const result: ReconcileResult = { missing: 0, adopted: 0, deleted: 0 }
+      const recorded = await recordedKeys(node.id)
+      const held = await inventory(node)
+      for (const key of recorded) {
+        if (!ctx.leading()) return result
+        if (held.has(key) || ctx.inflight.has(key)) continue
+        await store.removeReplica(key, node.id, ctx.fence)
+        result.missing++
+      }
+      const extras = [...held.values()].filter((b) => !recorded.has(b.key))
+      await settleExtras(node, extras, result)
+      if (result.missing + result.adopted + result.deleted > 0) log.info({ node: node.id, ...result }, 'node reconciled by inventory')
+      return result
+    },
+  }
+}

@@ -1,0 +1,58 @@
+// Keeps every live blob at its factor: walks the blobs below or above it in
+// key order, a page at a time, and carries out each blob's plan
+// (core/replication.ts). A draining node's copies do not count, so draining
+// is repair too: its blobs are copied elsewhere, then its copies removed.
+import { planBlob } from '../../core/replication.ts'
+import type { BlobPlacement } from '../../ports.ts'
+import type { NodeView } from '../../adapters/replicated/node-directory.ts'
+import { copyBlob, removeCopy } from './actions.ts'
+import { nodeMap, type LeaderContext } from './context.ts'
+
+const PAGE = 200
+
+export interface Repairer {
+  /** One page of work; resolves with the number of copies and removals made (0: nothing could be done now). */
+  step(): Promise<number>
+}
+
+export function createRepairer(ctx: LeaderContext): Repairer {
+  const { store, settings } = ctx
+  let after = ''
+
+  /** Carries out one blob's plan; the number of changes made. */
+  async function repairBlob(blob: BlobPlacement, nodes: Map<string, NodeView>): Promise<number> {
+    const plan = planBlob(blob.nodeIds, nodes, settings.factor)
+    const sources = plan.sources.map((s) => nodes.get(s.id)!)
+    let changes = 0
+    for (const target of plan.copyTo) {
+      if (!ctx.leading()) return changes
+      if (await copyBlob(ctx, blob, nodes.get(target.id)!, sources)) changes++
+    }
+    for (const nodeId of plan.remove) {
+      if (!ctx.leading()) return changes
+      await removeCopy(ctx, blob, nodeId, nodes.get(nodeId))
+      changes++
+    }
+    return changes
+  }
+
+  return {
+    async step() {
+      const page = await store.listWork(settings.factor, after, PAGE, settings.settleMs)
+      after = page.length < PAGE ? '' : page.at(-1)!.key
+      const nodes = nodeMap(await ctx.nodes.all())
+      const work = page.filter((b) => !ctx.inflight.has(b.key))
+      let changes = 0
+      // a few blobs at a time: small blobs are bound by round trips, big ones by the throttle
+      let next = 0
+      const lane = async () => {
+        while (next < work.length && ctx.leading()) {
+          const blob = work[next++]!
+          changes += await repairBlob(blob, nodes)
+        }
+      }
+      await Promise.all(Array.from({ length: settings.concurrency }, lane))
+      return changes
+    },
+  }
+}
