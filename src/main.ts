@@ -3,6 +3,7 @@ import './threadpool.ts'
 import { Command } from 'commander'
 import { downloadCommand, statusCommand, uploadCommand } from './cli/client.ts'
 import { gatewayCommand, replicatorCommand, storageNodeCommand, workerCommand } from './cli/services.ts'
+import { drainCommand, rebalanceCommand, undrainCommand } from './cli/operator.ts'
 import { upCommand } from './cli/up.ts'
 
 const DEFAULT_URL = process.env.MAYFLY_URL ?? 'http://localhost:5000'
@@ -52,6 +53,19 @@ program
   .option('--json', 'print the raw JSON')
   .option('--url <url>', 'the gateway', DEFAULT_URL)
   .action(statusCommand)
+
+const operator = (cmd: Command) =>
+  cmd
+    .option('--url <url>', 'the gateway', DEFAULT_URL)
+    .option('--secret-file <file>', 'the cluster secret, when MAYFLY_CLUSTER_SECRET is not set (default: <MAYFLY_DATA_DIR>/cluster-secret)')
+    .option('--no-wait', 'return at once instead of following the progress')
+
+const node = program.command('node').description('operate on one storage node')
+operator(node.command('drain').description('move every copy off a node so that it can be retired').argument('<id>')).action(drainCommand)
+operator(node.command('undrain').description('let a draining node take new blobs again').argument('<id>')).action(undrainCommand)
+operator(program.command('rebalance').description('move copies between nodes toward even use (never below the factor)')).action(
+  rebalanceCommand,
+)
 
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`mayfly: ${err instanceof Error ? err.message : String(err)}\n`)

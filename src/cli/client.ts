@@ -39,7 +39,7 @@ function progressBar(total: number, verb: string) {
   return { counter, stop: () => bar.stop() }
 }
 
-async function failure(res: { statusCode: number; body: { text(): Promise<string> } }): Promise<never> {
+export async function failure(res: { statusCode: number; body: { text(): Promise<string> } }): Promise<never> {
   const text = await res.body.text()
   let message = text
   try {
@@ -106,21 +106,32 @@ export async function statusCommand(options: ClientOptions & { json?: boolean })
   const res = await request(`${options.url}/api/cluster`)
   if (res.statusCode !== 200) await failure(res)
   const cluster = (await res.body.json()) as {
-    storage_nodes: { id: string; zone: string; state: string; url: string; used_bytes: number; free_bytes: number; blob_count: number }[]
+    storage_nodes: {
+      id: string; zone: string; state: string; draining: boolean; url: string; used_bytes: number; free_bytes: number
+      blob_count: number; replicas: number
+    }[]
     metadata: { kind: string; ok: boolean }
     cache: { kind: string; ok: boolean }
     queue: { kind: string; ok: boolean; queues: { queue: string; ready: number; dead: number }[] }
-    replication: { factor: number; write_quorum: number; blobs_below_factor: number | null }
+    replication: {
+      factor: number; write_quorum: number; blobs_below_factor: number | null; bytes_to_copy: number | null
+      copy_rate_bytes_per_second: number; manager: { active: boolean }
+    }
   }
   if (options.json === true) return void process.stdout.write(`${JSON.stringify(cluster, null, 2)}\n`)
-  const rows = [['NODE', 'ZONE', 'STATE', 'URL', 'USED', 'FREE', 'BLOBS']]
-  for (const n of cluster.storage_nodes) rows.push([n.id, n.zone, n.state, n.url, formatBytes(n.used_bytes), formatBytes(n.free_bytes), String(n.blob_count)])
+  const rows = [['NODE', 'ZONE', 'STATE', 'URL', 'USED', 'FREE', 'BLOBS', 'REPLICAS']]
+  for (const n of cluster.storage_nodes) {
+    const state = n.draining ? `${n.state} (draining)` : n.state
+    rows.push([n.id, n.zone, state, n.url, formatBytes(n.used_bytes), formatBytes(n.free_bytes), String(n.blob_count), String(n.replicas)])
+  }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
   for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ')}\n`)
   const tier = (t: { kind: string; ok: boolean }) => `${t.kind} ${t.ok ? 'ok' : 'DOWN'}`
+  const r = cluster.replication
   process.stdout.write(
     `\nmetadata: ${tier(cluster.metadata)}   cache: ${tier(cluster.cache)}   queue: ${tier(cluster.queue)}\n` +
-      `replication: factor ${cluster.replication.factor}, write quorum ${cluster.replication.write_quorum}, blobs below factor: ${cluster.replication.blobs_below_factor ?? 'unknown'}\n`,
+      `replication: factor ${r.factor}, write quorum ${r.write_quorum}, blobs below factor: ${r.blobs_below_factor ?? 'unknown'}` +
+      ` (${formatBytes(r.bytes_to_copy ?? 0)} to copy, ${formatBytes(r.copy_rate_bytes_per_second)}/s), manager ${r.manager.active ? 'active' : 'NOT RUNNING'}\n`,
   )
   for (const q of cluster.queue.queues) process.stdout.write(`queue ${q.queue}: ${q.ready} ready, ${q.dead} dead\n`)
 }

@@ -101,6 +101,14 @@ export function moveKeepsSpread(
   return zoneSpread(after, nodes) >= zoneSpread(holderIds, nodes)
 }
 
+/** Names of the control documents (ReplicationStore.readControl) the manager and the gateways share. */
+export const CONTROL_DOCUMENTS = {
+  /** the active manager's ReplicatorStatus, rewritten every second */
+  status: 'replicator',
+  /** an operator's rebalance request; the manager clears it when the nodes are even */
+  rebalance: 'rebalance',
+} as const
+
 /** What the active replication manager publishes (control document `replicator`) for /api/cluster and /metrics. */
 export interface ReplicatorStatus {
   holder: string

@@ -1,6 +1,7 @@
 // A whole Mayfly cluster for e2e and fault tests: storage nodes as child
-// processes (so they can be killed with signals), the gateway and a worker in
-// this process on the adapters wiring.ts picks, listening on a free port.
+// processes (so they can be killed with signals), the gateway, a worker and
+// (when asked) a replication manager in this process on the adapters
+// wiring.ts picks, listening on a free port.
 // mode 'embedded' uses the stand-ins; mode 'real' uses the machine's
 // PostgreSQL (a fresh database), Redis and RabbitMQ (a fresh namespace).
 import { randomBytes, randomUUID } from 'node:crypto'
@@ -9,7 +10,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadConfig, type Config } from '../../src/config.ts'
 import { createLogger } from '../../src/log.ts'
-import { startGateway, workerOptions } from '../../src/cli/services.ts'
+import { replicatorOptions, startGateway, workerOptions } from '../../src/cli/services.ts'
+import { startReplicationManager, type ReplicationManager } from '../../src/services/replicator/manager.ts'
 import { startWorker, type Worker } from '../../src/services/worker/worker.ts'
 import { createInfrastructure, VARIANT_TOPIC, type Infrastructure } from '../../src/wiring.ts'
 import { createTestDatabase } from './databases.ts'
@@ -31,6 +33,8 @@ export interface ClusterOptions {
   env?: Record<string, string>
   /** start a worker in this process (default true) */
   worker?: boolean
+  /** start a replication manager in this process (default false) */
+  replicator?: boolean
 }
 
 export interface Cluster {
@@ -39,7 +43,11 @@ export interface Cluster {
   infra: Infrastructure
   nodes: StorageNodeProcess[]
   worker: Worker | null
+  /** the in-process replication manager, when asked for */
+  replicator: ReplicationManager | null
   secret: string
+  /** the MAYFLY_* environment of the gateway, for more processes of this cluster (`mayfly replicator`) */
+  env: Record<string, string>
   /** starts one more storage node in the given zone (or restarts one on its data directory) */
   addNode(zone: string, dataDir?: string): Promise<StorageNodeProcess>
   /** waits until `count` nodes are writable as the gateway sees them */
@@ -105,7 +113,9 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   }
   const zones = options.zones ?? ['a', 'b', 'c']
   let worker: Worker | null = null
+  let replicator: ReplicationManager | null = null
   const close = async () => {
+    await replicator?.stop()
     await worker?.stop()
     await app.close()
     await Promise.all(nodes.map((n) => n.stop().catch(() => {})))
@@ -119,6 +129,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       options.worker === false
         ? null
         : await startWorker(workerOptions(config, log, infra))
+    if (options.replicator === true) replicator = startReplicationManager(replicatorOptions(config, log, infra))
   } catch (err) {
     await close()
     throw err
@@ -130,7 +141,9 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     infra,
     nodes,
     worker,
+    replicator,
     secret,
+    env,
     addNode,
     waitForWritableNodes,
     close,

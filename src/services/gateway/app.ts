@@ -10,6 +10,7 @@ import { createDownloadTally } from './download-tally.ts'
 import { createFileLookup } from './file-lookup.ts'
 import { registerFileRoutes } from './file-routes.ts'
 import { createGatewayMetrics } from './metrics.ts'
+import { registerOperatorRoutes } from './operator-routes.ts'
 import { registerPages } from './pages.ts'
 import { createReplicationOverview } from './replication-overview.ts'
 import { registerUploadRoutes } from './upload-routes.ts'
@@ -47,6 +48,7 @@ export function buildGateway(deps: GatewayDeps) {
   registerDownloadRoutes(app, deps, files, metrics, tally)
   registerFileRoutes(app, deps, files)
   registerClusterRoutes(app, deps, replication)
+  registerOperatorRoutes(app, deps)
   registerPages(app, deps, files)
   return app
 }

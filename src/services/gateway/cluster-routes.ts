@@ -2,11 +2,11 @@
 // door storage nodes announce themselves through (their heartbeats).
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import { Invalid, Unauthorized } from '../../core/errors.ts'
-import { safeEqual } from '../../core/secrets.ts'
+import { Invalid } from '../../core/errors.ts'
 import type { DependencyStatus } from '../../ports.ts'
 import type { GatewayDeps } from './deps.ts'
 import { nodeView } from './file-view.ts'
+import { requireClusterSecret } from './operator-routes.ts'
 import type { ReplicationOverview } from './replication-overview.ts'
 
 const announcementSchema = z.object({
@@ -105,8 +105,7 @@ export function registerClusterRoutes(
   })
 
   app.post('/internal/nodes/heartbeat', async (req, reply) => {
-    const auth = req.headers.authorization ?? ''
-    if (!safeEqual(auth, `Bearer ${settings.clusterSecret}`)) throw new Unauthorized('a valid cluster secret is required')
+    requireClusterSecret(req, settings.clusterSecret)
     const parsed = announcementSchema.safeParse(req.body)
     if (!parsed.success) throw new Invalid(`bad heartbeat: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
     await metadata.recordHeartbeat(parsed.data, now())

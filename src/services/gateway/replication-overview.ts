@@ -1,11 +1,9 @@
 // The replication state for /api/cluster and /metrics: the backlog, counted
 // from the metadata on every look (so it is true even with no manager
 // running), and what the active replication manager last published.
-import type { ReplicatorStatus } from '../../core/replication.ts'
+import { CONTROL_DOCUMENTS, type ReplicatorStatus } from '../../core/replication.ts'
 import type { MetadataStore, ReplicationBacklog } from '../../ports.ts'
 
-/** the control document the manager publishes its status in (services/replicator/manager.ts) */
-const STATUS_DOCUMENT = 'replicator'
 /** a manager that published nothing for this long is not running (it publishes every second) */
 const STALE_MS = 10_000
 /** one count serves every gauge of a scrape */
@@ -23,7 +21,7 @@ export function createReplicationOverview(metadata: MetadataStore, factor: numbe
   async function look(): Promise<ReplicationOverview> {
     const [backlog, doc] = await Promise.all([
       metadata.replication.backlog(factor).catch(() => null),
-      metadata.replication.readControl(STATUS_DOCUMENT).catch(() => null),
+      metadata.replication.readControl(CONTROL_DOCUMENTS.status).catch(() => null),
     ])
     const fresh = doc !== null && Date.now() - doc.updatedAt.getTime() < STALE_MS
     return { backlog, manager: fresh ? (doc.value as ReplicatorStatus) : null }

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto'
 import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
 import type { BlobClient } from '../../adapters/storage-node/client.ts'
 import { LeaseLost } from '../../core/errors.ts'
-import type { ReplicatorStatus } from '../../core/replication.ts'
+import { CONTROL_DOCUMENTS, type ReplicatorStatus } from '../../core/replication.ts'
 import type { Logger } from '../../log.ts'
 import type { Lease, ReplicationStore } from '../../ports.ts'
 import type { Counters, LeaderContext, ReplicatorSettings } from './context.ts'
@@ -20,10 +20,6 @@ import { createRebalancer } from './rebalance.ts'
 import { createReconciler } from './reconcile.ts'
 import { createRepairer } from './repair.ts'
 import { createThrottle } from './throttle.ts'
-
-/** control document names */
-export const STATUS_DOCUMENT = 'replicator'
-export const REBALANCE_DOCUMENT = 'rebalance'
 
 export interface ReplicationManagerOptions extends ReplicatorSettings {
   store: ReplicationStore
@@ -163,12 +159,12 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
 
     const repairLane = guard('repair', async () => {
       if ((await repairer.step()) > 0) return true
-      const request = await store.readControl(REBALANCE_DOCUMENT)
+      const request = await store.readControl(CONTROL_DOCUMENTS.rebalance)
       rebalance = { requested: request !== null }
       if (request === null) return false
       const { moves, balanced } = await rebalancer.step()
       if (balanced) {
-        await store.clearControl(REBALANCE_DOCUMENT, request.version)
+        await store.clearControl(CONTROL_DOCUMENTS.rebalance, request.version)
         log.info({ moves: counters.moves }, 'rebalance finished: no move would make the nodes more even')
       }
       return moves > 0
@@ -188,7 +184,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
         reconciling: [...reconciling],
         rebalance: { ...rebalance, moves: counters.moves },
       }
-      await store.writeControl(STATUS_DOCUMENT, status)
+      await store.writeControl(CONTROL_DOCUMENTS.status, status)
       await sleep(STATUS_EVERY_MS)
       return true
     })

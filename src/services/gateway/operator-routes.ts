@@ -1,0 +1,38 @@
+// What operators ask of the cluster (`mayfly node drain`, `mayfly rebalance`).
+// The replication manager does the work; these routes only record the wish.
+// Until accounts exist (the auth issue) an operator proves itself with the
+// cluster secret, as storage nodes do.
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { NotFound, Unauthorized } from '../../core/errors.ts'
+import { CONTROL_DOCUMENTS } from '../../core/replication.ts'
+import { safeEqual } from '../../core/secrets.ts'
+import type { GatewayDeps } from './deps.ts'
+
+/** Throws Unauthorized unless the request carries `Authorization: Bearer <cluster secret>`. */
+export function requireClusterSecret(req: FastifyRequest, secret: string): void {
+  if (!safeEqual(req.headers.authorization ?? '', `Bearer ${secret}`)) {
+    throw new Unauthorized('this needs the cluster secret (Authorization: Bearer …)')
+  }
+}
+
+export function registerOperatorRoutes(app: FastifyInstance, deps: GatewayDeps): void {
+  const { metadata, settings } = deps
+  const now = deps.now ?? (() => new Date())
+
+  const setDraining = (draining: boolean) => async (req: FastifyRequest) => {
+    requireClusterSecret(req, settings.clusterSecret)
+    const { id } = req.params as { id: string }
+    if (!(await metadata.replication.setNodeDraining(id, draining))) throw new NotFound(`no storage node ${id}`)
+    req.log.info({ node: id, draining }, draining ? 'node draining: its copies move to other nodes' : 'node no longer draining')
+    return { id, draining }
+  }
+  app.post('/api/nodes/:id/drain', setDraining(true))
+  app.delete('/api/nodes/:id/drain', setDraining(false))
+
+  app.post('/api/cluster/rebalance', async (req, reply) => {
+    requireClusterSecret(req, settings.clusterSecret)
+    await metadata.replication.writeControl(CONTROL_DOCUMENTS.rebalance, { requestedAt: now().toISOString() })
+    req.log.info('rebalance requested')
+    return reply.status(202).send({ rebalance: 'requested' })
+  })
+}
