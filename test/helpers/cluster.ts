@@ -35,6 +35,8 @@ export interface ClusterOptions {
   worker?: boolean
   /** start a replication manager in this process (default false) */
   replicator?: boolean
+  /** more MAYFLY_* settings for the storage nodes */
+  nodeEnv?: Record<string, string>
 }
 
 export interface Cluster {
@@ -99,7 +101,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       secret,
       controlUrl: url,
       dataDir: dataDir ?? join(dir, `node-${++started}`),
-      env: { MAYFLY_HEARTBEAT_INTERVAL_MS: '250' },
+      env: { MAYFLY_HEARTBEAT_INTERVAL_MS: '250', ...options.nodeEnv },
     })
     nodes.push(node)
     return node
