@@ -10,17 +10,11 @@ import { after, describe, test } from 'node:test'
 import { startCluster, type Cluster } from '../helpers/cluster.ts'
 import { startMixedLoad } from '../helpers/load.ts'
 import { waitFor } from '../helpers/http.ts'
-import { assertFilesRead, assertInventoryMatches, assertPlacement, waitForFactor, waitForLost } from '../helpers/replication.ts'
+import {
+  assertFilesRead, assertInventoryMatches, assertPlacement, FAST_MEMBERSHIP, waitForFactor, waitForLost,
+} from '../helpers/replication.ts'
 
-const NODE_TIMEOUT_MS = 2000
-
-/** Short membership timings so that the test sees suspect, down and lost within seconds. */
-export const FAST_MEMBERSHIP = {
-  MAYFLY_NODE_SUSPECT_AFTER_SECONDS: '1',
-  MAYFLY_NODE_DOWN_AFTER_SECONDS: '3',
-  MAYFLY_NODE_TIMEOUT_MS: String(NODE_TIMEOUT_MS),
-  MAYFLY_LEADER_LEASE_SECONDS: '2',
-}
+const NODE_TIMEOUT_MS = Number(FAST_MEMBERSHIP.MAYFLY_NODE_TIMEOUT_MS)
 
 async function fourNodes(): Promise<Cluster> {
   return startCluster({ mode: 'real', zones: ['a', 'b', 'c', 'c'], replicator: true, env: FAST_MEMBERSHIP })

@@ -7,6 +7,14 @@ import type { Cluster } from './cluster.ts'
 import { sha256, waitFor } from './http.ts'
 import type { StorageNodeProcess } from './storage-node-process.ts'
 
+/** Short membership timings so that a test sees suspect, down and lost within seconds. */
+export const FAST_MEMBERSHIP = {
+  MAYFLY_NODE_SUSPECT_AFTER_SECONDS: '1',
+  MAYFLY_NODE_DOWN_AFTER_SECONDS: '3',
+  MAYFLY_NODE_TIMEOUT_MS: '2000',
+  MAYFLY_LEADER_LEASE_SECONDS: '2',
+}
+
 /** Waits until no live blob is below or above its factor. */
 export async function waitForFactor(cluster: Cluster, timeoutMs = 30_000): Promise<void> {
   const factor = cluster.config.MAYFLY_REPLICATION_FACTOR
