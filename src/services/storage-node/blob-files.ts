@@ -21,7 +21,8 @@ import type { Logger } from '../../log.ts'
 import type { BlobRecord, } from '../../core/file.ts'
 import { ID_PATTERN } from '../../core/ids.ts'
 import { BLOB_HEADER_BYTES, BLOCK_BYTES, decodeHeader, fileBytes, type BlobHeader } from './blob-format.ts'
-import { fileSource, memorySource, readVerified, type BlobSource } from './blob-reader.ts'
+import { fileSource, memorySource, readVerified } from './blob-reader.ts'
+import { closeFd, fsyncFd, openFd, openReadOnly, type ReadOnlyFile } from './file-calls.ts'
 import { stageBlob, storageError, type Staged } from './blob-writer.ts'
 
 export { InsufficientStorage } from './blob-writer.ts'
@@ -97,11 +98,11 @@ interface FileIdentity {
 }
 
 async function fsyncDir(path: string): Promise<void> {
-  const fh = await open(path, 'r')
+  const fd = await openFd(path, 'r')
   try {
-    await fh.sync()
+    await fsyncFd(fd)
   } finally {
-    await fh.close()
+    closeFd(fd)
   }
 }
 
@@ -239,67 +240,95 @@ export async function openBlobFiles(dataDir: string, log: Logger): Promise<BlobF
     return staged.record
   }
 
-  /** The blob and the identity of the file it was opened on, or null. */
-  async function openFile(key: string): Promise<{ blob: OpenedBlob; file: FileIdentity } | null> {
+  /**
+   * The blob, or null. `file()` is the identity of the file it was opened on
+   * (by fstat, asked only for a quarantine or a rewrite, before the read ends).
+   *
+   * A small blob costs two pool calls: the open, and one read of the whole
+   * file, whose end tells its size (a read of a regular file is short only at
+   * its end), so no fstat. A file longer than that first read is checked
+   * against its header by fstat.
+   */
+  async function openFile(key: string): Promise<{ blob: OpenedBlob; file: () => Promise<FileIdentity> } | null> {
     const path = blobPath(dataDir, key)
-    let fh: FileHandle
+    let file: ReadOnlyFile
     try {
-      fh = await open(path, 'r')
+      file = await openReadOnly(path)
     } catch (err) {
       if (isNotFound(err)) return null
       throw err
     }
     const first = Buffer.allocUnsafe(OPEN_READ_BYTES)
     let bytesRead: number
-    let st: { size: number } & FileIdentity
+    let header: BlobHeader | null
+    let whole: boolean
     try {
-      ;[{ bytesRead }, st] = await Promise.all([fh.read(first, 0, OPEN_READ_BYTES, 0), fh.stat()])
+      bytesRead = await file.read(first, OPEN_READ_BYTES, 0)
+      header = decodeHeader(first.subarray(0, bytesRead))
+      // the whole file is in memory, and it has the size its header gives it
+      whole = header !== null && bytesRead < OPEN_READ_BYTES && bytesRead === fileBytes(header)
+      if (header !== null && !whole) {
+        const { size } = await file.stat()
+        if (size !== fileBytes(header)) header = null
+      }
+      if (header === null) {
+        const st = await file.stat()
+        await file.close()
+        const found = decodeHeader(first.subarray(0, bytesRead))
+        const reason = found === null ? 'bad header' : `the file has ${st.size} bytes, its header says ${fileBytes(found)}`
+        await moveToQuarantine(key, path, reason, st)
+        return null
+      }
     } catch (err) {
-      await fh.close()
+      await file.close().catch(() => undefined)
       throw err
     }
-    const header = decodeHeader(first.subarray(0, bytesRead))
-    if (header === null || st.size !== fileBytes(header)) {
-      await fh.close()
-      const reason = header === null ? 'bad header' : `the file has ${st.size} bytes, its header says ${fileBytes(header)}`
-      await moveToQuarantine(key, path, reason, st)
-      return null
-    }
-    let source: BlobSource
-    if (bytesRead === st.size) {
-      // a small blob: the whole file is in memory, and the file is no longer needed (no need to wait for the close)
-      fh.close().catch((err: unknown) => log.warn({ err, key }, 'closing a blob file failed'))
-      source = memorySource(first.subarray(0, bytesRead))
-    } else {
-      source = fileSource(fh)
+    const checked = header
+    // a small blob is all in `first`: its source only has to release the file
+    const source = whole ? memorySource(first.subarray(0, bytesRead), () => file.close()) : fileSource(file)
+    const identity = async (): Promise<FileIdentity> => {
+      const { ino, mtimeMs } = await file.stat()
+      return { ino, mtimeMs }
     }
     const blob: OpenedBlob = {
       key,
-      size: header.size,
-      sha256: header.sha256,
-      format: header.format,
+      size: checked.size,
+      sha256: checked.sha256,
+      format: checked.format,
       read(range, options) {
         return readVerified({
           source,
-          header,
+          header: checked,
           start: range?.start ?? 0,
-          end: range?.end ?? header.size - 1,
+          end: range?.end ?? checked.size - 1,
           sha256: options?.sha256 ?? false,
-          onDamage: (reason) => moveToQuarantine(key, path, reason, st).catch((err: unknown) => log.error({ err, key, reason }, 'quarantine failed')),
+          // called before the source is closed (blob-reader.ts), so the fstat sees the file that was read
+          onDamage: (reason) =>
+            file
+              .stat()
+              .then((st) => moveToQuarantine(key, path, reason, st))
+              .catch((err: unknown) => log.error({ err, key, reason }, 'quarantine failed')),
         })
       },
       close: () => source.close(),
     }
-    return { blob, file: { ino: st.ino, mtimeMs: st.mtimeMs } }
+    return { blob, file: identity }
   }
 
   async function upgrade(key: string): Promise<boolean> {
     const opened = await openFile(key)
     if (opened === null) return false
-    const { blob, file } = opened
+    const { blob } = opened
     if (blob.format === 2) {
       await blob.close()
       return false
+    }
+    let file: FileIdentity
+    try {
+      file = await opened.file()
+    } catch (err) {
+      await blob.close()
+      throw err
     }
     const body = await blob.read()
     const staged = await stageBlob(tmpDir, key, Buffer.isBuffer(body) ? Readable.from([body]) : body, { sha256: blob.sha256, idleTimeoutMs: UPGRADE_IDLE_MS })

@@ -11,11 +11,11 @@
 // write. It only adds the CRC32's 2^-32 chance of missing damage in a block,
 // and the gateway's check turns that case into an error, not wrong bytes.
 import { createHash } from 'node:crypto'
-import type { FileHandle } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { crc32 } from 'node:zlib'
 import { MayflyError } from '../../core/errors.ts'
 import { BLOB_HEADER_BYTES, recordedCrc, tableSlice, type BlobHeader } from './blob-format.ts'
+import type { ReadOnlyFile } from './file-calls.ts'
 
 /**
  * Bytes of the first disk read: a range up to this size (say, a 1 MiB image)
@@ -45,21 +45,20 @@ export interface BlobSource {
   close(): Promise<void>
 }
 
-/** A source over the whole file, already in memory. */
-export function memorySource(file: Buffer): BlobSource {
-  return { read: (offset, length) => file.subarray(offset, offset + length), close: async () => undefined }
+/** A source over the whole file, already in memory; close() releases the file it came from. */
+export function memorySource(file: Buffer, close: () => Promise<void>): BlobSource {
+  return { read: (offset, length) => file.subarray(offset, offset + length), close }
 }
 
 /** A source that reads the open file; close() closes it (after reads in flight). */
-export function fileSource(fh: FileHandle): BlobSource {
-  let closing: Promise<void> | null = null
+export function fileSource(file: ReadOnlyFile): BlobSource {
   return {
     async read(offset, length) {
       const buf = Buffer.allocUnsafe(length)
-      const { bytesRead } = await fh.read(buf, 0, length, offset)
+      const bytesRead = await file.read(buf, length, offset)
       return bytesRead === length ? buf : buf.subarray(0, bytesRead)
     },
-    close: () => (closing ??= fh.close()),
+    close: () => file.close(),
   }
 }
 

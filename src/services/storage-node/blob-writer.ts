@@ -4,12 +4,13 @@
 // is fsynced. blob-files.ts renames it into place: until then it is invisible,
 // and a crash leaves only a temp file, removed at start.
 import { createHash, randomBytes } from 'node:crypto'
-import { open, unlink, type FileHandle } from 'node:fs/promises'
+import { unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { BlobRecord } from '../../core/file.ts'
 import { ChecksumMismatch, MayflyError, Timeout } from '../../core/errors.ts'
 import { BLOB_HEADER_BYTES, BLOCK_BYTES, createBlockTable, encodeHeader } from './blob-format.ts'
+import { closeFd, closeQuietly, fdatasyncFd, fsyncFd, openFd, writevFd } from './file-calls.ts'
 
 /** flush dirty pages every this many bytes, so the final fsync stays short */
 const SYNC_EVERY_BYTES = 32 * 1024 * 1024
@@ -38,10 +39,10 @@ export interface Staged {
  * idleTimeoutMs, InsufficientStorage when the disk is full; on any failure
  * the temp file is gone.
  *
- * One file handle does all of it. A body that ends within WHOLE_WRITE_BYTES
- * is written with one writev (header, bytes, table): on this kind of machine
- * each file system call costs a few tenths of a millisecond, and small blobs
- * are most of the calls a node gets.
+ * One descriptor does all of it. A body that ends within WHOLE_WRITE_BYTES
+ * is written with one writev (header, bytes, table): a small blob costs three
+ * pool calls (open, writev, fsync) and a synchronous close (file-calls.ts),
+ * and small blobs are most of the calls a node gets.
  */
 export async function stageBlob(tmpDir: string, key: string, source: Readable, options: { sha256?: string; idleTimeoutMs: number }): Promise<Staged> {
   const tmp = join(tmpDir, `${key}.${randomBytes(6).toString('hex')}.part`)
@@ -62,7 +63,7 @@ export async function stageBlob(tmpDir: string, key: string, source: Readable, o
     size += step.value.length
     return step.value
   }
-  let fh: FileHandle | null = null
+  let fd: number | null = null
   try {
     const head: Buffer[] = []
     let ended = false
@@ -71,16 +72,16 @@ export async function stageBlob(tmpDir: string, key: string, source: Readable, o
       if (chunk === null) ended = true
       else head.push(chunk)
     }
-    fh = await open(tmp, 'wx')
+    fd = await openFd(tmp, 'wx')
     let position = BLOB_HEADER_BYTES
     if (!ended) {
-      position += await writeAll(fh, head, position)
+      position += await writeAll(fd, head, position)
       let synced = 0
       for (let chunk = await next(); chunk !== null; chunk = await next()) {
-        position += await writeAll(fh, [chunk], position)
+        position += await writeAll(fd, [chunk], position)
         if (size - synced >= SYNC_EVERY_BYTES) {
           // flush dirty pages as we go, so the final fsync stays short
-          await fh.datasync()
+          await fdatasyncFd(fd)
           synced = size
         }
       }
@@ -93,31 +94,32 @@ export async function stageBlob(tmpDir: string, key: string, source: Readable, o
     }
     const table = blocks.finish()
     const header = encodeHeader(sha256, size, BLOCK_BYTES)
-    if (ended) await writeAll(fh, [header, ...head, table], 0)
+    if (ended) await writeAll(fd, [header, ...head, table], 0)
     else {
-      await writeAll(fh, [table], position)
-      await writeAll(fh, [header], 0)
+      await writeAll(fd, [table], position)
+      await writeAll(fd, [header], 0)
     }
-    await fh.sync()
-    await fh.close()
-    fh = null
+    await fsyncFd(fd)
+    const done = fd
+    fd = null
+    closeFd(done)
     return { tmp, record: { key, size, sha256 }, fileSize: BLOB_HEADER_BYTES + size + table.length }
   } catch (err) {
     clearTimeout(idle)
     // a body still arriving is cut (a finished one is left alone, so the caller can still answer)
     if (!source.readableEnded && !source.destroyed) source.destroy()
-    await fh?.close().catch(() => undefined)
+    if (fd !== null) closeQuietly(fd)
     await unlink(tmp).catch(() => undefined)
     throw storageError(err)
   }
 }
 
 /** Writes every buffer at `position` (writev may write less than asked); returns the bytes written. */
-async function writeAll(fh: FileHandle, buffers: Buffer[], position: number): Promise<number> {
+async function writeAll(fd: number, buffers: Buffer[], position: number): Promise<number> {
   let total = 0
   const pending = buffers.filter((b) => b.length > 0)
   while (pending.length > 0) {
-    const { bytesWritten } = await fh.writev(pending, position + total)
+    const bytesWritten = await writevFd(fd, pending, position + total)
     total += bytesWritten
     let skip = bytesWritten
     while (pending.length > 0 && skip >= pending[0]!.length) skip -= pending.shift()!.length
