@@ -187,7 +187,8 @@ export interface ReplicationStore {
   /** Operators: false when the node is unknown. */
   setNodeDraining(nodeId: string, draining: boolean): Promise<boolean>
   readControl(name: string): Promise<ControlDocument | null>
-  writeControl(name: string, value: unknown): Promise<void>
+  /** With a fence, written only while that lease holds (LeaseLost otherwise). */
+  writeControl(name: string, value: unknown, fence?: Fence): Promise<void>
   /** Deletes the document if its version is still `version`. */
   clearControl(name: string, version: number): Promise<void>
 }

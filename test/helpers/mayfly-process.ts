@@ -22,7 +22,7 @@ export interface MayflyProcess {
   exited: Promise<number | NodeJS.Signals | null>
   /** true until the process has exited */
   alive(): boolean
-  /** Sends a signal (default SIGKILL) and resolves once the process is gone. */
+  /** Sends a signal (default SIGKILL); for a terminating one, resolves once the process is gone. */
   kill(signal?: NodeJS.Signals): Promise<number | NodeJS.Signals | null>
 }
 
@@ -65,6 +65,7 @@ export function spawnMayfly(args: string[], env: Record<string, string>): Mayfly
     alive,
     async kill(signal: NodeJS.Signals = 'SIGKILL') {
       if (alive()) child.kill(signal)
+      if (signal === 'SIGSTOP' || signal === 'SIGCONT') return null
       return exited
     },
   }

@@ -158,6 +158,16 @@ export const WRITE_CONTROL = `
 INSERT INTO control AS c (name, value, version, updated_at) VALUES ($1::text, $2::text, 1, clock_timestamp())
 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, version = c.version + 1, updated_at = EXCLUDED.updated_at`
 
+/** in: $1 name, $2 value (JSON text), $3 lease name, $4 token. out: fenced_ok. Written only while the lease holds. */
+export const WRITE_CONTROL_FENCED = `
+WITH fence AS (SELECT ${fenceHolds('$3', '$4')} AS ok),
+upsert AS (
+  INSERT INTO control AS c (name, value, version, updated_at)
+  SELECT $1::text, $2::text, 1, clock_timestamp() WHERE (SELECT ok FROM fence)
+  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, version = c.version + 1, updated_at = EXCLUDED.updated_at
+)
+SELECT ok AS fenced_ok FROM fence`
+
 /** in: $1 name, $2 version. out: none. Deletes the document only if nobody rewrote it since it was read. */
 export const CLEAR_CONTROL = `
 DELETE FROM control WHERE name = $1::text AND version = $2::bigint`

@@ -123,8 +123,10 @@ export function createSqlReplicationStore(db: SqlDb): ReplicationStore {
       const row = rows[0]
       return row === undefined ? null : { value: JSON.parse(row.value) as unknown, version: Number(row.version), updatedAt: row.updated_at }
     },
-    async writeControl(name, value) {
-      await db.query(q.WRITE_CONTROL, [name, JSON.stringify(value)])
+    async writeControl(name, value, fence) {
+      if (fence === undefined) return void (await db.query(q.WRITE_CONTROL, [name, JSON.stringify(value)]))
+      const rows = await db.query<{ fenced_ok: boolean }>(q.WRITE_CONTROL_FENCED, [name, JSON.stringify(value), fence.name, fence.token])
+      requireFence(rows[0]?.fenced_ok, fence)
     },
     async clearControl(name, version) {
       await db.query(q.CLEAR_CONTROL, [name, version], idempotent)

@@ -184,7 +184,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
         reconciling: [...reconciling],
         rebalance: { ...rebalance, moves: counters.moves },
       }
-      await store.writeControl(CONTROL_DOCUMENTS.status, status)
+      await store.writeControl(CONTROL_DOCUMENTS.status, status, ctx.fence)
       await sleep(STATUS_EVERY_MS)
       return true
     })
