@@ -80,10 +80,9 @@ describe('replication manager failover', { timeout: 180_000 }, () => {
     const paused = (await leader()).process
     const fresh = startManager()
     await waitForOutput(fresh, /standing by/)
+    const pausedToken = (await status())!.token
     await paused.kill('SIGSTOP')
-    let pausedToken = 0
     try {
-      pausedToken = (await status())!.token
       const next = await leader(pausedToken)
       assert.equal(next.process, fresh)
     } finally {
