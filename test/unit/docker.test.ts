@@ -282,13 +282,14 @@ describe('docker-compose.yml', () => {
       mayfly = Object.entries(services).filter(([, s]) => s.image === IMAGE)
     })())
 
-  test('parses, with the production topology: gateway, three storage nodes, workers, PostgreSQL, Redis, RabbitMQ', async () => {
+  test('parses, with the production topology: gateway, three storage nodes, workers, replicators, PostgreSQL, Redis, RabbitMQ', async () => {
     await load()
-    assert.deepEqual(Object.keys(services).sort(), ['gateway', ...INFRA, ...NODES, 'worker'].sort())
-    assert.deepEqual(mayfly.map(([name]) => name).sort(), ['gateway', ...NODES, 'worker'].sort())
+    assert.deepEqual(Object.keys(services).sort(), ['gateway', ...INFRA, ...NODES, 'replicator', 'worker'].sort())
+    assert.deepEqual(mayfly.map(([name]) => name).sort(), ['gateway', ...NODES, 'replicator', 'worker'].sort())
     for (const [name, s] of mayfly) assert.ok(s.build !== undefined, `${name} builds the image from this repository`)
     assert.ok(publishedPorts(services.gateway!).some((p) => p.endsWith('5000:5000')), 'the gateway is published on :5000')
     assert.ok((services.worker!.deploy?.replicas ?? 1) >= 2, 'two workers')
+    assert.ok((services.replicator!.deploy?.replicas ?? 1) >= 2, 'a replication manager and a standby')
   })
 
   test('will not start without a cluster secret, and says how to set it', async () => {
@@ -301,7 +302,7 @@ describe('docker-compose.yml', () => {
   test('every Mayfly service runs a real `mayfly` command', async () => {
     await load()
     const commands = new Set(mayfly.map(([, s]) => commandOf(s).join(' ') || defaultCmd.join(' ')))
-    assert.deepEqual([...commands].sort(), ['gateway', 'storage-node', 'worker'])
+    assert.deepEqual([...commands].sort(), ['gateway', 'replicator', 'storage-node', 'worker'])
     await Promise.all([...commands].map((c) => assertSubcommand(entrypoint, c.split(' '))))
     // the check itself can tell a command from a typo
     await assert.rejects(assertSubcommand(entrypoint, ['storage-nodes']), /is not a mayfly command/)
@@ -340,11 +341,11 @@ describe('docker-compose.yml', () => {
     assert.equal(volumes.size, NODES.length, 'no two nodes share a volume')
   })
 
-  test('gateway and workers reach PostgreSQL, Redis and RabbitMQ with their credentials, once those are healthy', async () => {
+  test('gateway, workers and replicators reach PostgreSQL, Redis and RabbitMQ with their credentials, once those are healthy', async () => {
     await load()
     const pg = envOf(services.postgres!)
     const mq = envOf(services.rabbitmq!)
-    for (const name of ['gateway', 'worker']) {
+    for (const name of ['gateway', 'worker', 'replicator']) {
       const s = services[name]!
       const env = envOf(s)
       const db = new URL(env.MAYFLY_DATABASE_URL ?? '')
@@ -363,7 +364,7 @@ describe('docker-compose.yml', () => {
     }
   })
 
-  test('health checks: each infrastructure service has one; workers, which serve no HTTP, turn off the image\'s', async () => {
+  test('health checks: each infrastructure service has one; workers and replicators, which serve no HTTP, turn off the image\'s', async () => {
     await load()
     const probes: Record<string, RegExp> = { postgres: /pg_isready/, redis: /redis-cli ping/, rabbitmq: /rabbitmq-diagnostics -q ping/ }
     for (const [name, probe] of Object.entries(probes)) {
@@ -372,7 +373,9 @@ describe('docker-compose.yml', () => {
       assert.match(Array.isArray(check) ? check.join(' ') : check, probe, name)
       assert.ok(namedVolumes(services[name]!).size > 0, `${name} keeps its data in a volume`)
     }
-    const worker = services.worker!.healthcheck
-    assert.ok(worker?.disable === true || (Array.isArray(worker?.test) && worker.test[0] === 'NONE'), 'worker health check disabled')
+    for (const name of ['worker', 'replicator']) {
+      const check = services[name]!.healthcheck
+      assert.ok(check?.disable === true || (Array.isArray(check?.test) && check.test[0] === 'NONE'), `${name} health check disabled`)
+    }
   })
 })
