@@ -2,7 +2,9 @@
 // passes, its blob and its variants' blobs leave every node that holds them.
 // One sweeper at a time across all processes (a lease); every step is
 // idempotent, so a sweeper that loses its lease halfway does no harm.
-// A node that is down keeps its replica rows, so it is swept when it returns.
+// A node that is down keeps its replica rows until the replication manager
+// declares it lost, so it is swept when it returns; once lost, its rows are
+// gone and the manager's reconciliation deletes its dead copies instead.
 import type { Logger } from '../../log.ts'
 import type { BlobStore, Lease, Lock, MetadataStore, PurgeItem } from '../../ports.ts'
 import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
