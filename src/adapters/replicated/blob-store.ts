@@ -18,6 +18,8 @@ export interface NodeCalls {
     key: string,
     options?: { range?: ByteRange },
   ): Promise<{ body: Readable; totalSize: number }>
+  /** the whole blob of `size` bytes; NotFound when the node lacks it or holds another size */
+  getWhole(nodeUrl: string, key: string, size: number): Promise<Buffer>
   delete(nodeUrl: string, key: string): Promise<void>
 }
 
@@ -235,6 +237,18 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       let position = start
       let next = 0
 
+      /** Our error once every replica failed: NotFound only when none of them holds the blob. */
+      const exhausted = (notFound: number, lastError: unknown): Error => {
+        if (notFound === order.length && order.length > 0) return new NotFound('no replica holds this blob', 'blob_missing')
+        return new Unavailable('no replica of this file can be read right now', 'replicas_unavailable', { cause: lastError })
+      }
+      /** A replica's call failed: a sick node is avoided for a while; a missing blob is counted. */
+      const failed = (node: NodeView, err: unknown, what: string): boolean => {
+        if (isNodeFault(err)) nodes.reportFailure(node.id)
+        log.warn({ err, node: node.id, key: blob.key }, what)
+        return err instanceof NotFound
+      }
+
       /** Connects to the next replica that answers for [position, end]. */
       async function connect(): Promise<{ node: NodeView; body: Readable }> {
         let notFound = 0
@@ -250,30 +264,31 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
             return { node, body: res.body }
           } catch (err) {
             lastError = err
-            if (err instanceof NotFound) notFound++
-            else if (isNodeFault(err)) nodes.reportFailure(node.id)
-            log.warn({ err, node: node.id, key: blob.key }, 'replica read failed; trying the next one')
+            if (failed(node, err, 'replica read failed; trying the next one')) notFound++
           }
         }
-        if (notFound === order.length && order.length > 0) throw new NotFound('no replica holds this blob', 'blob_missing')
-        throw new Unavailable('no replica of this file can be read right now', 'replicas_unavailable', { cause: lastError })
+        throw exhausted(notFound, lastError)
       }
 
       if (start === 0 && end === blob.size - 1 && blob.size <= WHOLE_READ_BYTES) {
-        // A small blob is read whole and checked before a byte of it is sent:
-        // wrong bytes from one replica simply mean the next one (and fewer
-        // stream hops per download).
-        for (;;) {
-          const { node, body } = await connect()
+        // A small blob is read whole (one Buffer, no stream from the node) and
+        // checked before a byte of it is sent: wrong bytes from one replica
+        // simply mean the next one.
+        let notFound = 0
+        let lastError: unknown = null
+        for (const node of order) {
           try {
-            const data = await readWhole(body, blob.size)
+            const data = await client.getWhole(node.url, blob.key, blob.size)
             if (createHash('sha256').update(data).digest('hex') === blob.sha256) return Readable.from([data])
             log.error({ node: node.id, key: blob.key }, 'a replica sent bytes that do not match the checksum; trying the next one')
+            nodes.reportFailure(node.id)
+            lastError = new Unavailable(`node ${node.id} sent bytes that do not match the checksum`, 'checksum_mismatch')
           } catch (err) {
-            log.warn({ err, node: node.id, key: blob.key }, 'replica failed mid-read; trying the next one')
+            lastError = err
+            if (failed(node, err, 'replica read failed; trying the next one')) notFound++
           }
-          nodes.reportFailure(node.id)
         }
+        throw exhausted(notFound, lastError)
       }
 
       let current = await connect()
@@ -354,19 +369,6 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       .sort((a, b) => a.r - b.r)
       .map((x) => x.n)
   }
-}
-
-/** A body of exactly `size` bytes in one buffer; Unavailable when it ends early or runs long. */
-async function readWhole(body: Readable, size: number): Promise<Buffer> {
-  const data = Buffer.allocUnsafe(size)
-  let filled = 0
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    if (filled + chunk.length > size) throw new Unavailable('a replica sent more bytes than the blob has', 'replica_too_long')
-    chunk.copy(data, filled)
-    filled += chunk.length
-  }
-  if (filled !== size) throw new Unavailable(`a replica ended after ${filled} of ${size} bytes`, 'replica_truncated')
-  return data
 }
 
 /** Errors that say the node is sick, not that the request was wrong. */

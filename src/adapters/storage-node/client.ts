@@ -64,6 +64,15 @@ export interface BlobClient {
    * (the gateway does). An unsatisfiable range: Invalid('range_not_satisfiable').
    */
   get(nodeUrl: string, key: string, options?: { range?: { start: number; end: number }; signal?: AbortSignal }): Promise<BlobRead>
+  /**
+   * The whole blob in one Buffer, for blobs small enough to hold (the
+   * gateway reads those up to 1 MiB whole): the same request as get(), with
+   * no stream in between. The node sends only verified bytes; the caller
+   * checks the sha256. NotFound when the node lacks the blob or holds one
+   * that is not `size` bytes long; Unavailable when it fails or sends fewer
+   * or more bytes than it announced.
+   */
+  getWhole(nodeUrl: string, key: string, size: number): Promise<Buffer>
   /** The blob's size and recorded sha256 without its bytes. NotFound when absent. */
   head(nodeUrl: string, key: string): Promise<BlobRecord>
   /** Idempotent: resolves whether or not the node had the blob. */
@@ -104,26 +113,36 @@ function callError(nodeUrl: string, err: unknown, signal?: AbortSignal): Error {
   return unavailable(nodeUrl, err)
 }
 
-/** Reads the node's `{error, message}` (bounded) and maps the status to our errors. */
+/** Reads the node's `{error, message}` and maps the status to our errors. */
 async function statusError(nodeUrl: string, res: Dispatcher.ResponseData): Promise<Error> {
-  let code = ''
-  let message = `answered ${res.statusCode}`
+  let text = ''
   try {
-    const text = await res.body.text()
-    const parsed = JSON.parse(text) as { error?: unknown; message?: unknown }
+    text = await res.body.text()
+  } catch {
+    // the body failed: the status says enough
+  }
+  return errorOf(nodeUrl, res.statusCode, text)
+}
+
+/** Our error for a status other than the one expected, with the node's `{error, message}` body when it sent one. */
+function errorOf(nodeUrl: string, statusCode: number, body: string): Error {
+  let code = ''
+  let message = `answered ${statusCode}`
+  try {
+    const parsed = JSON.parse(body) as { error?: unknown; message?: unknown }
     if (typeof parsed.error === 'string') code = parsed.error
     if (typeof parsed.message === 'string') message = parsed.message
   } catch {
-    // not JSON, or the body failed: the status says enough
+    // not JSON: the status says enough
   }
   const where = `storage node ${nodeUrl}: ${message}`
-  switch (res.statusCode) {
+  switch (statusCode) {
     case 404: return new NotFound(where)
     case 422: return new ChecksumMismatch(where)
     case 401: return new Unauthorized(where)
     case 400:
     case 416: return new Invalid(where, code || 'invalid_request')
-    default: return new Unavailable(`storage node ${nodeUrl} unavailable: ${message} (${res.statusCode})`, 'node_unavailable')
+    default: return new Unavailable(`storage node ${nodeUrl} unavailable: ${message} (${statusCode})`, 'node_unavailable')
   }
 }
 
@@ -196,6 +215,75 @@ export function createBlobClient(options: BlobClientOptions): BlobClient {
       })
       res.body.pipe(out)
       return { body: out, size, totalSize, sha256, partial }
+    },
+
+    getWhole(nodeUrl, key, size) {
+      return new Promise<Buffer>((resolve, reject) => {
+        let settled = false
+        const settle = (err: Error | null, data?: Buffer) => {
+          if (settled) return
+          settled = true
+          if (err === null) resolve(data!)
+          else reject(err)
+        }
+        let status = 0
+        let data: Buffer | null = null
+        let filled = 0
+        const errorBody: Buffer[] = []
+        let errorBytes = 0
+        let target: { origin: string; path: string }
+        try {
+          const { origin, pathname } = new URL(blobUrl(nodeUrl, key))
+          target = { origin, path: pathname }
+        } catch (err) {
+          return settle(callError(nodeUrl, err))
+        }
+        // undici's dispatch API: the response's bytes go straight into one Buffer, no stream objects
+        agent.dispatch(
+          { ...target, method: 'GET', headers: { authorization: auth } },
+          {
+            onRequestStart() {},
+            onResponseStart(controller, statusCode, headers) {
+              status = statusCode
+              if (statusCode !== 200) return
+              const length = Number(headers['content-length'])
+              if (length !== size) {
+                const err = Number.isSafeInteger(length)
+                  ? new NotFound(`storage node ${nodeUrl} holds a blob of ${length} bytes, not ${size}`)
+                  : unavailable(nodeUrl, new Error('answer without a valid Content-Length'))
+                settle(err)
+                controller.abort(err)
+                return
+              }
+              data = Buffer.allocUnsafe(size)
+            },
+            onResponseData(controller, chunk) {
+              if (data === null) {
+                // an error's JSON body; more than a few KiB is not one of ours
+                if (errorBytes < 16 * 1024) errorBody.push(chunk)
+                errorBytes += chunk.length
+                return
+              }
+              if (filled + chunk.length > size) {
+                const err = unavailable(nodeUrl, new Error(`sent more than the ${size} bytes it announced`))
+                settle(err)
+                controller.abort(err)
+                return
+              }
+              chunk.copy(data, filled)
+              filled += chunk.length
+            },
+            onResponseEnd() {
+              if (status !== 200) return settle(errorOf(nodeUrl, status, Buffer.concat(errorBody).toString('utf8')))
+              if (filled !== size) return settle(unavailable(nodeUrl, new Error(`ended after ${filled} of ${size} bytes`)))
+              settle(null, data!)
+            },
+            onResponseError(_controller, err) {
+              settle(callError(nodeUrl, err))
+            },
+          },
+        )
+      })
     },
 
     async head(nodeUrl, key) {
