@@ -1,5 +1,5 @@
-// Mayfly under test: `mayfly up` (gateway + worker in one process, three
-// storage nodes as its children; replication factor 3, write quorum 2, the
+// Mayfly under test: `mayfly up` (gateway, worker and replication manager in
+// one process, three storage nodes as its children (or more); replication factor 3, write quorum 2, the
 // defaults) on free ports with its data in a temp directory. Mode 'real'
 // points it at this machine's PostgreSQL (a fresh database, dropped after),
 // Redis and RabbitMQ (a fresh namespace, its keys and queues removed after);
@@ -39,8 +39,12 @@ export interface VariantInfo {
 export interface MayflyCluster {
   mode: Mode
   url: string
-  /** pid of the `mayfly up` process, which hosts the gateway and the worker */
+  /** pid of the `mayfly up` process, which hosts the gateway, the worker and the replication manager */
   pid: number
+  /** the storage nodes' ports, zones a, b, c, … in order */
+  nodePorts: number[]
+  /** mode 'real': its PostgreSQL database, for measurements the API does not give */
+  databaseUrl: string | null
   target: StoreTarget
   /** POST /api/upload of a ready-made multipart body (or stream with its length) */
   upload(contentType: string, body: Buffer | AsyncIterable<Buffer>, length: number): Promise<UploadAnswer>
@@ -58,6 +62,10 @@ export interface StartOptions {
   concurrency: number
   /** write V8 CPU profiles of the up process (and its storage nodes) here */
   cpuProfDir?: string
+  /** storage nodes (default 3) */
+  nodes?: number
+  /** more MAYFLY_* settings */
+  env?: Record<string, string>
 }
 
 export async function startMayfly(o: StartOptions): Promise<MayflyCluster> {
@@ -71,12 +79,14 @@ export async function startMayfly(o: StartOptions): Promise<MayflyCluster> {
     MAYFLY_NAMESPACE: namespace,
     // the memory phase sends 1 GiB in one upload
     MAYFLY_MAX_UPLOAD_BYTES: String(4 * 1024 ** 3),
+    ...o.env,
   })
   if (o.cpuProfDir !== undefined) {
     await mkdir(o.cpuProfDir, { recursive: true })
     env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${o.cpuProfDir}`.trim()
   }
   let proc: Spawned | null = null
+  let databaseUrl: string | null = null
   const stopAll = async () => {
     if (proc !== null) await stopChild(proc)
     if (proc !== null) killStragglers(proc.pid)
@@ -91,8 +101,10 @@ export async function startMayfly(o: StartOptions): Promise<MayflyCluster> {
       const policy = loadConfig({})
       cleanups.push(() => deleteTopicQueues(AMQP_URL, namespace, VARIANT_TOPIC, { maxAttempts: policy.MAYFLY_JOB_MAX_ATTEMPTS, retryDelayMs: policy.MAYFLY_JOB_RETRY_DELAY_MS }))
       Object.assign(env, { MAYFLY_DATABASE_URL: db.url, MAYFLY_REDIS_URL: REDIS_URL, MAYFLY_AMQP_URL: AMQP_URL })
+      databaseUrl = db.url
     }
-    const [port, ...nodePorts] = await freePorts(4)
+    const nodeCount = o.nodes ?? 3
+    const [port, ...nodePorts] = await freePorts(1 + nodeCount)
     const url = `http://127.0.0.1:${port}`
     const spawned = spawnLogged(
       NODE,
@@ -103,10 +115,10 @@ export async function startMayfly(o: StartOptions): Promise<MayflyCluster> {
     await waitUntil(
       async () => {
         if (hasExited(spawned.child)) throw new Error('exited')
-        return await isReady(url)
+        return await isReady(url, nodeCount)
       },
       90_000,
-      () => `mayfly up (${o.mode}) did not become ready with 3 nodes up:\n${spawned.logTail()}`,
+      () => `mayfly up (${o.mode}) did not become ready with ${nodeCount} nodes up:\n${spawned.logTail()}`,
       200,
     )
     const client = createClient(o.concurrency)
@@ -149,6 +161,8 @@ export async function startMayfly(o: StartOptions): Promise<MayflyCluster> {
       mode: o.mode,
       url,
       pid: spawned.pid,
+      nodePorts: nodePorts as number[],
+      databaseUrl,
       target,
       upload,
       download,
@@ -165,13 +179,13 @@ export async function startMayfly(o: StartOptions): Promise<MayflyCluster> {
   }
 }
 
-/** /ready answers 200 (metadata and the write quorum) and all three nodes are up. */
-async function isReady(url: string): Promise<boolean> {
+/** /ready answers 200 (metadata and the write quorum) and every node is up. */
+async function isReady(url: string, nodes: number): Promise<boolean> {
   const ready = await fetch(`${url}/ready`)
   await ready.arrayBuffer()
   if (ready.status !== 200) return false
-  const nodes = (await (await fetch(`${url}/api/nodes`)).json()) as { nodes: { state: string }[] }
-  return nodes.nodes.filter((n) => n.state === 'up').length >= 3
+  const body = (await (await fetch(`${url}/api/nodes`)).json()) as { nodes: { state: string }[] }
+  return body.nodes.filter((n) => n.state === 'up').length >= nodes
 }
 
 /** The up process exited; anything left in its process group (a storage node) is killed. */

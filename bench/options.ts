@@ -12,6 +12,13 @@ export interface BenchOptions {
   photoCopies: number
   cpuProfDir: string | undefined
   quick: boolean
+  repair: boolean
+  /** only the repair phase */
+  repairOnly: boolean
+  /** GiB the lost node holds in the repair phase */
+  repairGib: number
+  /** MAYFLY_REPAIR_MIB_PER_SECOND in the repair phase */
+  repairCap: number
 }
 
 export const USAGE = `npm run bench -- [flags]
@@ -25,6 +32,11 @@ export const USAGE = `npm run bench -- [flags]
   --no-memory         skip the 1 GiB memory phase (default on, off with --quick)
   --memory            run the memory phase even with --quick
   --no-variants       skip the image variant phase
+  --no-repair         skip the repair phase (default on, off with --quick)
+  --repair            run the repair phase even with --quick
+  --repair-only       only the repair phase (no nginx, throughput, variants or memory)
+  --repair-gib N      GiB held by the node that is killed in the repair phase (default 1)
+  --repair-cap N      the repair bandwidth cap, MiB/s (default 40, the product's default)
   --cpu-prof DIR      V8 CPU profiles of the mayfly processes into DIR (summarise with bench/profile-summary.ts)
   --help`
 
@@ -42,6 +54,11 @@ export function parseOptions(argv: string[]): BenchOptions {
       memory: { type: 'boolean' },
       'no-memory': { type: 'boolean' },
       'no-variants': { type: 'boolean', default: false },
+      repair: { type: 'boolean' },
+      'repair-only': { type: 'boolean', default: false },
+      'no-repair': { type: 'boolean' },
+      'repair-gib': { type: 'string' },
+      'repair-cap': { type: 'string' },
       'cpu-prof': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -71,5 +88,9 @@ export function parseOptions(argv: string[]): BenchOptions {
     variants: !values['no-variants'],
     photoCopies: Math.round(num(values['photo-copies'], quick ? 1 : 3, 'photo-copies', 1)),
     cpuProfDir: values['cpu-prof'],
+    repair: values['repair-only'] || (values['no-repair'] === true ? false : (values.repair ?? !quick)),
+    repairOnly: values['repair-only'],
+    repairGib: num(values['repair-gib'], 1, 'repair-gib', 0.01),
+    repairCap: num(values['repair-cap'], 40, 'repair-cap', 0.1),
   }
 }

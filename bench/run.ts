@@ -6,8 +6,9 @@
 // for each mode a fresh `mayfly up` (4 throughput phases, image variants).
 // Servers are started fresh for every run and stopped before the next target
 // starts, so only one thing is measured at a time. Then, once per mode, a
-// fresh cluster for the 1 GiB memory phase. Medians over the runs are printed
-// and written to .bench/results-<timestamp>.json.
+// fresh cluster for the 1 GiB memory phase, and one of four nodes for the
+// repair phase (a node holding 1 GiB killed under traffic). Medians over the
+// runs are printed and written to .bench/results-<timestamp>.json.
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -19,6 +20,7 @@ import { startMayfly, REPO, type MayflyCluster, type Mode } from './mayfly.ts'
 import { measureMemory, type MemoryResult } from './memory.ts'
 import { NGINX, startNginx, type NginxBaseline } from './nginx.ts'
 import { parseOptions, USAGE, type BenchOptions } from './options.ts'
+import { formatRepair, measureRepair, type RepairResult } from './repair.ts'
 import { formatReport, summarize, type RunResult } from './report.ts'
 import { KiB, MiB } from './stats.ts'
 import { makePayload } from './target.ts'
@@ -34,6 +36,7 @@ async function main(): Promise<void> {
     console.error(`bench: ${err instanceof Error ? err.message : String(err)}\n${USAGE}`)
     process.exit(2)
   }
+  if (opts.repairOnly) return repairOnly(opts)
   if (!existsSync(NGINX)) throw new Error(`${NGINX} not found: run sh scripts/install-system-deps.sh (Debian nginx-light)`)
   const startedAt = new Date()
   const loadBefore = loadavg()
@@ -117,6 +120,8 @@ async function main(): Promise<void> {
       }
     }
 
+    const repair = opts.repair ? await using(() => repairCluster(opts, root), (c) => measureRepair(c, repairOptions(opts))) : null
+
     const summary = summarize(runs, memory, opts.modes)
     const loadAfter = loadavg()
     const header =
@@ -124,8 +129,41 @@ async function main(): Promise<void> {
       `${startedAt.toISOString()}, load average ${loadBefore[0]!.toFixed(2)} before, ${loadAfter[0]!.toFixed(2)} after`
     log('')
     log(formatReport(summary, opts.modes, memory, header))
-    const file = await writeResults(startedAt, { options: opts, loadBefore, loadAfter, runs, memory, summary })
+    if (repair !== null) log(`\n${formatRepair(repair)}`)
+    const file = await writeResults(startedAt, { options: opts, loadBefore, loadAfter, runs, memory, summary, repair })
     log(`\nresults: ${file}`)
+  } finally {
+    await rm(root, { recursive: true, force: true })
+  }
+}
+
+/** The repair phase's cluster: four nodes; a node is declared lost 10 s after it dies (the phase is about the repair). */
+function repairCluster(opts: BenchOptions, root: string): Promise<MayflyCluster> {
+  return startMayfly({
+    mode: opts.modes.includes('real') ? 'real' : 'embedded',
+    root,
+    concurrency: opts.concurrency,
+    nodes: 4,
+    env: { MAYFLY_NODE_DOWN_AFTER_SECONDS: '10', MAYFLY_REPAIR_MIB_PER_SECOND: String(opts.repairCap) },
+  })
+}
+
+const repairOptions = (opts: BenchOptions) => ({ gib: opts.repairGib, capMiBPerSec: opts.repairCap, log })
+
+/** `--repair-only`: just the repair phase. */
+async function repairOnly(opts: BenchOptions): Promise<void> {
+  const startedAt = new Date()
+  const root = await mkdtemp(join(tmpdir(), 'mayfly-bench-'))
+  try {
+    const cluster = await repairCluster(opts, root)
+    let repair: RepairResult
+    try {
+      repair = await measureRepair(cluster, repairOptions(opts))
+    } finally {
+      await cluster.stop()
+    }
+    log(`\n${formatRepair(repair)}`)
+    log(`\nresults: ${await writeResults(startedAt, { options: opts, repair })}`)
   } finally {
     await rm(root, { recursive: true, force: true })
   }

@@ -47,8 +47,8 @@ export function createRepairer(ctx: LeaderContext): Repairer {
       let next = 0
       const lane = async () => {
         while (next < work.length && ctx.leading()) {
-          const blob = work[next++]!
-          changes += await repairBlob(blob, nodes)
+          const made = await repairBlob(work[next++]!, nodes)
+          changes += made // after the await: `changes += await …` would add to a stale total
         }
       }
       await Promise.all(Array.from({ length: settings.concurrency }, lane))
