@@ -5,23 +5,21 @@ import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { randomBytes } from 'node:crypto'
 import { setImmediate } from 'node:timers/promises'
 import pg from 'pg'
 import { createTestDatabase, POSTGRES_ADMIN_URL } from '../helpers/databases.ts'
+import { newFile, readyVariant } from '../helpers/metadata-fixtures.ts'
 import { pino } from 'pino'
 import { PGlite } from '@electric-sql/pglite'
 import { createLogger } from '../../src/log.ts'
 import { Conflict, NotFound, Unavailable } from '../../src/core/errors.ts'
-import { derivedKey, newId } from '../../src/core/ids.ts'
-import type { VariantRecord } from '../../src/core/file.ts'
-import type { MetadataStore, NewFile } from '../../src/ports.ts'
+import { newId } from '../../src/core/ids.ts'
+import type { MetadataStore } from '../../src/ports.ts'
 import { createEmbeddedMetadataStore } from '../../src/adapters/embedded/metadata.ts'
 import { createPostgresMetadataStore } from '../../src/adapters/postgres/metadata.ts'
 import { readMigrations } from '../../src/adapters/sql/migrate.ts'
 
 const silent = createLogger('silent')
-const HOUR = 3600_000
 
 interface Harness {
   /** a store on the suite's database (every call: the same database) */
@@ -31,31 +29,6 @@ interface Harness {
   /** rows in schema_migrations (the stores must be closed for PGlite) */
   countMigrations(): Promise<number>
   cleanup(): Promise<void>
-}
-
-function newFile(overrides: Partial<NewFile> = {}): NewFile {
-  const now = new Date()
-  return {
-    id: newId(),
-    blob: { key: newId(), size: 5_000_000_000, sha256: randomBytes(32).toString('hex') },
-    replicas: ['n1', 'n2'],
-    name: 'cat.jpg',
-    mime: 'image/jpeg',
-    createdAt: now,
-    expiresAt: new Date(now.getTime() + HOUR),
-    maxDownloads: null,
-    passwordHash: null,
-    deleteTokenHash: 'hash',
-    variants: [],
-    ...overrides,
-  }
-}
-
-function readyVariant(fileId: string, sourceKey: string, name: 'thumbnail' | 'compressed'): VariantRecord {
-  return {
-    fileId, name, state: 'ready', mime: 'image/webp', reason: null,
-    blob: { key: derivedKey(sourceKey, name), size: 1234, sha256: 'ab'.repeat(32) },
-  }
 }
 
 function metadataContract(name: string, makeHarness: () => Promise<Harness>): void {
