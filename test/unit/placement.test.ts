@@ -31,3 +31,22 @@ test('picks are weighted by free space', () => {
   const picks = Array.from({ length: 200 }, () => placeReplicas(nodes, 1, random)[0]!.id)
   assert.ok(picks.filter((id) => id === 'empty').length > 190, 'the node with free space takes almost every copy')
 })
+
+test('usedZones: zones that already hold a copy are filled last', () => {
+  // zone a has by far the most free space, so only the zone rule keeps copies out of it
+  const nodes = [node('a1', 'a', 1e12), node('a2', 'a', 1e12), node('b1', 'b'), node('c1', 'c')]
+  for (let i = 0; i < 20; i++) {
+    const roll = i / 20
+    assert.deepEqual(placeReplicas(nodes, 1, () => roll, new Set(['a', 'b'])).map((n) => n.id), ['c1'])
+    assert.deepEqual(placeReplicas(nodes, 2, () => roll, new Set(['a'])).map((n) => n.id).sort(), ['b1', 'c1'])
+    const third = placeReplicas(nodes, 3, () => roll, new Set(['a']))
+    assert.deepEqual(third.slice(0, 2).map((n) => n.zone).sort(), ['b', 'c'], 'unused zones first')
+    assert.equal(third[2]?.zone, 'a', 'then any node')
+  }
+  // every zone used: any node, weighted by free space as usual
+  assert.equal(placeReplicas(nodes, 1, () => 0.5, new Set(['a', 'b', 'c']))[0]?.zone, 'a')
+  // the caller's set is not changed
+  const used = new Set(['a'])
+  placeReplicas(nodes, 3, Math.random, used)
+  assert.deepEqual([...used], ['a'])
+})
