@@ -30,6 +30,8 @@ export function apiSuite(mode: Mode): void {
     before(async () => {
       cluster = await startCluster({
         mode,
+        // as `mayfly up` runs: gateway, worker and replication manager
+        replicator: true,
         env: {
           MAYFLY_MAX_UPLOAD_BYTES: String(8 * 1024 * 1024),
           MAYFLY_DELETE_GRACE_SECONDS: '1',
@@ -292,9 +294,23 @@ export function apiSuite(mode: Mode): void {
       assert.ok(nodes.every((n) => n.state === 'up'))
       const cluster = (await getJson(`${base}/api/cluster`)).body
       for (const part of ['metadata', 'cache', 'queue', 'storage_nodes', 'replication', 'workers']) assert.ok(part in cluster, part)
+      const replication = await waitFor('the replication manager active', async () => {
+        const r = (await getJson(`${base}/api/cluster`)).body.replication as { manager: { active: boolean } }
+        return r.manager.active ? (r as unknown as Record<string, unknown>) : undefined
+      })
+      for (const field of ['blobs_below_factor', 'bytes_to_copy', 'blobs_above_factor', 'copy_rate_bytes_per_second']) {
+        assert.equal(typeof replication[field], 'number', field)
+      }
       const metrics = await (await fetch(`${base}/metrics`)).text()
       assert.match(metrics, /mayfly_uploads_total\{result="ok"\} \d+/)
       assert.match(metrics, /mayfly_storage_nodes\{state="up"\} 3/)
+      assert.match(metrics, /mayfly_replication_manager_active 1/)
+      assert.match(metrics, /mayfly_replication_blobs\{state="below_factor"\} \d+/)
+      // the dashboard: its script at least parses (it runs in the browser)
+      const admin = await (await fetch(`${base}/admin`)).text()
+      const script = /<script>([\s\S]*)<\/script>/.exec(admin)?.[1]
+      assert.ok(script !== undefined)
+      assert.doesNotThrow(() => new Function(script))
     })
   })
 }

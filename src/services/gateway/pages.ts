@@ -59,10 +59,17 @@ const ADMIN_SCRIPT = `
 const el = (t, text) => { const e = document.createElement(t); e.textContent = text; return e }
 async function refresh() {
   const c = await (await fetch('/api/cluster')).json()
-  const rows = c.storage_nodes.map((n) => [n.id, n.zone, n.state, n.url, (n.used_bytes/2**20).toFixed(1) + ' MiB', n.blob_count, n.last_heartbeat])
+  const state = (n) => n.state + (n.draining ? ' (draining)' : '') + (n.lost_at ? ' (lost, copies remade)' : '')
+  const rows = c.storage_nodes.map((n) => [n.id, n.zone, state(n), n.url, (n.used_bytes/2**20).toFixed(1) + ' MiB', n.blob_count, n.replicas, n.quarantined, n.last_heartbeat])
   const t = document.querySelector('#nodes'); t.replaceChildren()
-  const head = document.createElement('tr'); for (const h of ['node','zone','state','url','used','blobs','last heartbeat']) head.append(el('th', h)); t.append(head)
+  const head = document.createElement('tr'); for (const h of ['node','zone','state','url','used','blobs','replicas','quarantined','last heartbeat']) head.append(el('th', h)); t.append(head)
   for (const r of rows) { const tr = document.createElement('tr'); for (const v of r) tr.append(el('td', String(v))); tr.children[2].className = r[2] === 'up' ? 'ok' : 'bad'; t.append(tr) }
+  const r = c.replication, m = r.manager
+  document.querySelector('#replication').textContent =
+    r.blobs_below_factor + ' blobs below the factor of ' + r.factor + ' (' + ((r.bytes_to_copy ?? 0)/2**20).toFixed(1) + ' MiB to copy, ' +
+    (r.copy_rate_bytes_per_second/2**20).toFixed(1) + ' MiB/s), ' + r.blobs_above_factor + ' above it, ' + r.blobs_without_replica + ' without any copy. ' +
+    (m.active ? 'Replication manager ' + m.holder + ', active since ' + m.leader_since + '.' : 'No replication manager is running.')
+  document.querySelector('#replication').className = r.blobs_below_factor === 0 && m.active ? 'ok' : 'bad'
   document.querySelector('#tiers').textContent = JSON.stringify({ metadata: c.metadata, cache: c.cache, queue: c.queue, replication: c.replication, workers: c.workers }, null, 2)
 }
 refresh(); setInterval(refresh, 2000)`
@@ -96,7 +103,8 @@ export function registerPages(app: FastifyInstance, deps: GatewayDeps, files: Fi
   })
 
   app.get('/admin', async (_req, reply) => {
-    const body = `<h1>Mayfly cluster</h1><h2>Storage nodes</h2><table id="nodes"></table><h2>Tiers</h2><pre id="tiers"></pre>`
+    const body = `<h1>Mayfly cluster</h1><h2>Storage nodes</h2><table id="nodes"></table>
+<h2>Replication</h2><p id="replication"></p><h2>Tiers</h2><pre id="tiers"></pre>`
     return reply.type('text/html; charset=utf-8').send(page('Mayfly cluster', body, ADMIN_SCRIPT))
   })
 }
