@@ -109,8 +109,20 @@ export const CONTROL_DOCUMENTS = {
   rebalance: 'rebalance',
 } as const
 
+/** What the active replication manager has done since it took the lease. */
+export interface ReplicatorCounters {
+  copies: number
+  copiedBytes: number
+  failedCopies: number
+  removals: number
+  lostNodes: number
+  reconciledNodes: number
+  /** rebalance moves */
+  moves: number
+}
+
 /** What the active replication manager publishes (control document `replicator`) for /api/cluster and /metrics. */
-export interface ReplicatorStatus {
+export interface ReplicatorStatus extends ReplicatorCounters {
   holder: string
   /** fencing token of its lease */
   token: number
@@ -118,12 +130,6 @@ export interface ReplicatorStatus {
   updatedAt: string
   /** bytes per second copied over the last few seconds */
   copyRate: number
-  copies: number
-  copiedBytes: number
-  failedCopies: number
-  removals: number
-  lostNodes: number
-  reconciledNodes: number
   /** nodes waiting for or in reconciliation */
   reconciling: string[]
   rebalance: { requested: boolean; moves: number }

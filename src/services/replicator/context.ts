@@ -3,6 +3,7 @@
 // right now (so reconciliation leaves them alone), and its counters.
 import type { NodeDirectory, NodeView } from '../../adapters/replicated/node-directory.ts'
 import type { BlobClient } from '../../adapters/storage-node/client.ts'
+import type { ReplicatorCounters } from '../../core/replication.ts'
 import type { Logger } from '../../log.ts'
 import type { Fence, ReplicationStore } from '../../ports.ts'
 import type { Throttle } from './throttle.ts'
@@ -17,16 +18,6 @@ export interface ReplicatorSettings {
   concurrency: number
 }
 
-export interface Counters {
-  copies: number
-  copiedBytes: number
-  failedCopies: number
-  removals: number
-  lostNodes: number
-  reconciledNodes: number
-  moves: number
-}
-
 export interface LeaderContext {
   store: ReplicationStore
   client: BlobClient
@@ -37,7 +28,7 @@ export interface LeaderContext {
   throttle: Throttle
   /** keys being copied right now */
   inflight: Set<string>
-  counters: Counters
+  counters: ReplicatorCounters
   /** records copied bytes for the copy rate */
   copied(bytes: number): void
   /** false once the lease is lost or the manager stops: start nothing new */

@@ -11,10 +11,10 @@ import { randomBytes } from 'node:crypto'
 import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
 import type { BlobClient } from '../../adapters/storage-node/client.ts'
 import { LeaseLost } from '../../core/errors.ts'
-import { CONTROL_DOCUMENTS, type ReplicatorStatus } from '../../core/replication.ts'
+import { CONTROL_DOCUMENTS, type ReplicatorCounters, type ReplicatorStatus } from '../../core/replication.ts'
 import type { Logger } from '../../log.ts'
 import type { Lease, ReplicationStore } from '../../ports.ts'
-import type { Counters, LeaderContext, ReplicatorSettings } from './context.ts'
+import type { LeaderContext, ReplicatorSettings } from './context.ts'
 import { createMembership } from './membership.ts'
 import { createRebalancer } from './rebalance.ts'
 import { createReconciler } from './reconcile.ts'
@@ -75,7 +75,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
     const since = new Date()
     let lost = false
     const throttle = createThrottle(options.bandwidth)
-    const counters: Counters = { copies: 0, copiedBytes: 0, failedCopies: 0, removals: 0, lostNodes: 0, reconciledNodes: 0, moves: 0 }
+    const counters: ReplicatorCounters = { copies: 0, copiedBytes: 0, failedCopies: 0, removals: 0, lostNodes: 0, reconciledNodes: 0, moves: 0 }
     const samples: { at: number; bytes: number }[] = []
     const ctx: LeaderContext = {
       store,
