@@ -138,6 +138,8 @@ export interface ReplicationBacklog {
   bytesToCopy: number
   /** live blobs with more copies than the factor */
   blobsAboveFactor: number
+  /** live blobs at their factor whose copies span fewer zones than they could */
+  blobsBelowZoneSpread: number
   /** live blobs with no copy recorded anywhere */
   blobsWithoutReplica: number
 }
@@ -165,11 +167,13 @@ export interface ReplicationStore {
   acquireLease(name: string, holder: string, ttlMs: number): Promise<Lease | null>
 
   /**
-   * Live blobs below `factor` (counting nodes that are not draining) or above
-   * it, in key order after `after`, created at least minAgeMs ago.
+   * Live blobs below `factor` (counting nodes that are not draining), above
+   * it, or spanning fewer than `zones` zones, in key order after `after`,
+   * created at least minAgeMs ago.
    */
-  listWork(factor: number, after: string, limit: number, minAgeMs: number): Promise<BlobPlacement[]>
-  backlog(factor: number): Promise<ReplicationBacklog>
+  listWork(factor: number, zones: number, after: string, limit: number, minAgeMs: number): Promise<BlobPlacement[]>
+  /** `zones`: how many zones a blob's copies can span now (core/replication.ts reachableSpread). */
+  backlog(factor: number, zones: number): Promise<ReplicationBacklog>
   /** What each node holds according to the metadata. */
   nodeUsage(): Promise<NodeUsage[]>
   /** The blobs recorded on a node, in key order after `after`, with all their replicas; `live` when a live link owns it. */
@@ -179,7 +183,7 @@ export interface ReplicationStore {
   /** Records a copy; false (nothing recorded) when the blob is no longer live: delete that copy. */
   addReplica(blobKey: string, nodeId: string, fence: Fence): Promise<boolean>
   removeReplica(blobKey: string, nodeId: string, fence: Fence): Promise<void>
-  /** The node is lost: drops its replica rows (but a blob's last one) and sets lostAt; returns the rows dropped. */
+  /** The node is lost: drops its replica rows (but a live blob's last one) and sets lostAt; returns the rows dropped. */
   declareNodeLost(nodeId: string, fence: Fence): Promise<number>
   /** A returning node was reconciled by inventory: clears lostAt. */
   markNodeReconciled(nodeId: string, fence: Fence): Promise<void>

@@ -8,6 +8,9 @@
 //   they are dropped), so a short outage causes no copying.
 // - Copies go to healthy nodes that do not hold the blob, zones not yet used
 //   by the counted copies first (placeReplicas).
+// - A blob at its factor but in fewer zones than the healthy nodes offer
+//   (copies made while a zone was away) gets one more copy in a missing zone;
+//   the removal rule then drops a copy from a zone that has two.
 // - A copy is removed only while `factor` healthy, non-draining copies stay,
 //   chosen to span as many zones as possible: removals never go below the
 //   factor, not even for a moment.
@@ -50,16 +53,25 @@ export function planBlob(
   const counted = holderIds.length - known.filter((n) => n.draining).length
   const sources = known.filter(healthy)
 
+  const held = new Set(holderIds)
+  const candidates = [...nodes.values()].filter((n) => healthy(n) && !n.draining && !held.has(n.id))
+  const usedZones = new Set(known.filter((n) => !n.draining).map((n) => n.zone))
+
   if (counted < factor) {
     if (sources.length === 0) return { copyTo: [], sources, remove: [] }
-    const held = new Set(holderIds)
-    const candidates = [...nodes.values()].filter((n) => healthy(n) && !n.draining && !held.has(n.id))
-    const usedZones = new Set(known.filter((n) => !n.draining).map((n) => n.zone))
     return { copyTo: placeReplicas(candidates, factor - counted, random, usedZones), sources, remove: [] }
   }
 
   const extra = holderIds.length > factor || known.some((n) => n.draining)
-  if (!extra) return { copyTo: [], sources, remove: [] }
+  if (!extra) {
+    const widen = candidates.filter((n) => !usedZones.has(n.zone))
+    // a holder nobody knows counts as a zone of its own, as in zoneSpread
+    const spread = usedZones.size + (holderIds.length - known.length)
+    if (spread >= reachableSpread(nodes.values(), factor) || widen.length === 0 || sources.length === 0) {
+      return { copyTo: [], sources, remove: [] }
+    }
+    return { copyTo: placeReplicas(widen, 1, random), sources, remove: [] }
+  }
   const keep = keepSet(known.filter((n) => healthy(n) && !n.draining), factor)
   if (keep.length < factor) return { copyTo: [], sources, remove: [] }
   const kept = new Set(keep.map((n) => n.id))
@@ -79,6 +91,13 @@ function keepSet(candidates: readonly ReplicaNode[], count: number): ReplicaNode
   }
   for (const n of ordered) if (chosen.length < count && !chosen.includes(n)) chosen.push(n)
   return chosen
+}
+
+/** How many zones a blob's copies can span now: the zones of healthy nodes that are not draining, at most `factor`. */
+export function reachableSpread(nodes: Iterable<ReplicaNode>, factor: number): number {
+  const zones = new Set<string>()
+  for (const n of nodes) if (healthy(n) && !n.draining) zones.add(n.zone)
+  return Math.min(factor, zones.size)
 }
 
 /** Distinct zones of a set of holders (nodes unknown here count as one zone each). */

@@ -43,7 +43,7 @@ function metadataContract(name: string, makeHarness: () => Promise<Harness>): vo
       await store?.close()
       await harness?.cleanup()
     })
-    const below = async (factor: number) => (await store.replication.backlog(factor)).blobsBelowFactor
+    const below = async (factor: number) => (await store.replication.backlog(factor, 0)).blobsBelowFactor
 
     test('createFile then getFile returns every field', async () => {
       const input = newFile({
@@ -441,7 +441,7 @@ describe('metadata on PostgreSQL: failures', () => {
     const file = await store.createFile(newFile())
     for (let i = 0; i < 4; i++) {
       assert.equal((await store.getFile(file.id))?.id, file.id)
-      assert.equal((await store.replication.backlog(3)).blobsBelowFactor, 1)
+      assert.equal((await store.replication.backlog(3, 0)).blobsBelowFactor, 1)
     }
     const status = await store.status()
     assert.equal(status.ok, true)

@@ -267,7 +267,7 @@ function replicationContract(name: string, makeHarness: () => Promise<Harness>):
         const mine = new Set([below, at, above, none, drainedAt, drainedAbove, withVariant, deleted, expired, exhausted, purged]
           .map((f) => f.blobKey).concat(thumb.blob!.key, pending))
         const listed = async () => {
-          const work = await repl.listWork(2, '', ALL, 0)
+          const work = await repl.listWork(2, 0, '', ALL, 0)
           assert.deepEqual(work.map((w) => w.key), byteSorted(work.map((w) => w.key)), 'in byte order')
           return new Map(work.filter((w) => mine.has(w.key)).map((w) => [w.key, normalized(w)]))
         }
@@ -297,28 +297,28 @@ function replicationContract(name: string, makeHarness: () => Promise<Harness>):
         const sorted = byteSorted(keys)
         const mine = new Set(keys)
 
-        const all = (await repl.listWork(2, '', ALL, 0)).map((w) => w.key)
+        const all = (await repl.listWork(2, 0, '', ALL, 0)).map((w) => w.key)
         assert.deepEqual(all.filter((k) => mine.has(k)), sorted)
-        const fromThird = (await repl.listWork(2, sorted[2]!, ALL, 0)).map((w) => w.key)
+        const fromThird = (await repl.listWork(2, 0, sorted[2]!, ALL, 0)).map((w) => w.key)
         assert.ok(fromThird.every((k) => k > sorted[2]!), 'only keys after `after`')
         assert.deepEqual(fromThird.filter((k) => mine.has(k)), sorted.slice(3))
 
         const paged: string[] = []
         for (let cursor = ''; ; ) {
-          const page = await repl.listWork(2, cursor, 2, 0)
+          const page = await repl.listWork(2, 0, cursor, 2, 0)
           assert.ok(page.length <= 2)
           paged.push(...page.map((w) => w.key))
           if (page.length < 2) break
           cursor = page.at(-1)!.key
         }
         assert.deepEqual(paged, all)
-        assert.equal((await repl.listWork(2, '', 1, 0)).length, 1)
+        assert.equal((await repl.listWork(2, 0, '', 1, 0)).length, 1)
       })
 
       test('listWork: a blob younger than the min age is left out', async () => {
         const old = await liveFile([])
         const fresh = await store.createFile(newFile({ replicas: [] }))
-        const keysAt = async (minAgeMs: number) => (await repl.listWork(2, '', ALL, minAgeMs)).map((w) => w.key)
+        const keysAt = async (minAgeMs: number) => (await repl.listWork(2, 0, '', ALL, minAgeMs)).map((w) => w.key)
         const settled = await keysAt(30_000)
         assert.ok(settled.includes(old.blobKey))
         assert.equal(settled.includes(fresh.blobKey), false)
@@ -332,7 +332,7 @@ function replicationContract(name: string, makeHarness: () => Promise<Harness>):
         const draining = nodeId()
         await store.recordHeartbeat(announcement(draining), new Date())
         assert.equal(await repl.setNodeDraining(draining, true), true)
-        const before = await repl.backlog(3)
+        const before = await repl.backlog(3, 0)
 
         const size = (n: number) => withKey(newId(), n)
         await liveFile([a], size(100)) // below: 2 × 100
@@ -347,13 +347,36 @@ function replicationContract(name: string, makeHarness: () => Promise<Harness>):
         await store.beginBlob(pending, new Date(Date.now() - MINUTE))
         await store.addReplica(pending, a)
 
-        const after = await repl.backlog(3)
+        const after = await repl.backlog(3, 0)
         assert.deepEqual(after, {
           blobsBelowFactor: before.blobsBelowFactor + 4,
           bytesToCopy: before.bytesToCopy + 200 + 3000 + 20 + 50,
           blobsAboveFactor: before.blobsAboveFactor + 2,
+          blobsBelowZoneSpread: before.blobsBelowZoneSpread,
           blobsWithoutReplica: before.blobsWithoutReplica + 1,
         })
+      })
+
+      test('zone spread: a blob at its factor in fewer zones than asked is work, and counted', async () => {
+        const zoned = async (zone: string) => {
+          const id = nodeId()
+          await store.recordHeartbeat({ ...announcement(id), zone }, new Date())
+          return id
+        }
+        const [a1, a2, b1, c1] = [await zoned('a'), await zoned('a'), await zoned('b'), await zoned('c')]
+        const before = await repl.backlog(2, 2)
+        const narrow = await liveFile([a1, a2]) // at the factor, one zone
+        const wide = await liveFile([a1, b1]) // two zones
+        const three = await liveFile([a2, c1])
+        const keysAt = async (zones: number) => new Set((await repl.listWork(2, zones, '', ALL, 0)).map((w) => w.key))
+        const two = await keysAt(2)
+        assert.ok(two.has(narrow.blobKey))
+        assert.equal(two.has(wide.blobKey), false)
+        assert.equal(two.has(three.blobKey), false)
+        assert.equal((await keysAt(1)).has(narrow.blobKey), false, 'one zone is all that is asked')
+        const after = await repl.backlog(2, 2)
+        assert.equal(after.blobsBelowZoneSpread, before.blobsBelowZoneSpread + 1)
+        assert.equal(after.blobsBelowFactor, before.blobsBelowFactor)
       })
     })
 
@@ -466,7 +489,7 @@ function replicationContract(name: string, makeHarness: () => Promise<Harness>):
         await lease.release()
       })
 
-      test('declareNodeLost drops the node\'s rows but a blob\'s last one and sets lostAt; markNodeReconciled clears it', async () => {
+      test('declareNodeLost drops the node\'s rows but a live blob\'s last one and sets lostAt; markNodeReconciled clears it', async () => {
         const lease = await acquire(`repl-${newId()}`, 'a')
         const [lost, other] = [nodeId(), nodeId()]
         await store.recordHeartbeat(announcement(lost), new Date())
@@ -476,10 +499,14 @@ function replicationContract(name: string, makeHarness: () => Promise<Harness>):
         const elsewhere = await liveFile([other])
         const dead = await liveFile([lost, other])
         await store.deleteFile(dead.id, new Date())
+        // dead, its last copy on the lost node: the row goes, so the file can be purged while the node is away
+        const deadOnly = await liveFile([lost])
+        await store.deleteFile(deadOnly.id, new Date())
         const nodeOf = async (id: string) => (await store.listNodes()).find((n) => n.id === id)
 
         const started = Date.now()
-        assert.equal(await repl.declareNodeLost(lost, lease), 2)
+        assert.equal(await repl.declareNodeLost(lost, lease), 3)
+        assert.deepEqual(await replicasOf(deadOnly.blobKey), [])
         assert.deepEqual(await replicasOf(shared.blobKey), [other])
         assert.deepEqual(await replicasOf(only.blobKey), [lost], 'the last trace of where its bytes may be')
         assert.deepEqual(await replicasOf(elsewhere.blobKey), [other])

@@ -64,7 +64,7 @@ describe('replication manager failover', { timeout: 180_000 }, () => {
     await lost.kill('SIGKILL')
     await waitForLost(cluster, lost.id)
     await waitFor('the repair under way', async () => ((await status())?.copies ?? 0) > 0 ? true : undefined, 20_000)
-    const below = (await cluster.infra.metadata.replication.backlog(3)).blobsBelowFactor
+    const below = (await cluster.infra.metadata.replication.backlog(3, 0)).blobsBelowFactor
     assert.ok(below > 0, 'the leader is killed with repair work left')
     await first.process.kill('SIGKILL')
 

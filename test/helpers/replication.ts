@@ -3,6 +3,7 @@
 // on live nodes and spread over zones, and no node holds a copy the metadata
 // does not record (nor the other way round).
 import assert from 'node:assert/strict'
+import { reachableSpread } from '../../src/core/replication.ts'
 import type { Cluster } from './cluster.ts'
 import { sha256, waitFor } from './http.ts'
 import type { StorageNodeProcess } from './storage-node-process.ts'
@@ -15,14 +16,15 @@ export const FAST_MEMBERSHIP = {
   MAYFLY_LEADER_LEASE_SECONDS: '2',
 }
 
-/** Waits until no live blob is below or above its factor. */
+/** Waits until no live blob is below or above its factor, or in fewer zones than the nodes that are up offer. */
 export async function waitForFactor(cluster: Cluster, timeoutMs = 30_000): Promise<void> {
   const factor = cluster.config.MAYFLY_REPLICATION_FACTOR
   await waitFor(
-    'every blob at its replication factor',
+    'every blob at its replication factor and zone spread',
     async () => {
-      const b = await cluster.infra.metadata.replication.backlog(factor)
-      return b.blobsBelowFactor === 0 && b.blobsAboveFactor === 0 ? true : undefined
+      const zones = reachableSpread(await cluster.infra.nodes.all(), factor)
+      const b = await cluster.infra.metadata.replication.backlog(factor, zones)
+      return b.blobsBelowFactor === 0 && b.blobsAboveFactor === 0 && b.blobsBelowZoneSpread === 0 ? true : undefined
     },
     timeoutMs,
   )

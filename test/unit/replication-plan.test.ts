@@ -98,6 +98,25 @@ describe('planBlob: copies', () => {
   })
 })
 
+describe('planBlob: zone spread', () => {
+  test('a blob at its factor in fewer zones than the healthy nodes offer gets a copy in a missing zone, then loses a doubled one', () => {
+    // copies made while zone b was away: a1, c1, c2
+    const nodes = cluster(node('a1', 'a'), node('b1', 'b'), node('c1', 'c'), node('c2', 'c', { freeBytes: 10 }))
+    for (const roll of ROLLS) assert.deepEqual(ids(planBlob(['a1', 'c1', 'c2'], nodes, 3, fixed(roll)).copyTo), ['b1'])
+    // with the copy made: four copies, and the one that goes is a zone c one (the fuller node)
+    assert.deepEqual(planBlob(['a1', 'b1', 'c1', 'c2'], nodes, 3), { copyTo: [], sources: [...nodes.values()], remove: ['c2'] })
+  })
+
+  test('no widening when the missing zone has no healthy node, or the spread is all the zones there are', () => {
+    const away = cluster(node('a1', 'a'), node('b1', 'b', { state: 'suspect' }), node('c1', 'c'), node('c2', 'c'))
+    assert.deepEqual(planBlob(['a1', 'c1', 'c2'], away, 3).copyTo, [])
+    const failing = cluster(node('a1', 'a'), node('b1', 'b', { failing: true }), node('c1', 'c'), node('c2', 'c'))
+    assert.deepEqual(planBlob(['a1', 'c1', 'c2'], failing, 3).copyTo, [])
+    const twoZones = cluster(node('a1', 'a'), node('a2', 'a'), node('c1', 'c'))
+    assert.deepEqual(planBlob(['a1', 'a2', 'c1'], twoZones, 3).copyTo, [])
+  })
+})
+
 describe('planBlob: removals', () => {
   test('extra copies go, keeping the widest zone spread', () => {
     const nodes = cluster(node('a1', 'a'), node('a2', 'a', { freeBytes: 5000 }), node('a3', 'a', { freeBytes: 9000 }), node('b1', 'b', { freeBytes: 1 }))

@@ -35,35 +35,45 @@ UPDATE leases SET expires_at = now() WHERE name = $1::text AND token = $2::bigin
 
 // ---- finding work --------------------------------------------------------
 
-/** Live blobs with their replica counts: `kept` on nodes that are not draining, `total` on any. */
+/**
+ * Live blobs with their replica counts: `kept` on nodes that are not
+ * draining, `total` on any, and the `zones` the kept ones span.
+ */
 const REPLICA_COUNTS = `
 SELECT b.key, b.size, b.sha256,
   COALESCE(array_agg(r.node_id ORDER BY r.node_id) FILTER (WHERE r.node_id IS NOT NULL), '{}'::text[]) AS node_ids,
   count(r.node_id) FILTER (WHERE n.draining IS NOT TRUE) AS kept,
-  count(r.node_id) AS total
+  count(r.node_id) AS total,
+  -- a replica on a node with no row counts as a zone of its own
+  count(DISTINCT COALESCE(n.zone, '?' || r.node_id)) FILTER (WHERE r.node_id IS NOT NULL AND n.draining IS NOT TRUE) AS zones
 FROM blobs b
 LEFT JOIN replicas r ON r.blob_key = b.key
 LEFT JOIN nodes n ON n.id = r.node_id
 WHERE b.state = 'active' AND ${liveOwner('b.key')}`
 
 /**
- * in: $1 factor, $2 after (key), $3 limit, $4 min age ms. out: key, size, sha256, node_ids.
- * Live blobs below their factor (counting nodes that are not draining) or
- * above it, created at least $4 ms ago (a fresh upload may still record its last copy).
+ * in: $1 factor, $2 after (key), $3 limit, $4 min age ms, $5 zones. out: key, size, sha256, node_ids.
+ * Live blobs below their factor (counting nodes that are not draining), above
+ * it, or spanning fewer than $5 zones, created at least $4 ms ago (a fresh
+ * upload may still record its last copy).
  */
 export const LIST_WORK = `
 SELECT key, size, sha256, node_ids FROM (${REPLICA_COUNTS}
   AND b.key COLLATE "C" > $2::text AND b.created_at < now() - $4::int * interval '1 millisecond'
   GROUP BY b.key) c
-WHERE kept < $1::int OR total > $1::int
+WHERE kept < $1::int OR total > $1::int OR zones < $5::int
 ORDER BY key COLLATE "C"
 LIMIT $3::int`
 
-/** in: $1 factor. out: below, bytes (to copy to restore the factor), above, none (no replica recorded). */
+/**
+ * in: $1 factor, $2 zones. out: below, bytes (to copy to restore the factor),
+ * above, narrow (at the factor but in fewer than $2 zones), none (no replica recorded).
+ */
 export const BACKLOG = `
 SELECT count(*) FILTER (WHERE kept < $1::int)::int AS below,
   COALESCE(sum(($1::int - kept) * size) FILTER (WHERE kept < $1::int), 0)::bigint AS bytes,
   count(*) FILTER (WHERE total > $1::int)::int AS above,
+  count(*) FILTER (WHERE kept >= $1::int AND zones < $2::int)::int AS narrow,
   count(*) FILTER (WHERE total = 0)::int AS none
 FROM (${REPLICA_COUNTS} GROUP BY b.key) c`
 
@@ -123,15 +133,18 @@ SELECT ok AS fenced_ok FROM fence`
 
 /**
  * in: $1 node id, $2 lease name, $3 token. out: fenced_ok, dropped.
- * The node is lost: its replica rows go, except a blob's last one (the only
- * trace of where its bytes may still be), and lost_at is set.
+ * The node is lost: its replica rows go, except a live blob's last one (the
+ * only trace of where its bytes may still be), and lost_at is set. A dead
+ * blob's last row goes too, so its file can be purged meanwhile; the node's
+ * copy is deleted when it comes back and is reconciled.
  */
 export const DECLARE_NODE_LOST = `
 WITH fence AS (SELECT ${fenceHolds('$2', '$3')} AS ok),
 dropped AS (
   DELETE FROM replicas r
   WHERE r.node_id = $1::text AND (SELECT ok FROM fence)
-    AND EXISTS (SELECT 1 FROM replicas o WHERE o.blob_key = r.blob_key AND o.node_id <> $1::text)
+    AND (EXISTS (SELECT 1 FROM replicas o WHERE o.blob_key = r.blob_key AND o.node_id <> $1::text)
+      OR NOT ${liveOwner('r.blob_key')})
   RETURNING 1
 ),
 marked AS (UPDATE nodes SET lost_at = now() WHERE id = $1::text AND lost_at IS NULL AND (SELECT ok FROM fence))

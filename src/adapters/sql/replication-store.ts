@@ -67,19 +67,20 @@ export function createSqlReplicationStore(db: SqlDb): ReplicationStore {
   return {
     acquireLease,
 
-    async listWork(factor, after, limit, minAgeMs) {
-      const rows = await db.query<PlacementRow>(q.LIST_WORK, [factor, after, limit, Math.round(minAgeMs)], idempotent)
+    async listWork(factor, zones, after, limit, minAgeMs) {
+      const rows = await db.query<PlacementRow>(q.LIST_WORK, [factor, after, limit, Math.round(minAgeMs), zones], idempotent)
       return rows.map(toPlacement)
     },
-    async backlog(factor) {
-      const rows = await db.query<{ below: number; bytes: string | number; above: number; none: number }>(
-        q.BACKLOG, [factor], idempotent,
+    async backlog(factor, zones) {
+      const rows = await db.query<{ below: number; bytes: string | number; above: number; narrow: number; none: number }>(
+        q.BACKLOG, [factor, zones], idempotent,
       )
       const row = rows[0]
       return {
         blobsBelowFactor: row?.below ?? 0,
         bytesToCopy: Number(row?.bytes ?? 0),
         blobsAboveFactor: row?.above ?? 0,
+        blobsBelowZoneSpread: row?.narrow ?? 0,
         blobsWithoutReplica: row?.none ?? 0,
       }
     },

@@ -78,6 +78,7 @@ export function registerClusterRoutes(
         blobs_below_factor: backlog?.blobsBelowFactor ?? null,
         bytes_to_copy: backlog?.bytesToCopy ?? null,
         blobs_above_factor: backlog?.blobsAboveFactor ?? null,
+        blobs_below_zone_spread: backlog?.blobsBelowZoneSpread ?? null,
         blobs_without_replica: backlog?.blobsWithoutReplica ?? null,
         copy_rate_bytes_per_second: manager?.copyRate ?? 0,
         manager:

@@ -29,13 +29,14 @@ export function createGatewayMetrics(
   })
   new Gauge({
     name: 'mayfly_replication_blobs',
-    help: 'Live blobs away from the replication factor: below it, above it, or with no copy recorded',
+    help: 'Live blobs away from the replication factor: below it, above it, in fewer zones than they could be, or with no copy recorded',
     labelNames: ['state'],
     registers,
     async collect() {
       const { backlog } = await replication()
       this.set({ state: 'below_factor' }, backlog?.blobsBelowFactor ?? Number.NaN)
       this.set({ state: 'above_factor' }, backlog?.blobsAboveFactor ?? Number.NaN)
+      this.set({ state: 'below_zone_spread' }, backlog?.blobsBelowZoneSpread ?? Number.NaN)
       this.set({ state: 'without_replica' }, backlog?.blobsWithoutReplica ?? Number.NaN)
     },
   })

@@ -1,7 +1,8 @@
 // The replication state for /api/cluster and /metrics: the backlog, counted
 // from the metadata on every look (so it is true even with no manager
 // running), and what the active replication manager last published.
-import { CONTROL_DOCUMENTS, type ReplicatorStatus } from '../../core/replication.ts'
+import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
+import { CONTROL_DOCUMENTS, reachableSpread, type ReplicatorStatus } from '../../core/replication.ts'
 import type { MetadataStore, ReplicationBacklog } from '../../ports.ts'
 
 /** a manager that published nothing for this long is not running (it publishes every second) */
@@ -15,12 +16,18 @@ export interface ReplicationOverview {
   manager: ReplicatorStatus | null
 }
 
-export function createReplicationOverview(metadata: MetadataStore, factor: number): () => Promise<ReplicationOverview> {
+export function createReplicationOverview(
+  metadata: MetadataStore,
+  nodes: NodeDirectory,
+  factor: number,
+): () => Promise<ReplicationOverview> {
   let memo: { at: number; value: Promise<ReplicationOverview> } | null = null
 
   async function look(): Promise<ReplicationOverview> {
+    // failing is one process's view; for the cluster, up and not draining is what counts
+    const zones = reachableSpread((await nodes.all().catch(() => [])).map((n) => ({ ...n, failing: false })), factor)
     const [backlog, doc] = await Promise.all([
-      metadata.replication.backlog(factor).catch(() => null),
+      metadata.replication.backlog(factor, zones).catch(() => null),
       metadata.replication.readControl(CONTROL_DOCUMENTS.status).catch(() => null),
     ])
     const fresh = doc !== null && Date.now() - doc.updatedAt.getTime() < STALE_MS

@@ -33,6 +33,8 @@ export interface LeaderContext {
   copied(bytes: number): void
   /** false once the lease is lost or the manager stops: start nothing new */
   leading(): boolean
+  /** there is repair work now (a node lost, copies found missing): start the repair walk at once */
+  repairSoon(): void
 }
 
 /** The nodes by id, as planning (core/replication.ts) sees them. */

@@ -34,8 +34,14 @@ export interface ReplicationManagerOptions extends ReplicatorSettings {
   auditIntervalMs: number
   /** a probe of a silent node before it is declared lost waits this long */
   probeTimeoutMs: number
-  /** pause between two idle rounds */
+  /** pause between two idle rounds of membership and reconciliation */
   idleMs?: number
+  /**
+   * pause of the repair walk after a round that changed nothing (each round
+   * scans the live blobs); a lost node or a reconciliation that found missing
+   * copies starts it at once
+   */
+  rescanMs?: number
 }
 
 export interface ReplicationManager {
@@ -51,13 +57,14 @@ const RATE_WINDOW_MS = 10_000
 export function startReplicationManager(options: ReplicationManagerOptions): ReplicationManager {
   const { store, log } = options
   const idleMs = options.idleMs ?? 500
+  const rescanMs = options.rescanMs ?? 5000
   const holder = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
   let stopped = false
   let lease: Lease | null = null
-  const sleepers = new Set<() => void>()
+  const sleepers = new Map<() => void, string>()
 
-  /** A pause that wake() ends early (stop, stepping down). */
-  const sleep = (ms: number) =>
+  /** A pause that wake() ends early: every one (stop, stepping down), or one lane's. */
+  const sleep = (ms: number, lane = '') =>
     new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer)
@@ -65,10 +72,10 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
         resolve()
       }
       const timer = setTimeout(done, ms)
-      sleepers.add(done)
+      sleepers.set(done, lane)
     })
-  const wake = () => {
-    for (const done of [...sleepers]) done()
+  const wake = (lane?: string) => {
+    for (const [done, of] of [...sleepers]) if (lane === undefined || of === lane) done()
   }
 
   async function lead(held: Lease): Promise<void> {
@@ -92,6 +99,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
         samples.push({ at: Date.now(), bytes })
       },
       leading: () => !lost && !stopped,
+      repairSoon: () => wake('repair'),
     }
     const stepDown = (why: string, err?: unknown) => {
       if (lost) return
@@ -119,7 +127,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
     const reconciling: string[] = []
     let rebalance = { requested: false }
 
-    const guard = async (lane: string, fn: () => Promise<boolean>) => {
+    const guard = async (lane: string, fn: () => Promise<boolean>, idle = idleMs) => {
       while (ctx.leading()) {
         let busy = false
         try {
@@ -128,7 +136,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
           if (err instanceof LeaseLost) return stepDown('a fenced change was refused', err)
           log.warn({ err, lane }, 'replication manager step failed; retrying')
         }
-        if (!busy) await sleep(idleMs)
+        if (!busy) await sleep(idle, lane)
       }
     }
 
@@ -145,7 +153,8 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
       try {
         const node = await options.nodes.byId(nodeId)
         if (node?.state === 'up') {
-          await reconciler.reconcile(node)
+          const { missing, adopted } = await reconciler.reconcile(node)
+          if (missing + adopted > 0) ctx.repairSoon()
           if (node.lostAt !== null) await store.markNodeReconciled(node.id, ctx.fence)
           counters.reconciledNodes++
         }
@@ -158,7 +167,8 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
     })
 
     const repairLane = guard('repair', async () => {
-      if ((await repairer.step()) > 0) return true
+      const { changes, wrapped } = await repairer.step()
+      if (changes > 0 || !wrapped) return true
       const request = await store.readControl(CONTROL_DOCUMENTS.rebalance)
       rebalance = { requested: request !== null }
       if (request === null) return false
@@ -168,7 +178,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
         log.info({ moves: counters.moves }, 'rebalance finished: no move would make the nodes more even')
       }
       return moves > 0
-    })
+    }, rescanMs)
 
     const statusLane = guard('status', async () => {
       const cutoff = Date.now() - RATE_WINDOW_MS

@@ -45,6 +45,7 @@ export function createMembership(ctx: LeaderContext, options: { auditIntervalMs:
     }
     const dropped = await store.declareNodeLost(node.id, ctx.fence)
     ctx.counters.lostNodes++
+    ctx.repairSoon()
     log.warn({ node: node.id, zone: node.zone, droppedReplicas: dropped }, 'node declared lost: its blobs are copied to other nodes')
   }
 

@@ -2,7 +2,7 @@
 // key order, a page at a time, and carries out each blob's plan
 // (core/replication.ts). A draining node's copies do not count, so draining
 // is repair too: its blobs are copied elsewhere, then its copies removed.
-import { planBlob } from '../../core/replication.ts'
+import { planBlob, reachableSpread } from '../../core/replication.ts'
 import type { BlobPlacement } from '../../ports.ts'
 import type { NodeView } from '../../adapters/replicated/node-directory.ts'
 import { copyBlob, removeCopy } from './actions.ts'
@@ -11,8 +11,11 @@ import { nodeMap, type LeaderContext } from './context.ts'
 const PAGE = 200
 
 export interface Repairer {
-  /** One page of work; resolves with the number of copies and removals made (0: nothing could be done now). */
-  step(): Promise<number>
+  /**
+   * One page of work: the copies and removals made, and whether this page
+   * ended a walk over every blob that needs work (the next starts over).
+   */
+  step(): Promise<{ changes: number; wrapped: boolean }>
 }
 
 export function createRepairer(ctx: LeaderContext): Repairer {
@@ -38,9 +41,11 @@ export function createRepairer(ctx: LeaderContext): Repairer {
 
   return {
     async step() {
-      const page = await store.listWork(settings.factor, after, PAGE, settings.settleMs)
-      after = page.length < PAGE ? '' : page.at(-1)!.key
       const nodes = nodeMap(await ctx.nodes.all())
+      const zones = reachableSpread(nodes.values(), settings.factor)
+      const page = await store.listWork(settings.factor, zones, after, PAGE, settings.settleMs)
+      const wrapped = page.length < PAGE
+      after = wrapped ? '' : page.at(-1)!.key
       const work = page.filter((b) => !ctx.inflight.has(b.key))
       let changes = 0
       // a few blobs at a time: small blobs are bound by round trips, big ones by the throttle
@@ -52,7 +57,7 @@ export function createRepairer(ctx: LeaderContext): Repairer {
         }
       }
       await Promise.all(Array.from({ length: settings.concurrency }, lane))
-      return changes
+      return { changes, wrapped }
     },
   }
 }
