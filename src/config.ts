@@ -32,6 +32,8 @@ export const configSchema = z
     MAYFLY_REPLICATION_FACTOR: int(1).max(9).default(3),
     /** copies fsynced before an upload is acknowledged */
     MAYFLY_WRITE_QUORUM: int(1).max(9).default(2),
+    /** what copies are kept apart in: zones (distinct zones first, then nodes) or nodes (zones ignored); see core/placement.ts */
+    MAYFLY_PLACEMENT: z.enum(['zones', 'nodes']).default('zones'),
     /** seconds a link lives when the upload does not say */
     MAYFLY_DEFAULT_EXPIRES_IN: int(1).default(86400),
     /** the longest life an upload may ask for, seconds */

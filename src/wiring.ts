@@ -64,6 +64,7 @@ export async function createInfrastructure(config: Config, log: Logger, clusterS
       nodes,
       replicationFactor: config.MAYFLY_REPLICATION_FACTOR,
       writeQuorum: config.MAYFLY_WRITE_QUORUM,
+      placement: config.MAYFLY_PLACEMENT,
       stallTimeoutMs: config.MAYFLY_NODE_TIMEOUT_MS,
       log: log.child({ svc: 'blobs' }),
     })
@@ -109,6 +110,7 @@ export function gatewaySettings(config: Config, clusterSecret: string): GatewayS
     publicUrl: config.MAYFLY_PUBLIC_URL,
     replicationFactor: config.MAYFLY_REPLICATION_FACTOR,
     writeQuorum: config.MAYFLY_WRITE_QUORUM,
+    placement: config.MAYFLY_PLACEMENT,
     defaultExpiresInSeconds: config.MAYFLY_DEFAULT_EXPIRES_IN,
     maxExpiresInSeconds: config.MAYFLY_MAX_EXPIRES_IN,
     maxUploadBytes: config.MAYFLY_MAX_UPLOAD_BYTES,

@@ -47,6 +47,7 @@ export function replicatorOptions(config: Config, log: Logger, infra: Infrastruc
     client: infra.client,
     log,
     factor: config.MAYFLY_REPLICATION_FACTOR,
+    placement: config.MAYFLY_PLACEMENT,
     concurrency: config.MAYFLY_REPAIR_CONCURRENCY,
     bandwidth: config.MAYFLY_REPAIR_MIB_PER_SECOND * 1024 * 1024,
     // an upload's last copy is recorded within a node timeout or two of its first

@@ -2,6 +2,24 @@
 // each pick weighted by free space (so fuller nodes fill more slowly).
 // No I/O here; `random` is a parameter so tests can pin it.
 
+/**
+ * MAYFLY_PLACEMENT: what copies of a blob are kept apart in.
+ * - zones: distinct zones first (a zone may fail whole), then distinct nodes.
+ * - nodes: distinct nodes only, ignoring zones (for one zone, or zones too
+ *   uneven to spread over: with zones, a lone node in its own zone gets a copy
+ *   of every blob).
+ */
+export type PlacementStrategy = 'zones' | 'nodes'
+
+/**
+ * The nodes as placement sees them: `zone` is what copies are kept apart in
+ * (with `nodes`, every node is a zone of its own), so every zone rule
+ * (placement, repair, drain, rebalance) follows the strategy.
+ */
+export function inDomains<T extends { id: string; zone: string }>(nodes: readonly T[], strategy: PlacementStrategy): T[] {
+  return strategy === 'zones' ? [...nodes] : nodes.map((n) => ({ ...n, zone: `node:${n.id}` }))
+}
+
 export interface PlacementCandidate {
   id: string
   zone: string

@@ -15,7 +15,7 @@
 //   chosen to span as many zones as possible: removals never go below the
 //   factor, not even for a moment.
 import type { NodeState } from './node.ts'
-import { placeReplicas } from './placement.ts'
+import { placeReplicas, type PlacementStrategy } from './placement.ts'
 
 export interface ReplicaNode {
   id: string
@@ -98,6 +98,15 @@ export function reachableSpread(nodes: Iterable<ReplicaNode>, factor: number): n
   const zones = new Set<string>()
   for (const n of nodes) if (healthy(n) && !n.draining) zones.add(n.zone)
   return Math.min(factor, zones.size)
+}
+
+/**
+ * The zone spread to ask of every blob (the metadata counts real zones):
+ * reachableSpread under the zones strategy; none under nodes, where distinct
+ * nodes are all that is kept apart and every copy is on a distinct node anyway.
+ */
+export function spreadToAsk(nodes: Iterable<ReplicaNode>, factor: number, strategy: PlacementStrategy): number {
+  return strategy === 'zones' ? reachableSpread(nodes, factor) : 0
 }
 
 /** Distinct zones of a set of holders (nodes unknown here count as one zone each). */

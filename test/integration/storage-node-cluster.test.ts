@@ -164,7 +164,7 @@ describe('storage nodes together', { timeout: 60_000 }, () => {
     })
     // a is suspect, so the read starts on b (the damaged copy)
     const nodes = createNodeDirectory({ listNodes: async () => [record(a, 60_000), record(b, 0)], timings: { suspectAfterMs: 30_000, downAfterMs: 600_000 } })
-    const store = createReplicatedBlobStore({ client, nodes, replicationFactor: 2, writeQuorum: 2, stallTimeoutMs: 1000, log })
+    const store = createReplicatedBlobStore({ client, nodes, replicationFactor: 2, writeQuorum: 2, placement: 'zones', stallTimeoutMs: 1000, log })
     const got = await readAll(await store.open({ key, size: data.length, sha256: sha(data) }, [a.id, b.id]))
     assert.ok(got.equals(data))
     const resumed = lines.find((l) => l.msg.includes('resuming from the next one'))

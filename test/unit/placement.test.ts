@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { placeReplicas } from '../../src/core/placement.ts'
+import { inDomains, placeReplicas } from '../../src/core/placement.ts'
 
 const node = (id: string, zone: string, freeBytes = 100) => ({ id, zone, freeBytes })
 
@@ -49,4 +49,17 @@ test('usedZones: zones that already hold a copy are filled last', () => {
   const used = new Set(['a'])
   placeReplicas(nodes, 3, Math.random, used)
   assert.deepEqual([...used], ['a'])
+})
+
+test('strategy nodes ignores zones: a lone node in its own zone is not given a copy of every blob', () => {
+  const nodes = [node('a1', 'a'), node('a2', 'a'), node('a3', 'a'), node('a4', 'a'), node('b1', 'b')]
+  const rolls = Array.from({ length: 21 }, (_, i) => i / 20.0001)
+  const picks = (strategy: 'zones' | 'nodes') => rolls.map((roll) => placeReplicas(inDomains(nodes, strategy), 3, () => roll))
+  for (const chosen of picks('zones')) assert.ok(chosen.some((n) => n.id === 'b1'), 'zones: b1 holds every blob')
+  const byNodes = picks('nodes')
+  assert.ok(byNodes.some((chosen) => !chosen.some((n) => n.id === 'b1')), 'nodes: b1 is one node among five')
+  for (const chosen of byNodes) {
+    assert.equal(new Set(chosen.map((n) => n.id)).size, 3, 'still three distinct nodes')
+    assert.ok(chosen.every((n) => nodes.some((m) => m.id === n.id && m.zone !== n.zone)), 'zones are node domains')
+  }
 })

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { PassThrough, Readable } from 'node:stream'
 import { MayflyError, NotFound, TooLarge, Unavailable } from '../../core/errors.ts'
-import { placeReplicas } from '../../core/placement.ts'
+import { inDomains, placeReplicas, type PlacementStrategy } from '../../core/placement.ts'
 import type { Logger } from '../../log.ts'
 import type { BlobStore, ByteRange, WrittenBlob } from '../../ports.ts'
 import type { NodeDirectory, NodeView } from './node-directory.ts'
@@ -28,6 +28,7 @@ export interface ReplicatedBlobStoreOptions {
   nodes: NodeDirectory
   replicationFactor: number
   writeQuorum: number
+  placement: PlacementStrategy
   /** a node that takes no bytes for this long is dropped from the write */
   stallTimeoutMs: number
   log: Logger
@@ -54,7 +55,7 @@ interface Leg {
 }
 
 export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): BlobStore {
-  const { client, nodes, replicationFactor, writeQuorum, stallTimeoutMs, log } = options
+  const { client, nodes, replicationFactor, writeQuorum, placement, stallTimeoutMs, log } = options
 
   function startLeg(node: NodeView, key: string, whole?: { data: Buffer; sha256: string }): Leg {
     const body = whole === undefined ? new PassThrough({ highWaterMark: 256 * 1024 }) : null
@@ -157,7 +158,7 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
 
   return {
     async write(source, { key, maxBytes }) {
-      const targets = placeReplicas(await nodes.writable(), replicationFactor)
+      const targets = placeReplicas(inDomains(await nodes.writable(), placement), replicationFactor)
       if (targets.length < writeQuorum) {
         source.resume()
         throw new Unavailable(

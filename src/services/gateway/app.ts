@@ -32,7 +32,7 @@ export function buildGateway(deps: GatewayDeps) {
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, parseQuery(body as string))
   })
-  const replication = createReplicationOverview(deps.metadata, deps.nodes, deps.settings.replicationFactor)
+  const replication = createReplicationOverview(deps.metadata, deps.nodes, deps.settings.replicationFactor, deps.settings.placement)
   const metrics = createGatewayMetrics(deps, replication)
   app.addHook('onResponse', async (req, reply) => {
     metrics.requestSeconds.observe(

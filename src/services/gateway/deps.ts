@@ -1,5 +1,6 @@
 // What the gateway is built from. wiring.ts makes these; tests pass embedded ones.
 import type { Registry } from 'prom-client'
+import type { PlacementStrategy } from '../../core/placement.ts'
 import type { Logger } from '../../log.ts'
 import type { BlobStore, Cache, JobQueue, MetadataStore } from '../../ports.ts'
 import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
@@ -9,6 +10,7 @@ export interface GatewaySettings {
   publicUrl: string | undefined
   replicationFactor: number
   writeQuorum: number
+  placement: PlacementStrategy
   defaultExpiresInSeconds: number
   maxExpiresInSeconds: number
   maxUploadBytes: number

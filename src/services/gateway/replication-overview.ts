@@ -2,7 +2,8 @@
 // from the metadata on every look (so it is true even with no manager
 // running), and what the active replication manager last published.
 import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
-import { CONTROL_DOCUMENTS, reachableSpread, type ReplicatorStatus } from '../../core/replication.ts'
+import type { PlacementStrategy } from '../../core/placement.ts'
+import { CONTROL_DOCUMENTS, spreadToAsk, type ReplicatorStatus } from '../../core/replication.ts'
 import type { MetadataStore, ReplicationBacklog } from '../../ports.ts'
 
 /** a manager that published nothing for this long is not running (it publishes every second) */
@@ -20,12 +21,13 @@ export function createReplicationOverview(
   metadata: MetadataStore,
   nodes: NodeDirectory,
   factor: number,
+  placement: PlacementStrategy,
 ): () => Promise<ReplicationOverview> {
   let memo: { at: number; value: Promise<ReplicationOverview> } | null = null
 
   async function look(): Promise<ReplicationOverview> {
     // failing is one process's view; for the cluster, up and not draining is what counts
-    const zones = reachableSpread((await nodes.all().catch(() => [])).map((n) => ({ ...n, failing: false })), factor)
+    const zones = spreadToAsk((await nodes.all().catch(() => [])).map((n) => ({ ...n, failing: false })), factor, placement)
     const [backlog, doc] = await Promise.all([
       metadata.replication.backlog(factor, zones).catch(() => null),
       metadata.replication.readControl(CONTROL_DOCUMENTS.status).catch(() => null),

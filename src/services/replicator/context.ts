@@ -3,6 +3,7 @@
 // right now (so reconciliation leaves them alone), and its counters.
 import type { NodeDirectory, NodeView } from '../../adapters/replicated/node-directory.ts'
 import type { BlobClient } from '../../adapters/storage-node/client.ts'
+import { inDomains, type PlacementStrategy } from '../../core/placement.ts'
 import type { ReplicatorCounters } from '../../core/replication.ts'
 import type { Logger } from '../../log.ts'
 import type { Fence, ReplicationStore } from '../../ports.ts'
@@ -10,6 +11,7 @@ import type { Throttle } from './throttle.ts'
 
 export interface ReplicatorSettings {
   factor: number
+  placement: PlacementStrategy
   /** a blob younger than this may still get its last upload copy recorded: left alone */
   settleMs: number
   /** a blob nobody knows is deleted from a node once seen unknown for this long */
@@ -37,7 +39,7 @@ export interface LeaderContext {
   repairSoon(): void
 }
 
-/** The nodes by id, as planning (core/replication.ts) sees them. */
-export function nodeMap(views: NodeView[]): Map<string, NodeView> {
-  return new Map(views.map((v) => [v.id, v]))
+/** The nodes by id, as planning (core/replication.ts) sees them: zones are failure domains under the strategy. */
+export function nodeMap(views: NodeView[], placement: PlacementStrategy): Map<string, NodeView> {
+  return new Map(inDomains(views, placement).map((v) => [v.id, v]))
 }

@@ -52,7 +52,7 @@ export function createRebalancer(ctx: LeaderContext): Rebalancer {
   return {
     async step() {
       const views = await ctx.nodes.all()
-      const nodes = nodeMap(views)
+      const nodes = nodeMap(views, ctx.settings.placement)
       const eligible = views.filter((n) => n.state === 'up' && !n.failing && !n.draining && n.lostAt === null)
       if (eligible.length < 2) return { moves: 0, balanced: true }
       const over = await excess(eligible)

@@ -2,7 +2,7 @@
 // key order, a page at a time, and carries out each blob's plan
 // (core/replication.ts). A draining node's copies do not count, so draining
 // is repair too: its blobs are copied elsewhere, then its copies removed.
-import { planBlob, reachableSpread } from '../../core/replication.ts'
+import { planBlob, spreadToAsk } from '../../core/replication.ts'
 import type { BlobPlacement } from '../../ports.ts'
 import type { NodeView } from '../../adapters/replicated/node-directory.ts'
 import { copyBlob, removeCopy } from './actions.ts'
@@ -41,8 +41,8 @@ export function createRepairer(ctx: LeaderContext): Repairer {
 
   return {
     async step() {
-      const nodes = nodeMap(await ctx.nodes.all())
-      const zones = reachableSpread(nodes.values(), settings.factor)
+      const nodes = nodeMap(await ctx.nodes.all(), settings.placement)
+      const zones = spreadToAsk(nodes.values(), settings.factor, settings.placement)
       const page = await store.listWork(settings.factor, zones, after, PAGE, settings.settleMs)
       const wrapped = page.length < PAGE
       after = wrapped ? '' : page.at(-1)!.key
