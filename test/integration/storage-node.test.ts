@@ -10,7 +10,7 @@ import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import { crc32 } from 'node:zlib'
 import { createBlobClient, type BlobClient } from '../../src/adapters/storage-node/client.ts'
-import { ChecksumMismatch, Invalid, NotFound, Unauthorized } from '../../src/core/errors.ts'
+import { ChecksumMismatch, Invalid, LeaseLost, NotFound, Unauthorized } from '../../src/core/errors.ts'
 import { newId } from '../../src/core/ids.ts'
 import {
   BLOB_HEADER_BYTES,
@@ -363,5 +363,48 @@ test('a client call fails fast when the node is unreachable', async () => {
     })
   } finally {
     await client.close()
+  }
+})
+
+test('fencing: a delete or copy carrying a superseded lease token is refused (409 fenced), also after a restart', { timeout: 60_000 }, async () => {
+  const first = await startStorageNodeProcess({ zone: 'a', secret: SECRET })
+  const peer = await startStorageNodeProcess({ zone: 'b', secret: SECRET })
+  const client = createBlobClient({ secret: SECRET, timeoutMs: 5000 })
+  let node = first
+  try {
+    const lease = 'ns-x:replicator'
+    const [gone, kept, copied] = [newId(), newId(), newId()]
+    for (const key of [gone, kept]) await client.put(node.url, key, Readable.from([randomBytes(1000)]))
+    await client.put(peer.url, copied, Readable.from([randomBytes(2000)]))
+
+    await client.delete(node.url, gone, { fence: { name: lease, token: 5 } })
+    await assert.rejects(client.head(node.url, gone), NotFound)
+    await assert.rejects(client.delete(node.url, kept, { fence: { name: lease, token: 4 } }), LeaseLost)
+    await assert.rejects(client.copy(node.url, copied, peer.url, { fence: { name: lease, token: 4 } }), LeaseLost)
+    assert.equal((await client.head(node.url, kept)).size, 1000, 'the refused delete deleted nothing')
+    await assert.rejects(client.head(node.url, copied), NotFound, 'the refused copy copied nothing')
+    // another lease is fenced on its own; calls without a fence (gateways, workers) are not fenced
+    await client.put(node.url, gone, Readable.from([randomBytes(10)]))
+    await client.delete(node.url, gone, { fence: { name: 'other:replicator', token: 1 } })
+    await client.put(node.url, gone, Readable.from([randomBytes(10)]))
+    await client.delete(node.url, gone)
+    const malformed = await fetch(`${node.url}/blobs/${kept}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${SECRET}`, 'x-mayfly-fence': 'no-token' },
+    })
+    assert.equal(malformed.status, 400)
+    await malformed.body?.cancel()
+
+    // the highest token survives a restart
+    await node.stop()
+    node = await startStorageNodeProcess({ zone: 'a', secret: SECRET, dataDir: first.dataDir })
+    await assert.rejects(client.delete(node.url, kept, { fence: { name: lease, token: 4 } }), LeaseLost)
+    assert.equal((await client.head(node.url, kept)).size, 1000)
+    assert.equal((await client.copy(node.url, copied, peer.url, { fence: { name: lease, token: 6 } })).size, 2000)
+    await assert.rejects(client.delete(node.url, copied, { fence: { name: lease, token: 5 } }), LeaseLost)
+  } finally {
+    await client.close()
+    await node.stop()
+    await peer.stop()
   }
 })

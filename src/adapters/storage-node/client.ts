@@ -4,13 +4,16 @@
 // timeoutMs of silence (headers and body), so a frozen node (SIGSTOP) fails
 // within that bound instead of hanging. Errors are ours (core/errors.ts):
 //   404 NotFound, 422 ChecksumMismatch, 401 Unauthorized, 400/416 Invalid,
-//   network errors, timeouts and 5xx: Unavailable('node_unavailable') naming the node.
+//   409 fenced: LeaseLost, network errors, timeouts, 5xx and other 409s:
+//   Unavailable('node_unavailable') naming the node.
 // A call aborted through its signal rejects with the signal's AbortError.
 import { PassThrough, type Readable } from 'node:stream'
 import { Agent, type Dispatcher } from 'undici'
 import type { BlobRecord } from '../../core/file.ts'
-import { ChecksumMismatch, Invalid, MayflyError, NotFound, Unauthorized, Unavailable } from '../../core/errors.ts'
+import { ChecksumMismatch, Invalid, LeaseLost, MayflyError, NotFound, Unauthorized, Unavailable } from '../../core/errors.ts'
+import { FENCE_HEADER, fenceHeader } from '../../core/fence.ts'
 import type { NodeAnnouncement } from '../../core/node.ts'
+import type { Fence } from '../../ports.ts'
 
 export interface BlobClientOptions {
   /** the cluster secret */
@@ -75,8 +78,12 @@ export interface BlobClient {
   getWhole(nodeUrl: string, key: string, size: number): Promise<Buffer>
   /** The blob's size and recorded sha256 without its bytes. NotFound when absent. */
   head(nodeUrl: string, key: string): Promise<BlobRecord>
-  /** Idempotent: resolves whether or not the node had the blob. */
-  delete(nodeUrl: string, key: string): Promise<void>
+  /**
+   * Idempotent: resolves whether or not the node had the blob. With `fence`
+   * (the replication manager's lease), LeaseLost when the node has seen a
+   * newer token of that lease, and nothing is deleted.
+   */
+  delete(nodeUrl: string, key: string, options?: { fence?: Fence }): Promise<void>
   /** A page of the node's inventory, in key order (ASCII), keys > after; limit 1..10000, default 1000. */
   list(nodeUrl: string, options?: { after?: string; limit?: number }): Promise<BlobPage>
   /**
@@ -85,8 +92,14 @@ export interface BlobClient {
    * source lacks it; Unavailable when either node fails. Idempotent. The
    * target answers only once the whole blob is stored, so this call waits up
    * to `timeoutMs` (default 60 × the client's timeout) for the answer.
+   * `fence` as for delete.
    */
-  copy(targetUrl: string, key: string, sourceUrl: string, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<BlobRecord>
+  copy(
+    targetUrl: string,
+    key: string,
+    sourceUrl: string,
+    options?: { timeoutMs?: number; signal?: AbortSignal; fence?: Fence },
+  ): Promise<BlobRecord>
   /** The node's GET /health: id, zone, url, version, capacity, free, used, blob count. */
   health(nodeUrl: string): Promise<NodeAnnouncement>
   /** Closes every pooled connection. */
@@ -140,10 +153,16 @@ function errorOf(nodeUrl: string, statusCode: number, body: string): Error {
     case 404: return new NotFound(where)
     case 422: return new ChecksumMismatch(where)
     case 401: return new Unauthorized(where)
+    case 409: return code === 'fenced' ? new LeaseLost(where) : new Unavailable(`storage node ${nodeUrl}: ${message}`, 'node_unavailable')
     case 400:
     case 416: return new Invalid(where, code || 'invalid_request')
     default: return new Unavailable(`storage node ${nodeUrl} unavailable: ${message} (${statusCode})`, 'node_unavailable')
   }
+}
+
+/** The X-Mayfly-Fence header of a replication manager's request, or none. */
+function fenced(fence: Fence | undefined): Record<string, string> {
+  return fence === undefined ? {} : { [FENCE_HEADER]: fenceHeader(fence) }
 }
 
 function header(res: Dispatcher.ResponseData, name: string): string | undefined {
@@ -296,8 +315,8 @@ export function createBlobClient(options: BlobClientOptions): BlobClient {
       return { key, size: Number(header(res, 'content-length')), sha256: header(res, 'x-content-sha256') ?? '' }
     },
 
-    async delete(nodeUrl, key) {
-      const res = await call(nodeUrl, blobUrl(nodeUrl, key), { method: 'DELETE' })
+    async delete(nodeUrl, key, opts = {}) {
+      const res = await call(nodeUrl, blobUrl(nodeUrl, key), { method: 'DELETE', headers: fenced(opts.fence) })
       await expect(nodeUrl, res, 204)
       await res.body.dump()
     },
@@ -314,7 +333,7 @@ export function createBlobClient(options: BlobClientOptions): BlobClient {
     async copy(targetUrl, key, sourceUrl, opts = {}) {
       const res = await call(targetUrl, `${blobUrl(targetUrl, key)}/copy`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...fenced(opts.fence) },
         body: JSON.stringify({ source: sourceUrl }),
         // the target answers after streaming the whole blob; stalls between the nodes are bounded there
         headersTimeout: opts.timeoutMs ?? options.timeoutMs * 60,

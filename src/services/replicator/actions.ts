@@ -1,9 +1,10 @@
 // The two things the manager does to blobs on nodes, shared by repair,
 // drain and rebalance: copy a blob node to node and record it, and remove a
-// copy (its row first, then its bytes). Nothing here ever takes a blob below
+// copy (its row first, then its bytes). Every call to a node carries the
+// lease's fence, so a node refuses a superseded leader (LeaseLost). Nothing here ever takes a blob below
 // what its row count says: a copy is recorded only once stored and checked,
 // and bytes go only after their row.
-import { NotFound } from '../../core/errors.ts'
+import { LeaseLost, NotFound } from '../../core/errors.ts'
 import type { BlobPlacement } from '../../ports.ts'
 import type { NodeView } from '../../adapters/replicated/node-directory.ts'
 import type { LeaderContext } from './context.ts'
@@ -17,22 +18,23 @@ export async function copyBlob(ctx: LeaderContext, blob: BlobPlacement, target: 
   if (!ctx.leading()) return false
   ctx.inflight.add(blob.key)
   try {
-    const stored = await client.copy(target.url, blob.key, source.url)
+    const stored = await client.copy(target.url, blob.key, source.url, { fence: ctx.fence })
     if (stored.sha256 !== blob.sha256 || stored.size !== blob.size) {
       log.error({ key: blob.key, node: target.id, source: source.id }, 'a copy does not match the recorded checksum; removing it')
-      await client.delete(target.url, blob.key)
+      await client.delete(target.url, blob.key, { fence: ctx.fence })
       ctx.counters.failedCopies++
       return false
     }
     if (!(await store.addReplica(blob.key, target.id, ctx.fence))) {
       // the file died while we copied: the copy is garbage
-      await client.delete(target.url, blob.key)
+      await client.delete(target.url, blob.key, { fence: ctx.fence })
       return false
     }
     ctx.counters.copies++
     ctx.copied(blob.size)
     return true
   } catch (err) {
+    if (err instanceof LeaseLost) throw err
     ctx.counters.failedCopies++
     if (err instanceof NotFound) log.warn({ key: blob.key, source: source.id }, 'the source of a copy does not have the blob; reconciliation will see to it')
     else log.warn({ err, key: blob.key, node: target.id, source: source.id }, 'copy failed; retrying on a later pass')
@@ -47,7 +49,8 @@ export async function removeCopy(ctx: LeaderContext, blob: BlobPlacement, nodeId
   await ctx.store.removeReplica(blob.key, nodeId, ctx.fence)
   ctx.counters.removals++
   if (node === undefined || node.state !== 'up') return
-  await ctx.client.delete(node.url, blob.key).catch((err: unknown) => {
+  await ctx.client.delete(node.url, blob.key, { fence: ctx.fence }).catch((err: unknown) => {
+    if (err instanceof LeaseLost) throw err
     ctx.log.warn({ err, key: blob.key, node: nodeId }, 'removing a copy failed; reconciliation will remove it')
   })
 }

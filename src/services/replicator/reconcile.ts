@@ -57,7 +57,7 @@ export function createReconciler(ctx: LeaderContext): Reconciler {
   }
 
   async function deleteCopy(node: NodeView, key: string, result: ReconcileResult): Promise<void> {
-    await client.delete(node.url, key)
+    await client.delete(node.url, key, { fence: ctx.fence })
     result.deleted++
   }
 

@@ -4,12 +4,14 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import { z } from 'zod'
-import { MayflyError, NotFound, Unauthorized } from '../../core/errors.ts'
+import { Conflict, MayflyError, NotFound, Unauthorized } from '../../core/errors.ts'
+import { FENCE_HEADER, parseFence } from '../../core/fence.ts'
 import { ID_PATTERN } from '../../core/ids.ts'
 import type { NodeAnnouncement } from '../../core/node.ts'
 import type { Logger } from '../../log.ts'
 import type { BlobFiles, OpenedBlob } from './blob-files.ts'
 import { parseRange } from '../../core/range.ts'
+import type { Fences } from './fences.ts'
 import { copyFromPeer } from './peer-copy.ts'
 
 /** Who this node is; `url` may be set after listen (port 0). */
@@ -23,6 +25,8 @@ export interface NodeIdentity {
 export interface StorageNodeDeps {
   log: Logger
   files: BlobFiles
+  /** the highest replication manager lease tokens seen (deletes and copies from an older leader are refused) */
+  fences: Fences
   identity: NodeIdentity
   /** the cluster secret every caller but GET /health must present */
   secret: string
@@ -131,13 +135,25 @@ export function buildStorageNode(deps: StorageNodeDeps): FastifyInstance {
     return reply.send()
   })
 
+  /** A request from a replication manager whose lease was superseded is refused (409 fenced). */
+  async function admit(req: FastifyRequest): Promise<void> {
+    const fence = parseFence(req.headers[FENCE_HEADER])
+    if (fence === undefined) throw new BadRequest('X-Mayfly-Fence must be <lease name>:<token>')
+    if (fence !== null && !(await deps.fences.admit(fence.name, fence.token))) {
+      throw new Conflict(`lease ${fence.name} #${fence.token} was superseded`, 'fenced')
+    }
+  }
+
   app.delete('/blobs/:key', async (req, reply) => {
-    await files.remove(keyOf(req))
+    const key = keyOf(req)
+    await admit(req)
+    await files.remove(key)
     return reply.status(204).send()
   })
 
   app.post('/blobs/:key/copy', async (req, reply) => {
     const key = keyOf(req)
+    await admit(req)
     const parsed = copyBody.safeParse(req.body)
     if (!parsed.success) throw new BadRequest('body must be JSON { "source": "<peer base url>" }')
     const record = await copyFromPeer({

@@ -6,6 +6,7 @@ import type { Config } from '../../config.ts'
 import type { Logger } from '../../log.ts'
 import { buildStorageNode, describeNode, type NodeIdentity } from './app.ts'
 import { loadNodeId, openBlobFiles } from './blob-files.ts'
+import { openFences } from './fences.ts'
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts'
 import { startScrubber } from './scrub.ts'
 
@@ -48,6 +49,7 @@ export async function runStorageNode(config: Config, rootLog: Logger): Promise<R
   const app = buildStorageNode({
     log,
     files,
+    fences: await openFences(dataDir),
     identity,
     secret,
     clientTimeoutMs: config.MAYFLY_CLIENT_TIMEOUT_MS,
