@@ -60,32 +60,34 @@ export function replicatorOptions(config: Config, log: Logger, infra: Infrastruc
   }
 }
 
-export async function gatewayCommand(): Promise<void> {
+/**
+ * A process on the infrastructure (gateway, worker, replicator): config,
+ * secret and adapters, then `start`; on SIGTERM what it started stops first,
+ * then the adapters close.
+ */
+async function runOnInfrastructure(
+  svc: string,
+  start: (config: Config, log: Logger, infra: Infrastructure, secret: string) => Promise<{ stop(): Promise<unknown> }>,
+): Promise<void> {
   const config = configOrExit()
-  const log = rootLogger(config, 'gateway')
+  const log = rootLogger(config, svc)
   const secret = requireSecret(config)
   const infra = await createInfrastructure(config, log, secret)
-  const app = await startGateway(config, log, infra, secret, config.MAYFLY_PORT ?? 5000)
-  closeOnSignal(log, [() => infra.close(), () => app.close()])
+  const service = await start(config, log, infra, secret)
+  closeOnSignal(log, [() => infra.close(), () => service.stop()])
 }
 
-export async function workerCommand(): Promise<void> {
-  const config = configOrExit()
-  const log = rootLogger(config, 'worker')
-  const secret = requireSecret(config)
-  const infra = await createInfrastructure(config, log, secret)
-  const worker = await startWorker(workerOptions(config, log, infra))
-  closeOnSignal(log, [() => infra.close(), () => worker.stop()])
-}
+export const gatewayCommand = () =>
+  runOnInfrastructure('gateway', async (config, log, infra, secret) => {
+    const app = await startGateway(config, log, infra, secret, config.MAYFLY_PORT ?? 5000)
+    return { stop: () => app.close() }
+  })
 
-export async function replicatorCommand(): Promise<void> {
-  const config = configOrExit()
-  const log = rootLogger(config, 'replicator')
-  const secret = requireSecret(config)
-  const infra = await createInfrastructure(config, log, secret)
-  const manager = startReplicationManager(replicatorOptions(config, log, infra))
-  closeOnSignal(log, [() => infra.close(), () => manager.stop()])
-}
+export const workerCommand = () =>
+  runOnInfrastructure('worker', (config, log, infra) => startWorker(workerOptions(config, log, infra)))
+
+export const replicatorCommand = () =>
+  runOnInfrastructure('replicator', async (config, log, infra) => startReplicationManager(replicatorOptions(config, log, infra)))
 
 export async function storageNodeCommand(): Promise<void> {
   const config = configOrExit()
