@@ -520,8 +520,14 @@ function replicationContract(name: string, makeHarness: () => Promise<Harness>):
         // again: nothing more to drop, and the first lostAt stays
         assert.equal(await repl.declareNodeLost(lost, lease), 0)
         assert.deepEqual((await nodeOf(lost))?.lostAt, lostAt)
+        // it came back (a heartbeat after lostAt) and died before it was reconciled: lost anew, from now
+        await store.recordHeartbeat(announcement(lost), new Date(lostAt.getTime() + 1000))
+        assert.equal(await repl.declareNodeLost(lost, lease), 0)
+        const lostAgain = (await nodeOf(lost))?.lostAt
+        assert.ok(lostAgain instanceof Date && lostAgain.getTime() !== lostAt.getTime())
 
         const beforeReconcile = await nodeOf(lost)
+        assert.deepEqual(beforeReconcile?.lostAt, lostAgain)
         assert.ok(beforeReconcile)
         await repl.markNodeReconciled(lost, lease)
         assert.deepEqual(await nodeOf(lost), { ...beforeReconcile, lostAt: null })

@@ -60,7 +60,10 @@ describe('replication manager failover', { timeout: 180_000 }, () => {
     }
     await waitForFactor(cluster)
 
-    const lost = cluster.nodes[3]!
+    // the node holding the most copies (a zone a or b one holds every blob): the most repair work
+    const usage = await cluster.infra.metadata.replication.nodeUsage()
+    const most = usage.reduce((a, b) => (b.bytes > a.bytes ? b : a))
+    const lost = cluster.nodes.find((n) => n.id === most.nodeId)!
     await lost.kill('SIGKILL')
     await waitForLost(cluster, lost.id)
     await waitFor('the repair under way', async () => ((await status())?.copies ?? 0) > 0 ? true : undefined, 20_000)

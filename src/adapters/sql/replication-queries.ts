@@ -147,7 +147,11 @@ dropped AS (
       OR NOT ${liveOwner('r.blob_key')})
   RETURNING 1
 ),
-marked AS (UPDATE nodes SET lost_at = now() WHERE id = $1::text AND lost_at IS NULL AND (SELECT ok FROM fence))
+marked AS (
+  -- a node that came back and died again before it was reconciled is lost anew
+  UPDATE nodes SET lost_at = now()
+  WHERE id = $1::text AND (lost_at IS NULL OR last_heartbeat > lost_at) AND (SELECT ok FROM fence)
+)
 SELECT (SELECT ok FROM fence) AS fenced_ok, (SELECT count(*) FROM dropped)::int AS dropped`
 
 /** in: $1 node id, $2 lease name, $3 token. out: fenced_ok. A returning node was reconciled. */

@@ -3,7 +3,7 @@
 // Until accounts exist (the auth issue) an operator proves itself with the
 // cluster secret, as storage nodes do.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { NotFound, Unauthorized } from '../../core/errors.ts'
+import { Conflict, NotFound, Unauthorized } from '../../core/errors.ts'
 import { CONTROL_DOCUMENTS } from '../../core/replication.ts'
 import { safeEqual } from '../../core/secrets.ts'
 import type { GatewayDeps } from './deps.ts'
@@ -22,6 +22,16 @@ export function registerOperatorRoutes(app: FastifyInstance, deps: GatewayDeps):
   const setDraining = (draining: boolean) => async (req: FastifyRequest) => {
     requireClusterSecret(req, settings.clusterSecret)
     const { id } = req.params as { id: string }
+    if (draining) {
+      // its copies can only move if enough other nodes are there to hold them
+      const others = (await deps.nodes.all()).filter((n) => n.id !== id && n.state === 'up' && !n.draining)
+      if (others.length < settings.replicationFactor) {
+        throw new Conflict(
+          `draining ${id} would leave ${others.length} nodes up for a replication factor of ${settings.replicationFactor}: add a node first`,
+          'not_enough_nodes',
+        )
+      }
+    }
     if (!(await metadata.replication.setNodeDraining(id, draining))) throw new NotFound(`no storage node ${id}`)
     req.log.info({ node: id, draining }, draining ? 'node draining: its copies move to other nodes' : 'node no longer draining')
     return { id, draining }

@@ -13,11 +13,12 @@ import type { LeaderContext } from './context.ts'
 export async function copyBlob(ctx: LeaderContext, blob: BlobPlacement, target: NodeView, sources: NodeView[]): Promise<boolean> {
   const { client, store, log } = ctx
   const source = sources[Math.floor(Math.random() * sources.length)]
-  if (source === undefined) return false
-  await ctx.throttle.take(blob.size)
-  if (!ctx.leading()) return false
+  // busy: being copied elsewhere, or reconciliation is deciding about a copy of it
+  if (source === undefined || ctx.inflight.has(blob.key)) return false
   ctx.inflight.add(blob.key)
   try {
+    await ctx.throttle.take(blob.size)
+    if (!ctx.leading()) return false
     const stored = await client.copy(target.url, blob.key, source.url, { fence: ctx.fence })
     if (stored.sha256 !== blob.sha256 || stored.size !== blob.size) {
       log.error({ key: blob.key, node: target.id, source: source.id }, 'a copy does not match the recorded checksum; removing it')

@@ -61,6 +61,8 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
   const holder = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
   let stopped = false
   let lease: Lease | null = null
+  /** ends the current reign (stop() must not wait for copies paced by the throttle) */
+  let endReign: (why: string) => void = () => undefined
   const sleepers = new Map<() => void, string>()
 
   /** A pause that wake() ends early: every one (stop, stepping down), or one lane's. */
@@ -107,6 +109,13 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
       throttle.stop()
       wake()
       log.warn({ err, token: held.token }, `stepping down as replication manager: ${why}`)
+    }
+    endReign = (why) => {
+      if (lost) return
+      lost = true
+      throttle.stop()
+      wake()
+      log.info({ token: held.token }, `replication manager ${why}`)
     }
 
     // renew at a third of the lease; a renewal that fails or errors past the lease ends the reign
@@ -155,6 +164,8 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
         if (node?.state === 'up') {
           const { missing, adopted } = await reconciler.reconcile(node)
           if (missing + adopted > 0) ctx.repairSoon()
+          // a reconciliation cut short (stepping down) is not one
+          if (!ctx.leading()) return false
           if (node.lostAt !== null) await store.markNodeReconciled(node.id, ctx.fence)
           counters.reconciledNodes++
         }
@@ -233,6 +244,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
     leading: () => lease !== null,
     async stop() {
       stopped = true
+      endReign('stopping')
       wake()
       await running
     },

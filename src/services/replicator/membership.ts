@@ -57,7 +57,9 @@ export function createMembership(ctx: LeaderContext, options: { auditIntervalMs:
         const before = lastState.get(node.id)
         if (before !== undefined && before !== node.state) log.info({ node: node.id, zone: node.zone, from: before, to: node.state }, `node is ${node.state}`)
         lastState.set(node.id, node.state)
-        if (node.state === 'down' && node.lostAt === null) await declareLost(node)
+        // lost, or lost before, came back (heartbeats after lostAt) and died again before its reconciliation
+        const lostSince = node.lostAt !== null && node.lastHeartbeat <= node.lostAt
+        if (node.state === 'down' && !lostSince) await declareLost(node)
         if (node.state !== 'up') continue
         const cameBack = before !== 'up' || node.lostAt !== null
         const quarantinedMore = node.quarantined > (quarantinedSeen.get(node.id) ?? node.quarantined)

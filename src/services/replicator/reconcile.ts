@@ -6,9 +6,10 @@
 // Order matters: the rows are read before the inventory, so a key recorded
 // but missing from the inventory was really lost (an upload records its row
 // only after the node fsynced it). Keys held but not recorded are looked up
-// afresh, one page at a time:
-//   live, recorded elsewhere below the factor, same bytes -> recorded here (no copy needed)
-//   live otherwise                                       -> an extra copy: deleted
+// afresh, one at a time, each marked busy while it is decided:
+//   live, `factor` healthy copies elsewhere               -> an extra copy: deleted
+//   live, fewer healthy copies, same bytes                -> recorded here (no copy needed)
+//   live, fewer healthy copies, other bytes               -> deleted
 //   dead (its link died or was purged)                    -> deleted
 //   pending (an upload in progress)                       -> left alone
 //   unknown                                               -> deleted once seen unknown for orphanGraceMs
@@ -61,47 +62,59 @@ export function createReconciler(ctx: LeaderContext): Reconciler {
     result.deleted++
   }
 
-  async function settleExtras(node: NodeView, extras: BlobRecord[], result: ReconcileResult): Promise<void> {
+  /**
+   * What to do with a copy the node holds but the metadata does not record,
+   * decided on a fresh look at that one blob while it is marked busy (so no
+   * copy of it is made meanwhile by repair, drain or rebalance).
+   */
+  async function settleExtra(node: NodeView, held: BlobRecord, result: ReconcileResult): Promise<void> {
     const now = Date.now()
-    for (let i = 0; i < extras.length && ctx.leading(); i += PAGE) {
-      const chunk = extras.slice(i, i + PAGE)
-      const fates = await store.describeBlobs(chunk.map((b) => b.key))
-      for (const held of chunk) {
-        if (!ctx.leading()) return
-        if (ctx.inflight.has(held.key)) continue
-        const fate = fates.get(held.key) ?? { kind: 'unknown' as const }
-        const mark = `${node.id}:${held.key}`
-        if (fate.kind !== 'unknown') unknownSince.delete(mark)
-        switch (fate.kind) {
-          case 'pending':
-            break
-          case 'dead':
-            await deleteCopy(node, held.key, result)
-            break
-          case 'unknown': {
-            const since = unknownSince.get(mark)
-            if (since === undefined) unknownSince.set(mark, now)
-            else if (now - since >= settings.orphanGraceMs) {
-              await deleteCopy(node, held.key, result)
-              unknownSince.delete(mark)
-            }
-            break
-          }
-          case 'live': {
-            const { blob } = fate
-            if (blob.nodeIds.includes(node.id)) break // recorded meanwhile
-            if (fate.createdAt.getTime() > now - settings.settleMs) break // its upload may record it yet
-            const nodes = new Map((await ctx.nodes.all()).map((n) => [n.id, n]))
-            const counted = blob.nodeIds.filter((id) => nodes.get(id)?.draining !== true).length
-            const sameBytes = held.sha256 === blob.sha256 && held.size === blob.size
-            if (sameBytes && !node.draining && counted < settings.factor) {
-              if (await store.addReplica(blob.key, node.id, ctx.fence)) result.adopted++
-            } else {
-              await deleteCopy(node, held.key, result)
-            }
-            break
-          }
+    const fate = (await store.describeBlobs([held.key])).get(held.key) ?? { kind: 'unknown' as const }
+    const mark = `${node.id}:${held.key}`
+    if (fate.kind !== 'unknown') unknownSince.delete(mark)
+    switch (fate.kind) {
+      case 'pending':
+        return
+      case 'dead':
+        return deleteCopy(node, held.key, result)
+      case 'unknown': {
+        const since = unknownSince.get(mark)
+        if (since === undefined) unknownSince.set(mark, now)
+        else if (now - since >= settings.orphanGraceMs) {
+          await deleteCopy(node, held.key, result)
+          unknownSince.delete(mark)
         }
+        return
+      }
+      case 'live': {
+        const { blob } = fate
+        if (blob.nodeIds.includes(node.id)) return // recorded meanwhile
+        if (fate.createdAt.getTime() > now - settings.settleMs) return // its upload may record it yet
+        const nodes = new Map((await ctx.nodes.all()).map((n) => [n.id, n]))
+        // as planBlob counts for removals: only copies that are healthy now and stay
+        const healthy = blob.nodeIds.filter((id) => {
+          const n = nodes.get(id)
+          return n !== undefined && n.state === 'up' && !n.failing && !n.draining
+        }).length
+        const sameBytes = held.sha256 === blob.sha256 && held.size === blob.size
+        if (healthy >= settings.factor) return deleteCopy(node, held.key, result)
+        // below the factor in healthy copies: a good copy here is worth keeping
+        if (sameBytes && !node.draining && (await store.addReplica(blob.key, node.id, ctx.fence))) result.adopted++
+        else if (!sameBytes) await deleteCopy(node, held.key, result)
+        return
+      }
+    }
+  }
+
+  async function settleExtras(node: NodeView, extras: BlobRecord[], result: ReconcileResult): Promise<void> {
+    for (const held of extras) {
+      if (!ctx.leading()) return
+      if (ctx.inflight.has(held.key)) continue
+      ctx.inflight.add(held.key)
+      try {
+        await settleExtra(node, held, result)
+      } finally {
+        ctx.inflight.delete(held.key)
       }
     }
   }

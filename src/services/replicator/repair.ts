@@ -2,6 +2,7 @@
 // key order, a page at a time, and carries out each blob's plan
 // (core/replication.ts). A draining node's copies do not count, so draining
 // is repair too: its blobs are copied elsewhere, then its copies removed.
+import { LeaseLost } from '../../core/errors.ts'
 import { planBlob, spreadToAsk } from '../../core/replication.ts'
 import type { BlobPlacement } from '../../ports.ts'
 import type { NodeView } from '../../adapters/replicated/node-directory.ts'
@@ -52,8 +53,15 @@ export function createRepairer(ctx: LeaderContext): Repairer {
       let next = 0
       const lane = async () => {
         while (next < work.length && ctx.leading()) {
-          const made = await repairBlob(work[next++]!, nodes)
-          changes += made // after the await: `changes += await …` would add to a stale total
+          const blob = work[next++]!
+          try {
+            const made = await repairBlob(blob, nodes)
+            changes += made // after the await: `changes += await …` would add to a stale total
+          } catch (err) {
+            // one blob's failure (the metadata store away) must not leave this page's other lanes running into the next
+            if (err instanceof LeaseLost) throw err
+            ctx.log.warn({ err, key: blob.key }, 'repair of a blob failed; retrying on a later walk')
+          }
         }
       }
       await Promise.all(Array.from({ length: settings.concurrency }, lane))

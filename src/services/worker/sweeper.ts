@@ -3,8 +3,9 @@
 // One sweeper at a time across all processes (a lease); every step is
 // idempotent, so a sweeper that loses its lease halfway does no harm.
 // A node that is down keeps its replica rows until the replication manager
-// declares it lost, so it is swept when it returns; once lost, its rows are
-// gone and the manager's reconciliation deletes its dead copies instead.
+// declares it lost, so it is swept when it returns; once lost, the sweeper
+// drops its rows without its bytes, and the manager's reconciliation deletes
+// those dead copies when it comes back.
 import type { Logger } from '../../log.ts'
 import type { BlobStore, Lease, Lock, MetadataStore, PurgeItem } from '../../ports.ts'
 import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
@@ -49,20 +50,26 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   let running: Promise<unknown> = Promise.resolve()
   let stopped = false
 
-  /** Nodes worth calling now; the others are retried on a later pass. */
-  async function reachable(): Promise<Set<string>> {
-    return new Set((await nodes.all()).filter((n) => n.state !== 'down' && !n.failing).map((n) => n.id))
+  /** Nodes worth calling now (the others are retried on a later pass), and nodes declared lost. */
+  async function reachable(): Promise<{ live: Set<string>; lost: Set<string> }> {
+    const all = await nodes.all()
+    return {
+      live: new Set(all.filter((n) => n.state !== 'down' && !n.failing).map((n) => n.id)),
+      lost: new Set(all.filter((n) => n.lostAt !== null && n.state !== 'up').map((n) => n.id)),
+    }
   }
 
-  async function purge(item: PurgeItem, live: Set<string>): Promise<number> {
+  async function purge(item: PurgeItem, { live, lost }: { live: Set<string>; lost: Set<string> }): Promise<number> {
     let removedCount = 0
     let left = 0
     for (const blob of item.blobs) {
       const targets = blob.nodeIds.filter((id) => live.has(id))
       const removed = await blobs.remove(blob.key, targets)
-      for (const nodeId of removed) await metadata.removeReplica(blob.key, nodeId)
-      removedCount += removed.length
-      left += blob.nodeIds.length - removed.length
+      // a lost node's row goes without its bytes: they are deleted as dead when it comes back and is reconciled
+      const forgotten = blob.nodeIds.filter((id) => lost.has(id))
+      for (const nodeId of [...removed, ...forgotten]) await metadata.removeReplica(blob.key, nodeId)
+      removedCount += removed.length + forgotten.length
+      left += blob.nodeIds.length - removed.length - forgotten.length
     }
     if (left === 0) await metadata.markPurged(item.fileId, now())
     return removedCount
@@ -70,17 +77,18 @@ export function createSweeper(options: SweeperOptions): Sweeper {
 
   async function sweepWith(lease: Lease): Promise<SweepResult> {
     const result: SweepResult = { purgedFiles: 0, removedReplicas: 0, abandonedUploads: 0, ran: true }
-    const live = await reachable()
+    const nodesNow = await reachable()
     const items = await metadata.listPurgeable(new Date(now().getTime() - graceMs), BATCH)
     for (const item of items) {
       if (!(await lease.renew())) return result
-      const removed = await purge(item, live)
+      const removed = await purge(item, nodesNow)
       result.removedReplicas += removed
       const after = await metadata.getFile(item.fileId)
       if (after?.purgedAt != null) result.purgedFiles++
     }
     const stale = await metadata.listStalePendingBlobs(new Date(now().getTime() - STALE_UPLOAD_MS), BATCH)
-    const everyNode = (await nodes.all()).map((n) => n.id)
+    // a lost node's leftovers are deleted when it comes back and is reconciled
+    const everyNode = (await nodes.all()).filter((n) => n.lostAt === null).map((n) => n.id)
     for (const key of stale) {
       if (!(await lease.renew())) return result
       const removed = await blobs.remove(key, everyNode)
