@@ -155,6 +155,10 @@ describe('healing', { timeout: 240_000 }, () => {
     const c = await cluster(['a', 'b', 'c'])
     const { files } = await uploadFiles(c, 16)
     await waitForFactor(c)
+    // three nodes for three copies: none can be drained
+    const refused = await fetch(`${c.url}/api/nodes/${c.nodes[0]!.id}/drain`, { method: 'POST', headers: { authorization: `Bearer ${c.secret}` } })
+    assert.equal(refused.status, 409)
+    assert.equal(((await refused.json()) as { error: string }).error, 'not_enough_nodes')
     const added = await c.addNode('a')
     await c.waitForWritableNodes(4)
     const unauthorized = await fetch(`${c.url}/api/cluster/rebalance`, { method: 'POST' })
