@@ -79,11 +79,17 @@ export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, me
 
   /**
    * Removes a blob nobody will reference from every node, then its pending
-   * record. If a node cannot be reached the record stays, and the sweeper
-   * removes the blob later (its stale-pending scan).
+   * record. If a node or the metadata store cannot be reached the record
+   * stays, and the sweeper removes the blob later (its stale-pending scan).
    */
   async function forget(key: string): Promise<void> {
     try {
+      // a createFile whose answer was lost (a failover) may have committed: then the bytes are a file's
+      const fate = (await metadata.replication.describeBlobs([key])).get(key)
+      if (fate !== undefined && fate.kind !== 'pending' && fate.kind !== 'unknown') {
+        log.warn({ key }, 'a failed upload was recorded after all (its answer was lost); its bytes stay')
+        return
+      }
       const nodeIds = (await deps.nodes.all()).map((n) => n.id)
       const removed = await blobs.remove(key, nodeIds)
       if (removed.length === nodeIds.length) await metadata.abandonBlob(key)
