@@ -47,6 +47,8 @@ export function planBlob(
   nodes: ReadonlyMap<string, ReplicaNode>,
   factor: number,
   random: () => number = Math.random,
+  /** the blob's size: a node with less free space is no target */
+  size = 0,
 ): BlobPlan {
   const holders = holderIds.map((id) => nodes.get(id))
   const known = holders.filter((n): n is ReplicaNode => n !== undefined)
@@ -54,7 +56,7 @@ export function planBlob(
   const sources = known.filter(healthy)
 
   const held = new Set(holderIds)
-  const candidates = [...nodes.values()].filter((n) => healthy(n) && !n.draining && !held.has(n.id))
+  const candidates = [...nodes.values()].filter((n) => healthy(n) && !n.draining && !held.has(n.id) && n.freeBytes >= size)
   const usedZones = new Set(known.filter((n) => !n.draining).map((n) => n.zone))
 
   if (counted < factor) {

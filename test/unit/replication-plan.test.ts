@@ -98,6 +98,14 @@ describe('planBlob: copies', () => {
   })
 })
 
+describe('planBlob: free space', () => {
+  test('a node without room for the blob is no target', () => {
+    const nodes = cluster(node('a1', 'a'), node('b1', 'b', { freeBytes: 10 }), node('b2', 'b', { freeBytes: 5000 }), node('c1', 'c', { freeBytes: 10 }))
+    for (const roll of ROLLS) assert.deepEqual(ids(planBlob(['a1'], nodes, 3, fixed(roll), 1000).copyTo), ['b2'])
+    assert.deepEqual(planBlob(['a1'], cluster(node('a1', 'a'), node('b1', 'b', { freeBytes: 10 })), 2, Math.random, 1000).copyTo, [])
+  })
+})
+
 describe('planBlob: zone spread', () => {
   test('a blob at its factor in fewer zones than the healthy nodes offer gets a copy in a missing zone, then loses a doubled one', () => {
     // copies made while zone b was away: a1, c1, c2

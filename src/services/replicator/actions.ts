@@ -37,6 +37,8 @@ export async function copyBlob(ctx: LeaderContext, blob: BlobPlacement, target: 
   } catch (err) {
     if (err instanceof LeaseLost) throw err
     ctx.counters.failedCopies++
+    // the next copies pick another target for a while (a node that is full, slow or gone)
+    if (!(err instanceof NotFound)) ctx.nodes.reportFailure(target.id)
     if (err instanceof NotFound) log.warn({ key: blob.key, source: source.id }, 'the source of a copy does not have the blob; reconciliation will see to it')
     else log.warn({ err, key: blob.key, node: target.id, source: source.id }, 'copy failed; retrying on a later pass')
     return false

@@ -170,6 +170,9 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
           counters.reconciledNodes++
         }
         membership.reconciled(nodeId)
+      } catch (err) {
+        membership.failed(nodeId)
+        throw err
       } finally {
         // a failed reconciliation stays due: membership queues it again at the back
         reconciling.shift()

@@ -11,11 +11,16 @@ import type { NodeView } from '../../adapters/replicated/node-directory.ts'
 import type { NodeState } from '../../core/node.ts'
 import type { LeaderContext } from './context.ts'
 
+/** a silent node that answered a probe is probed again after this long */
+const REPROBE_MS = 30_000
+
 export interface Membership {
   /** Looks at every node once; returns the nodes that should be reconciled now. */
   tick(nodes: NodeView[]): Promise<NodeView[]>
   /** A node's reconciliation finished. */
   reconciled(nodeId: string): void
+  /** A node's reconciliation failed: it is retried later, waiting longer after each failure (up to a minute). */
+  failed(nodeId: string): void
 }
 
 export function createMembership(ctx: LeaderContext, options: { auditIntervalMs: number; probeTimeoutMs: number }): Membership {
@@ -25,6 +30,10 @@ export function createMembership(ctx: LeaderContext, options: { auditIntervalMs:
   const lastAudit = new Map<string, number>()
   const quarantinedSeen = new Map<string, number>()
   const due = new Set<string>()
+  /** nodes whose reconciliation failed: not before `at` */
+  const retry = new Map<string, { at: number; failures: number }>()
+  /** silent nodes that answered a probe, and when: not probed (nor logged) again for a while */
+  const answeredAt = new Map<string, number>()
 
   async function answers(node: NodeView): Promise<boolean> {
     try {
@@ -39,10 +48,13 @@ export function createMembership(ctx: LeaderContext, options: { auditIntervalMs:
   }
 
   async function declareLost(node: NodeView): Promise<void> {
+    if (Date.now() - (answeredAt.get(node.id) ?? 0) < REPROBE_MS) return
     if (await answers(node)) {
+      answeredAt.set(node.id, Date.now())
       log.warn({ node: node.id, url: node.url }, 'no heartbeats from a node that answers directly: not declaring it lost (check its MAYFLY_CONTROL_URL)')
       return
     }
+    answeredAt.delete(node.id)
     const dropped = await store.declareNodeLost(node.id, ctx.fence)
     ctx.counters.lostNodes++
     ctx.repairSoon()
@@ -67,11 +79,16 @@ export function createMembership(ctx: LeaderContext, options: { auditIntervalMs:
         const auditDue = now - (lastAudit.get(node.id) ?? 0) >= options.auditIntervalMs
         if (cameBack || quarantinedMore || auditDue) due.add(node.id)
       }
-      return nodes.filter((n) => due.has(n.id) && n.state === 'up')
+      return nodes.filter((n) => due.has(n.id) && n.state === 'up' && (retry.get(n.id)?.at ?? 0) <= now)
     },
     reconciled(nodeId) {
       due.delete(nodeId)
+      retry.delete(nodeId)
       lastAudit.set(nodeId, Date.now())
+    },
+    failed(nodeId) {
+      const failures = (retry.get(nodeId)?.failures ?? 0) + 1
+      retry.set(nodeId, { at: Date.now() + Math.min(60_000, 1000 * 2 ** (failures - 1)), failures })
     },
   }
 }

@@ -25,7 +25,7 @@ export function createRepairer(ctx: LeaderContext): Repairer {
 
   /** Carries out one blob's plan; the number of changes made. */
   async function repairBlob(blob: BlobPlacement, nodes: Map<string, NodeView>): Promise<number> {
-    const plan = planBlob(blob.nodeIds, nodes, settings.factor)
+    const plan = planBlob(blob.nodeIds, nodes, settings.factor, Math.random, blob.size)
     const sources = plan.sources.map((s) => nodes.get(s.id)!)
     let changes = 0
     for (const target of plan.copyTo) {
