@@ -433,6 +433,16 @@ function replicationContract(name: string, makeHarness: () => Promise<Harness>):
         )
       })
 
+      test('a blob\'s createdAt is when its file was recorded, not when its upload began', async () => {
+        const key = newId()
+        await store.beginBlob(key, new Date(Date.now() - 10 * MINUTE))
+        const recordedAt = new Date(Date.now() - MINUTE)
+        await store.createFile(newFile({ blob: { key, size: 5, sha256: 'cd'.repeat(32) }, createdAt: recordedAt }))
+        const fate = (await repl.describeBlobs([key])).get(key)
+        assert.equal(fate?.kind, 'live')
+        assert.equal(fate.kind === 'live' && fate.createdAt.getTime(), recordedAt.getTime())
+      })
+
       test('describeBlobs: live with its replicas and createdAt, pending, dead, unknown', async () => {
         const [x, y] = [nodeId(), nodeId()]
         const createdAt = new Date(Date.now() - 5 * MINUTE)

@@ -27,11 +27,14 @@ LIMIT $2::int`
 /**
  * in: $1 key, $2 size, $3 sha256, $4 created_at. out: none.
  * The blob becomes active: a pending row from beginBlob is completed, a missing one inserted.
+ * created_at becomes the activation time (the replication manager leaves a
+ * blob alone for a moment after it, while its upload records its last copy).
  */
 export const ACTIVATE_BLOB = `
 INSERT INTO blobs (key, size, sha256, state, created_at)
 VALUES ($1::text, $2::bigint, $3::text, 'active', $4::timestamptz)
-ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, state = 'active'`
+ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, state = 'active',
+  created_at = EXCLUDED.created_at`
 
 // ---- replicas ------------------------------------------------------------
 
@@ -75,7 +78,8 @@ export const CREATE_FILE = `
 WITH blob AS (
   INSERT INTO blobs (key, size, sha256, state, created_at)
   VALUES ($2::text, $5::bigint, $6::text, 'active', $7::timestamptz)
-  ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, state = 'active'
+  ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, state = 'active',
+    created_at = EXCLUDED.created_at
   RETURNING key
 ), replica AS (
   INSERT INTO replicas (blob_key, node_id)
