@@ -59,6 +59,7 @@ async function cluster(options: OperatorOptions): Promise<ClusterJson> {
 async function follow(options: OperatorOptions, label: string, look: (c: ClusterJson) => { left: number; done: boolean }): Promise<void> {
   const bar = new SingleBar({ format: `${label} [{bar}] {left} left`, hideCursor: true, stream: process.stderr }, Presets.shades_classic)
   let total = -1
+  let warned = false
   try {
     for (;;) {
       const state = await cluster(options)
@@ -67,7 +68,10 @@ async function follow(options: OperatorOptions, label: string, look: (c: Cluster
       bar.setTotal(Math.max(total, left))
       bar.update(Math.max(total, left) - left, { left })
       if (done) return
-      if (!state.replication.manager.active) process.stderr.write('\nno replication manager is running: start `mayfly replicator`\n')
+      if (!state.replication.manager.active && !warned) {
+        process.stderr.write('\nno replication manager is running: start `mayfly replicator` (waiting)\n')
+        warned = true
+      }
       await new Promise((r) => setTimeout(r, POLL_MS))
     }
   } finally {
