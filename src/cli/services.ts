@@ -54,7 +54,6 @@ export function replicatorOptions(config: Config, log: Logger, infra: Infrastruc
     settleMs: 2 * config.MAYFLY_NODE_TIMEOUT_MS,
     orphanGraceMs: config.MAYFLY_ORPHAN_GRACE_SECONDS * 1000,
     auditIntervalMs: config.MAYFLY_AUDIT_INTERVAL_SECONDS * 1000,
-    probeTimeoutMs: config.MAYFLY_NODE_TIMEOUT_MS,
     leaseMs: config.MAYFLY_LEADER_LEASE_SECONDS * 1000,
     leaseName: `${config.MAYFLY_NAMESPACE}:replicator`,
   }

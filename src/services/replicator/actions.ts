@@ -1,9 +1,9 @@
 // The two things the manager does to blobs on nodes, shared by repair,
 // drain and rebalance: copy a blob node to node and record it, and remove a
-// copy (its row first, then its bytes). Every call to a node carries the
-// lease's fence, so a node refuses a superseded leader (LeaseLost). Nothing here ever takes a blob below
+// copy (its row first, then its bytes). Nothing here ever takes a blob below
 // what its row count says: a copy is recorded only once stored and checked,
-// and bytes go only after their row.
+// and bytes go only after their row. Every call to a node carries the
+// lease's fence, so a node refuses a superseded leader (LeaseLost).
 import { LeaseLost, NotFound } from '../../core/errors.ts'
 import type { BlobPlacement } from '../../ports.ts'
 import type { NodeView } from '../../adapters/replicated/node-directory.ts'
@@ -37,10 +37,13 @@ export async function copyBlob(ctx: LeaderContext, blob: BlobPlacement, target: 
   } catch (err) {
     if (err instanceof LeaseLost) throw err
     ctx.counters.failedCopies++
-    // the next copies pick another target for a while (a node that is full, slow or gone)
-    if (!(err instanceof NotFound)) ctx.nodes.reportFailure(target.id)
-    if (err instanceof NotFound) log.warn({ key: blob.key, source: source.id }, 'the source of a copy does not have the blob; reconciliation will see to it')
-    else log.warn({ err, key: blob.key, node: target.id, source: source.id }, 'copy failed; retrying on a later pass')
+    if (err instanceof NotFound) {
+      log.warn({ key: blob.key, source: source.id }, 'the source of a copy does not have the blob; reconciliation will see to it')
+    } else {
+      // the next copies pick another target for a while (a node that is full, slow or gone)
+      ctx.nodes.reportFailure(target.id)
+      log.warn({ err, key: blob.key, node: target.id, source: source.id }, 'copy failed; retrying on a later pass')
+    }
     return false
   } finally {
     ctx.inflight.delete(blob.key)

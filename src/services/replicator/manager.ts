@@ -32,8 +32,6 @@ export interface ReplicationManagerOptions extends ReplicatorSettings {
   /** repair bandwidth cap, bytes per second */
   bandwidth: number
   auditIntervalMs: number
-  /** a probe of a silent node before it is declared lost waits this long */
-  probeTimeoutMs: number
   /** pause between two idle rounds of membership and reconciliation */
   idleMs?: number
   /**
@@ -103,20 +101,17 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
       leading: () => !lost && !stopped,
       repairSoon: () => wake('repair'),
     }
-    const stepDown = (why: string, err?: unknown) => {
+    /** Ends this reign: nothing new starts, waits end at once. */
+    const end = (say: () => void) => {
       if (lost) return
       lost = true
       throttle.stop()
       wake()
-      log.warn({ err, token: held.token }, `stepping down as replication manager: ${why}`)
+      say()
     }
-    endReign = (why) => {
-      if (lost) return
-      lost = true
-      throttle.stop()
-      wake()
-      log.info({ token: held.token }, `replication manager ${why}`)
-    }
+    const stepDown = (why: string, err?: unknown) =>
+      end(() => log.warn({ err, token: held.token }, `stepping down as replication manager: ${why}`))
+    endReign = (why) => end(() => log.info({ token: held.token }, `replication manager ${why}`))
 
     // renew at a third of the lease; a renewal that fails or errors past the lease ends the reign
     const renewer = setInterval(() => {
@@ -128,7 +123,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
       )
     }, options.leaseMs / 3)
 
-    const membership = createMembership(ctx, { auditIntervalMs: options.auditIntervalMs, probeTimeoutMs: options.probeTimeoutMs })
+    const membership = createMembership(ctx, { auditIntervalMs: options.auditIntervalMs })
     const reconciler = createReconciler(ctx)
     const repairer = createRepairer(ctx)
     const rebalancer = createRebalancer(ctx)
