@@ -14,4 +14,26 @@ export default tseslint.config(
         { selector: 'TSParameterProperty', message: 'parameter properties are not erasable' }],
     },
   },
+  // Imports go one way (STYLE.md): services -> core + ports <- adapters. A
+  // service imports no adapter, no cluster logic and no other service; the
+  // cluster's own logic (src/cluster) only core and ports. wiring.ts joins them.
+  ...['gateway', 'storage-node', 'replicator', 'worker'].map((svc) => ({
+    files: [`src/services/${svc}/**/*.ts`],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: ['**/adapters/**', '**/cluster/**', '**/wiring.ts', '**/cli/**'], message: 'services import core and ports only; wiring.ts picks adapters' },
+          { group: ['../*/**', '!../../**'], message: 'no service imports another service' },
+        ],
+      }],
+    },
+  })),
+  {
+    files: ['src/cluster/**/*.ts', 'src/core/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ group: ['**/adapters/**', '**/services/**', '**/wiring.ts', '**/cli/**'], message: 'core and cluster logic import only core and ports' }],
+      }],
+    },
+  },
 )

@@ -1,5 +1,5 @@
 // The errors services throw. Each has a stable `code` (the JSON `error` field
-// of DESIGN §3) and an HTTP status; http/error-handler.ts maps them, and
+// of DESIGN §3) and an HTTP status; http/errors.ts maps them, and
 // adapters translate driver errors into these at their boundary.
 
 export class MayflyError extends Error {

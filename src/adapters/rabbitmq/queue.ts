@@ -2,7 +2,7 @@
 //
 // - publish: a ConfirmChannel on a publisher connection of its own; resolves
 //   on the broker's ack. A nack, a closed channel or no confirm in time
-//   reopens the connection (INFRA-NOTES: a 3.10 quorum queue channel can
+//   reopens the connection (on RabbitMQ 3.10 a quorum queue channel can
 //   nack forever after a leader change) and publishes again, until
 //   publishTimeoutMs; then Unavailable. So a job may be stored twice, never
 //   acknowledged and lost.

@@ -1,5 +1,5 @@
-// One ioredis client per adapter, with options chosen for failover (see
-// /work/shared/INFRA-NOTES.md, "Redis and Sentinel"):
+// One ioredis client per adapter, with options chosen for failover (a
+// Sentinel failover takes seconds, and a write can be lost in it):
 // - no offline queue: while disconnected a command fails at once instead of
 //   waiting, and nothing queued is replayed later (an INCR applied twice);
 // - no resend of commands whose reply was lost, for the same reason;

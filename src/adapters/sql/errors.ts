@@ -5,7 +5,7 @@ import { Conflict, MayflyError, NotFound, Unavailable } from '../../core/errors.
 
 /** SQLSTATEs after which the server provably applied nothing, so any statement may be retried. */
 const NOT_APPLIED = new Set([
-  '25006', // read_only_sql_transaction: a replica, or a primary being demoted/promoted (INFRA-NOTES)
+  '25006', // read_only_sql_transaction: a replica, or a primary being demoted/promoted by Patroni
   '57P03', // cannot_connect_now: starting up or shutting down
   '53300', // too_many_connections
   '40001', // serialization_failure: the transaction was rolled back

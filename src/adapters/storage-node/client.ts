@@ -7,13 +7,13 @@
 //   409 fenced: LeaseLost, network errors, timeouts, 5xx and other 409s:
 //   Unavailable('node_unavailable') naming the node.
 // A call aborted through its signal rejects with the signal's AbortError.
-import { PassThrough, type Readable } from 'node:stream'
+import { PassThrough } from 'node:stream'
 import { Agent, type Dispatcher } from 'undici'
 import type { BlobRecord } from '../../core/file.ts'
 import { ChecksumMismatch, Invalid, LeaseLost, MayflyError, NotFound, Unauthorized, Unavailable } from '../../core/errors.ts'
 import { FENCE_HEADER, fenceHeader } from '../../core/fence.ts'
 import type { NodeAnnouncement } from '../../core/node.ts'
-import type { Fence } from '../../ports.ts'
+import type { BlobClient, BlobPage, Fence } from '../../ports.ts'
 
 export interface BlobClientOptions {
   /** the cluster secret */
@@ -24,87 +24,6 @@ export interface BlobClientOptions {
   connectionsPerNode?: number
 }
 
-export interface BlobRead {
-  /**
-   * the bytes; errors with Unavailable if the node fails mid-stream. The node
-   * sends only bytes it has verified (per-block CRC32): on damage the body
-   * errors right after the last good block, so what came before is right
-   * and a reader can resume from there on another replica.
-   */
-  body: Readable
-  /** bytes in this response */
-  size: number
-  /** bytes of the whole blob */
-  totalSize: number
-  sha256: string
-  /** true for a 206 answer to a range */
-  partial: boolean
-}
-
-export interface BlobPage {
-  blobs: BlobRecord[]
-  /** pass as `after` for the next page; null on the last page */
-  next: string | null
-}
-
-export interface BlobClient {
-  /**
-   * Streams `body` to the node as blob `key` (create or atomic replace).
-   * Resolves once the node has fsynced it, with the sha256 it computed.
-   * With `sha256`, the node refuses other bytes: ChecksumMismatch, nothing kept.
-   * `size`, when known, is sent as Content-Length. Idempotent for the same
-   * bytes. On failure `body` may be left partly read or destroyed.
-   */
-  put(nodeUrl: string, key: string, body: Readable | Buffer, options?: { sha256?: string; size?: number; signal?: AbortSignal }): Promise<BlobRecord>
-  /**
-   * Opens the blob (or the inclusive byte range). Resolves once the node
-   * answered, so NotFound and Unavailable surface here; the caller must read
-   * or destroy `body`. Every byte is verified by the node before it is sent:
-   * damage cuts the body off (an error, never a clean end) after the last
-   * good byte, and damage before the first byte asked for is NotFound
-   * (the node quarantined its copy; the message says so). The node does not
-   * check the whole blob's sha256 on reads; a caller reading it whole should
-   * (the gateway does). An unsatisfiable range: Invalid('range_not_satisfiable').
-   */
-  get(nodeUrl: string, key: string, options?: { range?: { start: number; end: number }; signal?: AbortSignal }): Promise<BlobRead>
-  /**
-   * The whole blob in one Buffer, for blobs small enough to hold (the
-   * gateway reads those up to 1 MiB whole): the same request as get(), with
-   * no stream in between. The node sends only verified bytes; the caller
-   * checks the sha256. NotFound when the node lacks the blob or holds one
-   * that is not `size` bytes long; Unavailable when it fails or sends fewer
-   * or more bytes than it announced.
-   */
-  getWhole(nodeUrl: string, key: string, size: number): Promise<Buffer>
-  /** The blob's size and recorded sha256 without its bytes. NotFound when absent. */
-  head(nodeUrl: string, key: string): Promise<BlobRecord>
-  /**
-   * Idempotent: resolves whether or not the node had the blob. With `fence`
-   * (the replication manager's lease), LeaseLost when the node has seen a
-   * newer token of that lease, and nothing is deleted.
-   */
-  delete(nodeUrl: string, key: string, options?: { fence?: Fence }): Promise<void>
-  /** A page of the node's inventory, in key order (ASCII), keys > after; limit 1..10000, default 1000. */
-  list(nodeUrl: string, options?: { after?: string; limit?: number }): Promise<BlobPage>
-  /**
-   * Makes the node at targetUrl fetch the blob from sourceUrl and store it as
-   * a PUT would (checked against the source's sha256). NotFound when the
-   * source lacks it; Unavailable when either node fails. Idempotent. The
-   * target answers only once the whole blob is stored, so this call waits up
-   * to `timeoutMs` (default 60 × the client's timeout) for the answer.
-   * `fence` as for delete.
-   */
-  copy(
-    targetUrl: string,
-    key: string,
-    sourceUrl: string,
-    options?: { timeoutMs?: number; signal?: AbortSignal; fence?: Fence },
-  ): Promise<BlobRecord>
-  /** The node's GET /health: id, zone, url, version, capacity, free, used, blob count. */
-  health(nodeUrl: string): Promise<NodeAnnouncement>
-  /** Closes every pooled connection. */
-  close(): Promise<void>
-}
 
 function base(nodeUrl: string): string {
   return nodeUrl.replace(/\/+$/, '')

@@ -3,7 +3,7 @@ import type { Registry } from 'prom-client'
 import type { PlacementStrategy } from '../../core/placement.ts'
 import type { Logger } from '../../log.ts'
 import type { BlobStore, Cache, JobQueue, MetadataStore } from '../../ports.ts'
-import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
+import type { NodeDirectory } from '../../ports.ts'
 
 export interface GatewaySettings {
   clusterSecret: string

@@ -1,6 +1,6 @@
 // The JSON shapes of DESIGN §3 for a file.
 import { downloadsRemaining, fileStatus, type FileRecord, type VariantRecord } from '../../core/file.ts'
-import type { NodeView } from '../../adapters/replicated/node-directory.ts'
+import type { NodeView } from '../../ports.ts'
 import type { NodeUsage } from '../../ports.ts'
 
 function fileUrls(base: string, id: string) {

@@ -1,7 +1,7 @@
 // The replication state for /api/cluster and /metrics: the backlog, counted
 // from the metadata on every look (so it is true even with no manager
 // running), and what the active replication manager last published.
-import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
+import type { NodeDirectory } from '../../ports.ts'
 import type { PlacementStrategy } from '../../core/placement.ts'
 import { CONTROL_DOCUMENTS, spreadToAsk, type ReplicatorStatus } from '../../core/replication.ts'
 import type { MetadataStore, ReplicationBacklog } from '../../ports.ts'

@@ -6,7 +6,7 @@
 // lease's fence, so a node refuses a superseded leader (LeaseLost).
 import { LeaseLost, NotFound } from '../../core/errors.ts'
 import type { BlobPlacement } from '../../ports.ts'
-import type { NodeView } from '../../adapters/replicated/node-directory.ts'
+import type { NodeView } from '../../ports.ts'
 import type { LeaderContext } from './context.ts'
 
 /** Copies `blob` to `target` from one of `sources` (throttled) and records it; false when nothing was recorded. */

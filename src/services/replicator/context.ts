@@ -1,8 +1,8 @@
 // What the parts of the active replication manager share while it leads:
 // the fence its changes carry, the bandwidth throttle, the blobs being copied
 // right now (so reconciliation leaves them alone), and its counters.
-import type { NodeDirectory, NodeView } from '../../adapters/replicated/node-directory.ts'
-import type { BlobClient } from '../../adapters/storage-node/client.ts'
+import type { NodeDirectory, NodeView } from '../../ports.ts'
+import type { BlobClient } from '../../ports.ts'
 import { inDomains, type PlacementStrategy } from '../../core/placement.ts'
 import type { ReplicatorCounters } from '../../core/replication.ts'
 import type { Logger } from '../../log.ts'

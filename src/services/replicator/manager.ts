@@ -8,8 +8,8 @@
 // so a leader that was paused past its lease cannot act on stale beliefs.
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
-import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
-import type { BlobClient } from '../../adapters/storage-node/client.ts'
+import type { NodeDirectory } from '../../ports.ts'
+import type { BlobClient } from '../../ports.ts'
 import { LeaseLost } from '../../core/errors.ts'
 import { CONTROL_DOCUMENTS, type ReplicatorCounters, type ReplicatorStatus } from '../../core/replication.ts'
 import type { Logger } from '../../log.ts'

@@ -7,7 +7,7 @@
 //   up again after silence -> reconciled by inventory
 //   quarantined a blob     -> reconciled by inventory
 //   every auditIntervalMs  -> reconciled by inventory
-import type { NodeView } from '../../adapters/replicated/node-directory.ts'
+import type { NodeView } from '../../ports.ts'
 import type { NodeState } from '../../core/node.ts'
 import type { LeaderContext } from './context.ts'
 

@@ -3,7 +3,7 @@
 // first, until no move would make them more even. A move is copy-then-remove, so a blob has one copy more for
 // a moment and never one less, and a move never narrows a blob's zone spread.
 import { moveKeepsSpread } from '../../core/replication.ts'
-import type { NodeView } from '../../adapters/replicated/node-directory.ts'
+import type { NodeView } from '../../ports.ts'
 import { copyBlob, removeCopy } from './actions.ts'
 import { nodeMap, type LeaderContext } from './context.ts'
 

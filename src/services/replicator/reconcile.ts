@@ -13,7 +13,7 @@
 //   dead (its link died or was purged)                    -> deleted
 //   pending (an upload in progress)                       -> left alone
 //   unknown                                               -> deleted once seen unknown for orphanGraceMs
-import type { NodeView } from '../../adapters/replicated/node-directory.ts'
+import type { NodeView } from '../../ports.ts'
 import type { BlobRecord } from '../../core/file.ts'
 import type { LeaderContext } from './context.ts'
 

@@ -5,7 +5,7 @@
 import { LeaseLost } from '../../core/errors.ts'
 import { planBlob, spreadToAsk } from '../../core/replication.ts'
 import type { BlobPlacement } from '../../ports.ts'
-import type { NodeView } from '../../adapters/replicated/node-directory.ts'
+import type { NodeView } from '../../ports.ts'
 import { copyBlob, removeCopy } from './actions.ts'
 import { nodeMap, type LeaderContext } from './context.ts'
 

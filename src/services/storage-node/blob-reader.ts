@@ -2,7 +2,7 @@
 // before the CRC32 of its block has been checked. On damage the read stops at
 // the last good block: the reader gets a shorter, never a wrong, body, the
 // blob is quarantined, and the gateway resumes from that position on another
-// replica (DESIGN §5.2, adapters/replicated/blob-store.ts).
+// replica (DESIGN §5.2, cluster/blob-store.ts).
 //
 // The whole-blob sha256 is checked here only on request (scrub) and for
 // MAYFLYB1 blobs, which have nothing else: it costs about 0.6 ms of CPU per

@@ -8,7 +8,7 @@
 // those dead copies when it comes back.
 import type { Logger } from '../../log.ts'
 import type { BlobStore, Lease, Lock, MetadataStore, PurgeItem } from '../../ports.ts'
-import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
+import type { NodeDirectory } from '../../ports.ts'
 
 /** An upload still pending after this long has lost its gateway: its bytes are removed. */
 const STALE_UPLOAD_MS = 12 * 3600_000

@@ -4,7 +4,7 @@
 // its process died). Handlers are idempotent, so a duplicate job is harmless.
 import type { Logger } from '../../log.ts'
 import type { BlobStore, Consumer, JobQueue, Lock, MetadataStore } from '../../ports.ts'
-import type { NodeDirectory } from '../../adapters/replicated/node-directory.ts'
+import type { NodeDirectory } from '../../ports.ts'
 import { createSweeper, type Sweeper } from './sweeper.ts'
 import { createVariantJobHandler } from './variant-job.ts'
 

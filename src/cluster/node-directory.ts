@@ -3,26 +3,8 @@
 // on top of that each process keeps its own short memory of nodes that just
 // failed a call, so it stops using them at once instead of waiting for the
 // heartbeat to lapse (issue: "they also notice on their own").
-import { nodeState, type NodeRecord, type NodeState, type NodeTimings } from '../../core/node.ts'
-
-export interface NodeView extends NodeRecord {
-  state: NodeState
-  /** this process saw a call to it fail in the last penaltyMs */
-  failing: boolean
-}
-
-export interface NodeDirectory {
-  /** every known node with its state, refreshed at most every refreshMs */
-  all(): Promise<NodeView[]>
-  /** nodes to send new work to: up, not failing here, not draining */
-  writable(): Promise<NodeView[]>
-  /** url of a node by id, or undefined when unknown */
-  byId(id: string): Promise<NodeView | undefined>
-  /** a call to this node failed or timed out: avoid it for a while */
-  reportFailure(nodeId: string): void
-  /** a call to this node succeeded */
-  reportSuccess(nodeId: string): void
-}
+import { nodeState, type NodeRecord, type NodeTimings } from '../core/node.ts'
+import type { NodeDirectory, NodeView } from '../ports.ts'
 
 export interface NodeDirectoryOptions {
   listNodes: () => Promise<NodeRecord[]>

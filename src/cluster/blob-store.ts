@@ -4,27 +4,14 @@
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { PassThrough, Readable } from 'node:stream'
-import { MayflyError, NotFound, TooLarge, Unavailable } from '../../core/errors.ts'
-import { inDomains, placeReplicas, type PlacementStrategy } from '../../core/placement.ts'
-import type { Logger } from '../../log.ts'
-import type { BlobStore, ByteRange, WrittenBlob } from '../../ports.ts'
-import type { NodeDirectory, NodeView } from './node-directory.ts'
-
-/** The calls this store makes on one storage node (src/adapters/storage-node/client.ts). */
-export interface NodeCalls {
-  put(nodeUrl: string, key: string, body: Readable | Buffer, options?: { sha256?: string; size?: number }): Promise<{ size: number; sha256: string }>
-  get(
-    nodeUrl: string,
-    key: string,
-    options?: { range?: ByteRange },
-  ): Promise<{ body: Readable; totalSize: number }>
-  /** the whole blob of `size` bytes; NotFound when the node lacks it or holds another size */
-  getWhole(nodeUrl: string, key: string, size: number): Promise<Buffer>
-  delete(nodeUrl: string, key: string): Promise<void>
-}
+import { MayflyError, NotFound, TooLarge, Unavailable } from '../core/errors.ts'
+import { inDomains, placeReplicas, type PlacementStrategy } from '../core/placement.ts'
+import type { Logger } from '../log.ts'
+import type { BlobClient, BlobStore, NodeDirectory, NodeView, WrittenBlob } from '../ports.ts'
 
 export interface ReplicatedBlobStoreOptions {
-  client: NodeCalls
+  /** the storage node calls this store makes */
+  client: Pick<BlobClient, 'put' | 'get' | 'getWhole' | 'delete'>
   nodes: NodeDirectory
   replicationFactor: number
   writeQuorum: number
