@@ -1,6 +1,8 @@
 // One schema over process.env (DESIGN §6), parsed once at start-up. Every
 // bad value is reported at once; nothing else reads process.env.
+import { isIP } from 'node:net'
 import { z } from 'zod'
+import { splitPostgresUrl } from './adapters/postgres/hosts.ts'
 
 const GiB = 1024 ** 3
 
@@ -9,6 +11,28 @@ const optionalUrl = z.preprocess((v) => (typeof v === 'string' && v.trim() === '
 const list = z
   .string()
   .transform((v) => v.split(',').map((s) => s.trim()).filter((s) => s !== ''))
+const blankIsAbsent = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v)
+/** "true"/"false" (also 1/0, yes/no); absent: the command's default */
+const flag = z.preprocess(
+  blankIsAbsent,
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'], 'true or false')
+    .transform((v) => v === 'true' || v === '1' || v === 'yes')
+    .optional(),
+)
+/** one PostgreSQL url, or libpq's multi-host form (postgres://user@h1:5432,h2:5433/db) */
+const postgresUrl = z.string().superRefine((v, ctx) => {
+  try {
+    splitPostgresUrl(v)
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message })
+  }
+})
+const postgresUrls = list.pipe(z.array(postgresUrl))
+/** comma-separated amqp:// or amqps:// urls of the brokers of one cluster */
+const amqpUrls = list.pipe(z.array(z.url({ protocol: /^amqps?$/, error: 'an amqp:// or amqps:// url' })).min(1))
+/** comma-separated IP addresses (v4 or v6) */
+const addresses = list.pipe(z.array(z.string().refine((a) => isIP(a) !== 0, 'an IP address')))
 
 export const configSchema = z
   .object({
@@ -74,17 +98,23 @@ export const configSchema = z
     MAYFLY_WORKER_CONCURRENCY: int(1).default(2),
     /** seconds file metadata stays in the cache */
     MAYFLY_CACHE_TTL_SECONDS: int(1).default(30),
-    /** PostgreSQL for writes; absent: embedded PGlite */
-    MAYFLY_DATABASE_URL: optionalUrl,
+    /** PostgreSQL for writes, one url or libpq's multi-host form; absent: embedded PGlite */
+    MAYFLY_DATABASE_URL: z.preprocess(blankIsAbsent, postgresUrl.optional()),
     /** comma-separated PostgreSQL read endpoints */
-    MAYFLY_DATABASE_READ_URLS: list.default([]),
+    MAYFLY_DATABASE_READ_URLS: postgresUrls.default([]),
     /** Redis; absent (and no sentinels): embedded cache and lock */
     MAYFLY_REDIS_URL: optionalUrl,
     /** host:port,… of Redis Sentinels */
     MAYFLY_REDIS_SENTINELS: list.default([]),
     MAYFLY_REDIS_MASTER_NAME: z.string().default('mayfly'),
-    /** RabbitMQ; absent: embedded queue */
-    MAYFLY_AMQP_URL: optionalUrl,
+    /** RabbitMQ: comma-separated urls of the brokers of one cluster; absent: embedded queue */
+    MAYFLY_AMQP_URL: z.preprocess(blankIsAbsent, amqpUrls.optional()),
+    /** whether anyone may see /admin, /api/cluster, /api/nodes and /metrics (the cluster secret always may); default: true under `mayfly up`, false for `mayfly gateway` */
+    MAYFLY_PUBLIC_STATUS: flag,
+    /** addresses of reverse proxies whose X-Forwarded-* headers are believed; none by default */
+    MAYFLY_TRUSTED_PROXIES: addresses.default([]),
+    /** where the CLI's client commands reach a gateway */
+    MAYFLY_URL: z.preprocess(blankIsAbsent, z.url({ protocol: /^https?$/ }).default('http://localhost:5000')),
     /** prefix of queue names, Redis keys and lock names (tests give each run its own) */
     MAYFLY_NAMESPACE: z.string().regex(/^[a-z0-9-]{1,40}$/).default('mayfly'),
     /** pino level */

@@ -64,7 +64,7 @@ describe('worker crashes and poison jobs (RabbitMQ)', { timeout: 240_000 }, () =
       MAYFLY_DATA_DIR: workerDir,
       MAYFLY_DATABASE_URL: c.MAYFLY_DATABASE_URL!,
       MAYFLY_REDIS_URL: c.MAYFLY_REDIS_URL!,
-      MAYFLY_AMQP_URL: c.MAYFLY_AMQP_URL!,
+      MAYFLY_AMQP_URL: c.MAYFLY_AMQP_URL!.join(','),
       MAYFLY_NAMESPACE: c.MAYFLY_NAMESPACE,
       MAYFLY_CLUSTER_SECRET: cluster.secret,
       MAYFLY_JOB_MAX_ATTEMPTS: String(MAX_ATTEMPTS),

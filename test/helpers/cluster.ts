@@ -84,7 +84,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   }
   if (config.MAYFLY_AMQP_URL !== undefined) {
     const policy = { maxAttempts: config.MAYFLY_JOB_MAX_ATTEMPTS, retryDelayMs: config.MAYFLY_JOB_RETRY_DELAY_MS }
-    cleanups.push(() => deleteTopicQueues(config.MAYFLY_AMQP_URL!, config.MAYFLY_NAMESPACE, VARIANT_TOPIC, policy))
+    cleanups.push(() => deleteTopicQueues(config.MAYFLY_AMQP_URL![0]!, config.MAYFLY_NAMESPACE, VARIANT_TOPIC, policy))
   }
   const log = createLogger(config.MAYFLY_LOG_LEVEL)
   const infra = await createInfrastructure(config, log, secret)
