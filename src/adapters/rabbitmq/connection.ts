@@ -4,6 +4,7 @@
 import { connect, type ChannelModel } from 'amqplib'
 import type { Logger } from '../../log.ts'
 import { Unavailable } from '../../core/errors.ts'
+import { createPauses } from '../../core/pauses.ts'
 
 export interface SupervisedConnection {
   /** The open connection, waiting for one at most `timeoutMs`. Throws Unavailable. */
@@ -34,20 +35,9 @@ export function superviseConnection(opts: ConnectionOptions): SupervisedConnecti
   let closed = false
   let down = false
   let waiters: ((c: ChannelModel | null) => void)[] = []
-  let wakeSleep: (() => void) | null = null
+  const pauses = createPauses()
   let next = 0
   let recycled = false
-
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms)
-      function done() {
-        clearTimeout(timer)
-        wakeSleep = null
-        resolve()
-      }
-      wakeSleep = done
-    })
 
   async function loop(): Promise<void> {
     while (!closed) {
@@ -61,7 +51,7 @@ export function superviseConnection(opts: ConnectionOptions): SupervisedConnecti
       } catch (err) {
         if (!down) log.warn({ err }, 'rabbitmq unreachable, retrying')
         down = true
-        await sleep(opts.reconnectDelayMs)
+        await pauses.sleep(opts.reconnectDelayMs)
         continue
       }
       if (closed) {
@@ -87,7 +77,7 @@ export function superviseConnection(opts: ConnectionOptions): SupervisedConnecti
       }
       log.warn({ err }, 'rabbitmq connection lost, reconnecting')
       down = true
-      await sleep(opts.reconnectDelayMs)
+      await pauses.sleep(opts.reconnectDelayMs)
     }
   }
   const running = loop()
@@ -120,7 +110,7 @@ export function superviseConnection(opts: ConnectionOptions): SupervisedConnecti
     },
     async close() {
       closed = true
-      wakeSleep?.()
+      pauses.wake()
       const w = waiters
       waiters = []
       for (const fn of w) fn(null)

@@ -7,6 +7,7 @@ import type { Channel, ConsumeMessage } from 'amqplib'
 import type { Logger } from '../../log.ts'
 import type { Consumer, JobHandler } from '../../ports.ts'
 import { PermanentJobError } from '../../core/errors.ts'
+import { createPauses } from '../../core/pauses.ts'
 import type { SupervisedConnection } from './connection.ts'
 import type { TopicQueues } from './topology.ts'
 
@@ -49,18 +50,9 @@ export function startConsumer(deps: ConsumerDeps, handler: JobHandler, concurren
   const running = new Set<Promise<void>>()
   let stopped = false
   let current: { ch: Channel; tag: string; open: boolean } | null = null
-  let wake: (() => void) | null = null
+  const pauses = createPauses()
   let markAttached!: () => void
   const attached = new Promise<void>((resolve) => (markAttached = resolve))
-
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(() => resolve(), ms)
-      wake = () => {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
 
   async function attachLoop(): Promise<void> {
     while (!stopped) {
@@ -98,7 +90,7 @@ export function startConsumer(deps: ConsumerDeps, handler: JobHandler, concurren
         if (!stopped) log.warn({ err }, 'consumer could not attach, retrying')
         ch?.close().catch(() => {})
       }
-      if (!stopped) await sleep(deps.reconnectDelayMs)
+      if (!stopped) await pauses.sleep(deps.reconnectDelayMs)
     }
   }
 
@@ -179,12 +171,12 @@ export function startConsumer(deps: ConsumerDeps, handler: JobHandler, concurren
     inFlight: () => running.size,
     kill() {
       stopped = true
-      wake?.()
+      pauses.wake()
     },
     stop() {
       stopping ??= (async () => {
         stopped = true
-        wake?.()
+        pauses.wake()
         const state = current
         if (state?.open) await state.ch.cancel(state.tag).catch(() => {})
         let timer: NodeJS.Timeout | undefined
