@@ -117,5 +117,8 @@ export function gatewaySettings(config: Config, clusterSecret: string): GatewayS
     cacheTtlMs: config.MAYFLY_CACHE_TTL_SECONDS * 1000,
     clientTimeoutMs: config.MAYFLY_CLIENT_TIMEOUT_MS,
     variantTopic: VARIANT_TOPIC,
+    // `mayfly gateway`'s default; `mayfly up` (a local try-out) opens it unless told otherwise
+    publicStatus: config.MAYFLY_PUBLIC_STATUS ?? false,
+    trustedProxies: config.MAYFLY_TRUSTED_PROXIES,
   }
 }

@@ -32,7 +32,7 @@ export async function upCommand(options: UpOptions): Promise<void> {
   const nodePorts = parsePorts(options.nodePorts ?? '8001,8002,8003')
   await mkdir(dataDir, { recursive: true })
   const secret = config.MAYFLY_CLUSTER_SECRET ?? (await clusterSecret(dataDir))
-  const runConfig = { ...config, MAYFLY_DATA_DIR: dataDir, MAYFLY_CLUSTER_SECRET: secret }
+  const runConfig = { ...config, MAYFLY_DATA_DIR: dataDir, MAYFLY_CLUSTER_SECRET: secret, MAYFLY_PUBLIC_STATUS: config.MAYFLY_PUBLIC_STATUS ?? true }
 
   const infra = await createInfrastructure(runConfig, log, secret)
   const gateway = await startGateway(runConfig, log.child({ svc: 'gateway' }), infra, secret, port)

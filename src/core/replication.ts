@@ -14,6 +14,7 @@
 // - A copy is removed only while `factor` healthy, non-draining copies stay,
 //   chosen to span as many zones as possible: removals never go below the
 //   factor, not even for a moment.
+import type { ReplicationBacklog } from '../ports.ts'
 import type { NodeState } from './node.ts'
 import { placeReplicas, type PlacementStrategy } from './placement.ts'
 
@@ -163,4 +164,15 @@ export interface ReplicatorStatus extends ReplicatorCounters {
   /** nodes waiting for or in reconciliation */
   reconciling: string[]
   rebalance: { requested: boolean; moves: number }
+  /**
+   * The backlog as this manager last counted it, so that gateways serve it
+   * from this document instead of each scanning every live blob per request
+   * (issue 7); null until its first count.
+   */
+  backlog: PublishedBacklog | null
+}
+
+export interface PublishedBacklog extends ReplicationBacklog {
+  /** when the count was taken */
+  countedAt: string
 }

@@ -203,6 +203,11 @@ export function apiSuite(mode: Mode): void {
       assert.deepEqual([none.status, none.body.error], [401, 'password_required'])
       const wrong = await getJson(url, { headers: { 'x-mayfly-password': 'hunter3' } })
       assert.deepEqual([wrong.status, wrong.body.error], [401, 'wrong_password'])
+      // its info says only that it needs a password, unless the password comes along
+      const info = await getJson(String(body.info_url))
+      assert.deepEqual([info.status, info.body.password_protected, info.body.name, info.body.sha256, info.body.replicas], [200, true, undefined, undefined, undefined])
+      const unlocked = await getJson(String(body.info_url), { headers: { 'x-mayfly-password': 'hunter2' } })
+      assert.equal(unlocked.body.sha256, body.sha256)
       const right = await fetch(url, { headers: { 'x-mayfly-password': 'hunter2' } })
       assert.equal(await right.text(), 'for your eyes only')
       const form = await fetch(`${base}/f/${String(body.id)}/download`, { method: 'POST', body: new URLSearchParams({ password: 'hunter2' }) })
@@ -289,25 +294,32 @@ export function apiSuite(mode: Mode): void {
       assert.equal((await fetch(`${base}/health`)).status, 200)
       const ready = await getJson(`${base}/ready`)
       assert.equal(ready.status, 200, JSON.stringify(ready.body))
-      const nodes = (await getJson(`${base}/api/nodes`)).body.nodes as { zone: string; state: string }[]
+      // started as `mayfly gateway` is: the cluster status needs the cluster secret (MAYFLY_PUBLIC_STATUS unset)
+      const auth = { headers: { authorization: `Bearer ${cluster.secret}` } }
+      for (const path of ['/api/nodes', '/api/cluster', '/metrics', '/admin']) {
+        const refused = await getJson(`${base}${path}`)
+        assert.deepEqual([refused.status, refused.body.error], [401, 'unauthorized'], path)
+      }
+      const nodes = (await getJson(`${base}/api/nodes`, auth)).body.nodes as { zone: string; state: string }[]
       assert.deepEqual(nodes.map((n) => n.zone).sort(), ['a', 'b', 'c'])
       assert.ok(nodes.every((n) => n.state === 'up'))
-      const cluster = (await getJson(`${base}/api/cluster`)).body
-      for (const part of ['metadata', 'cache', 'queue', 'storage_nodes', 'replication', 'workers']) assert.ok(part in cluster, part)
+      const overview = (await getJson(`${base}/api/cluster`, auth)).body
+      for (const part of ['metadata', 'cache', 'queue', 'storage_nodes', 'replication', 'workers']) assert.ok(part in overview, part)
       const replication = await waitFor('the replication manager active', async () => {
-        const r = (await getJson(`${base}/api/cluster`)).body.replication as { manager: { active: boolean } }
-        return r.manager.active ? (r as unknown as Record<string, unknown>) : undefined
+        const r = (await getJson(`${base}/api/cluster`, auth)).body.replication as { manager: { active: boolean }; blobs_below_factor: unknown }
+        // the backlog is the manager's count, published a moment after it took the lease
+        return r.manager.active && r.blobs_below_factor !== null ? (r as unknown as Record<string, unknown>) : undefined
       })
       for (const field of ['blobs_below_factor', 'bytes_to_copy', 'blobs_above_factor', 'copy_rate_bytes_per_second']) {
         assert.equal(typeof replication[field], 'number', field)
       }
-      const metrics = await (await fetch(`${base}/metrics`)).text()
+      const metrics = await (await fetch(`${base}/metrics`, auth)).text()
       assert.match(metrics, /mayfly_uploads_total\{result="ok"\} \d+/)
       assert.match(metrics, /mayfly_storage_nodes\{state="up"\} 3/)
       assert.match(metrics, /mayfly_replication_manager_active 1/)
       assert.match(metrics, /mayfly_replication_blobs\{state="below_factor"\} \d+/)
       // the dashboard: its script at least parses (it runs in the browser)
-      const admin = await (await fetch(`${base}/admin`)).text()
+      const admin = await (await fetch(`${base}/admin`, auth)).text()
       const script = /<script>([\s\S]*)<\/script>/.exec(admin)?.[1]
       assert.ok(script !== undefined)
       assert.doesNotThrow(() => new Function(script))

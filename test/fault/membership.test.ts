@@ -16,7 +16,7 @@ describe('membership as /api/nodes shows it', { timeout: 60_000 }, () => {
   after(async () => cluster?.close())
 
   async function stateOf(id: string): Promise<string | undefined> {
-    const { body } = await getJson(`${cluster.url}/api/nodes`)
+    const { body } = await getJson(`${cluster.url}/api/nodes`, { headers: { authorization: `Bearer ${cluster.secret}` } })
     return (body.nodes as { id: string; state: string }[]).find((n) => n.id === id)?.state
   }
 

@@ -69,7 +69,7 @@ describe('gateway memory under a 1 GiB upload and download', { timeout: 600_000 
       nodes.push(await startStorageNodeProcess({ zone, secret, controlUrl: base, dataDir: join(dir, `node-${zone}`), env: { MAYFLY_HEARTBEAT_INTERVAL_MS: '500' } }))
     }
     await waitFor('three nodes up', async () => {
-      const res = await getJson(`${base}/api/nodes`)
+      const res = await getJson(`${base}/api/nodes`, { headers: { authorization: `Bearer ${secret}` } })
       const list = (res.body.nodes ?? []) as { state: string }[]
       return list.filter((n) => n.state === 'up').length === 3 ? true : undefined
     })

@@ -12,7 +12,8 @@ import { registerFileRoutes } from './file-routes.ts'
 import { createGatewayMetrics } from './metrics.ts'
 import { registerOperatorRoutes } from './operator-routes.ts'
 import { registerPages } from './pages.ts'
-import { createReplicationOverview } from './replication-overview.ts'
+import { createClusterReads } from './replication-overview.ts'
+import { guardStatusRoutes } from './status-access.ts'
 import { registerUploadRoutes } from './upload-routes.ts'
 
 export function buildGateway(deps: GatewayDeps) {
@@ -25,15 +26,19 @@ export function buildGateway(deps: GatewayDeps) {
     requestTimeout: 0,
     bodyLimit: 64 * 1024,
     logController: new LogController({ disableRequestLogging: true }),
-    trustProxy: true,
+    // X-Forwarded-Host, -Proto and -For are believed only from these (they make share_url and the client's
+    // address): from anyone, a request could point the links it gets back at another site (issue 7)
+    trustProxy: deps.settings.trustedProxies.length > 0 ? [...deps.settings.trustedProxies] : false,
     routerOptions: { maxParamLength: 200 },
   })
   installErrorHandling(app)
+  // before any route: it puts itself in front of the status routes as they are registered
+  guardStatusRoutes(app, deps.settings)
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, parseQuery(body as string))
   })
-  const replication = createReplicationOverview(deps.metadata, deps.nodes, deps.settings.replicationFactor, deps.settings.placement)
-  const metrics = createGatewayMetrics(deps, replication)
+  const reads = createClusterReads(deps.metadata, deps.now)
+  const metrics = createGatewayMetrics(deps, reads.replication)
   app.addHook('onResponse', async (req, reply) => {
     metrics.requestSeconds.observe(
       { method: req.method, route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) },
@@ -47,7 +52,7 @@ export function buildGateway(deps: GatewayDeps) {
   registerUploadRoutes(app, deps, metrics, files)
   registerDownloadRoutes(app, deps, files, metrics, tally)
   registerFileRoutes(app, deps, files)
-  registerClusterRoutes(app, deps, replication)
+  registerClusterRoutes(app, deps, reads)
   registerOperatorRoutes(app, deps)
   registerPages(app, deps, files)
   return app

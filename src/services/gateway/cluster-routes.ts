@@ -1,5 +1,6 @@
 // Health, readiness, the node list, the cluster overview, metrics, and the
-// door storage nodes announce themselves through (their heartbeats).
+// door storage nodes announce themselves through (their heartbeats). Who may
+// see the node list, the overview and the metrics: status-access.ts.
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { Invalid } from '../../core/errors.ts'
@@ -7,7 +8,7 @@ import type { DependencyStatus } from '../../ports.ts'
 import type { GatewayDeps } from './deps.ts'
 import { nodeView } from './file-view.ts'
 import { requireClusterSecret } from './operator-routes.ts'
-import type { ReplicationOverview } from './replication-overview.ts'
+import type { ClusterReads } from './replication-overview.ts'
 
 const announcementSchema = z.object({
   id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
@@ -25,7 +26,7 @@ const announcementSchema = z.object({
 export function registerClusterRoutes(
   app: FastifyInstance,
   deps: GatewayDeps,
-  replication: () => Promise<ReplicationOverview>,
+  reads: ClusterReads,
 ): void {
   const { metadata, cache, queue, nodes, settings } = deps
   const now = deps.now ?? (() => new Date())
@@ -51,7 +52,7 @@ export function registerClusterRoutes(
   })
 
   app.get('/api/nodes', async () => {
-    const [list, usage] = await Promise.all([nodes.all(), metadata.replication.nodeUsage().catch(() => [])])
+    const [list, usage] = await Promise.all([nodes.all(), reads.nodeUsage()])
     return { nodes: list.map((n) => nodeView(n, usage)) }
   })
 
@@ -62,8 +63,8 @@ export function registerClusterRoutes(
       queue.status().catch((err: Error) => failed('queue', err)),
       queue.depths([settings.variantTopic]).catch(() => []),
       nodes.all().catch(() => []),
-      metadata.replication.nodeUsage().catch(() => []),
-      replication(),
+      reads.nodeUsage(),
+      reads.replication(),
     ])
     const { backlog, manager } = overview
     return {
@@ -80,6 +81,8 @@ export function registerClusterRoutes(
         blobs_above_factor: backlog?.blobsAboveFactor ?? null,
         blobs_below_zone_spread: backlog?.blobsBelowZoneSpread ?? null,
         blobs_without_replica: backlog?.blobsWithoutReplica ?? null,
+        // the backlog is the active manager's count, never a scan of ours: null with no manager
+        backlog_counted_at: backlog?.countedAt ?? null,
         copy_rate_bytes_per_second: manager?.copyRate ?? 0,
         manager:
           manager === null

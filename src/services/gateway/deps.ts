@@ -18,6 +18,10 @@ export interface GatewaySettings {
   clientTimeoutMs: number
   /** the topic variant jobs are published to */
   variantTopic: string
+  /** anyone may see /admin, /api/cluster, /api/nodes and /metrics; otherwise only the cluster secret (status-access.ts) */
+  publicStatus: boolean
+  /** addresses whose X-Forwarded-* headers are believed; none: the socket's own address and Host header count */
+  trustedProxies: string[]
 }
 
 export interface GatewayDeps {

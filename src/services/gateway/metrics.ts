@@ -1,5 +1,6 @@
-// Prometheus metrics of the gateway. Gauges of cluster state are computed
-// when scraped, so they are never stale.
+// Prometheus metrics of the gateway. Gauges of cluster state are read when
+// scraped; the replication ones come from the active manager's published
+// status (NaN while no manager runs: unknown, not zero), never from a scan.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import type { GatewayDeps } from './deps.ts'
 import type { ReplicationOverview } from './replication-overview.ts'
@@ -29,7 +30,7 @@ export function createGatewayMetrics(
   })
   new Gauge({
     name: 'mayfly_replication_blobs',
-    help: 'Live blobs away from the replication factor: below it, above it, in fewer zones than they could be, or with no copy recorded',
+    help: 'Live blobs away from the replication factor (as the active replication manager counted them): below it, above it, in fewer zones than they could be, or with no copy recorded',
     labelNames: ['state'],
     registers,
     async collect() {

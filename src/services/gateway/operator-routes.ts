@@ -5,12 +5,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Conflict, NotFound, Unauthorized } from '../../core/errors.ts'
 import { CONTROL_DOCUMENTS } from '../../core/replication.ts'
-import { safeEqual } from '../../core/secrets.ts'
 import type { GatewayDeps } from './deps.ts'
+import { hasClusterSecret } from './status-access.ts'
 
 /** Throws Unauthorized unless the request carries `Authorization: Bearer <cluster secret>`. */
 export function requireClusterSecret(req: FastifyRequest, secret: string): void {
-  if (!safeEqual(req.headers.authorization ?? '', `Bearer ${secret}`)) {
+  if (!hasClusterSecret(req, secret)) {
     throw new Unauthorized('this needs the cluster secret (Authorization: Bearer …)')
   }
 }

@@ -15,6 +15,7 @@ import { CONTROL_DOCUMENTS, type ReplicatorCounters, type ReplicatorStatus } fro
 import type { Logger } from '../../log.ts'
 import type { Lease, ReplicationStore } from '../../ports.ts'
 import type { LeaderContext, ReplicatorSettings } from './context.ts'
+import { createBacklogCount } from './backlog-count.ts'
 import { createMembership } from './membership.ts'
 import { createRebalancer } from './rebalance.ts'
 import { createReconciler } from './reconcile.ts'
@@ -127,6 +128,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
     const reconciler = createReconciler(ctx)
     const repairer = createRepairer(ctx)
     const rebalancer = createRebalancer(ctx)
+    const backlog = createBacklogCount(store, options.nodes, options, log)
     /** nodes to reconcile, in order; membership adds, the reconcile lane takes */
     const reconciling: string[] = []
     let rebalance = { requested: false }
@@ -202,6 +204,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
         ...counters,
         reconciling: [...reconciling],
         rebalance: { ...rebalance, moves: counters.moves },
+        backlog: backlog.latest(),
       }
       await store.writeControl(CONTROL_DOCUMENTS.status, status, ctx.fence)
       await sleep(STATUS_EVERY_MS)
@@ -209,6 +212,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
     })
 
     await Promise.all([membershipLane, reconcileLane, repairLane, statusLane])
+    await backlog.settled()
     clearInterval(renewer)
     throttle.stop()
   }
