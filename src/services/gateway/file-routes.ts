@@ -5,7 +5,8 @@ import { isId } from '../../core/ids.ts'
 import { tokenMatches } from '../../core/secrets.ts'
 import type { GatewayDeps } from './deps.ts'
 import type { FileLookup } from './file-lookup.ts'
-import { fileInfoView } from './file-view.ts'
+import { fileInfoView, lockedFileView } from './file-view.ts'
+import { checkPassword, passwordFromHeader } from './link-password.ts'
 import { publicBase } from './upload-routes.ts'
 
 type IdParams = { Params: { id: string } }
@@ -14,14 +15,22 @@ export function registerFileRoutes(app: FastifyInstance, deps: GatewayDeps, file
   const { metadata } = deps
   const now = deps.now ?? (() => new Date())
 
-  app.get<IdParams>('/api/files/:id', async (req) => {
+  app.get<IdParams>('/api/files/:id', async (req, reply) => {
     const file = await knownFile(req.params.id)
+    const base = publicBase(req, deps.settings.publicUrl)
+    if (file.passwordHash !== null) {
+      // what a protected file is, only with its password; without one, only that it needs one
+      reply.header('vary', 'X-Mayfly-Password').header('cache-control', 'private, no-store')
+      const password = passwordFromHeader(req)
+      if (password === undefined) return lockedFileView(base, file, now())
+      await checkPassword(file, password)
+    }
     const [variants, replicas, nodes] = await Promise.all([
       metadata.listVariants(file.id),
       metadata.listReplicas(file.blobKey),
       deps.nodes.all(),
     ])
-    return fileInfoView(publicBase(req, deps.settings.publicUrl), file, variants, replicas, nodes, now())
+    return fileInfoView(base, file, variants, replicas, nodes, now())
   })
 
   app.delete<IdParams>('/api/files/:id', async (req, reply) => {

@@ -58,6 +58,28 @@ export function fileInfoView(
   }
 }
 
+/**
+ * GET /api/files/:id of a password-protected file asked without its password:
+ * that it exists, that it needs a password, whether it still serves and what
+ * remains of it (what the share page and a client need to ask for the
+ * password), and nothing of its content: no name, size, type, checksum,
+ * variants or replicas (issue 7, bug 14). `created_at` and the download
+ * count stay back too: they say when and how much the link was used.
+ */
+export function lockedFileView(base: string, file: FileRecord, now: Date) {
+  const { download_url, share_url, info_url } = fileUrls(base, file.id)
+  return {
+    id: file.id,
+    password_protected: true,
+    status: fileStatus(file, now),
+    expires_at: file.expiresAt.toISOString(),
+    downloads_remaining: downloadsRemaining(file),
+    download_url,
+    info_url,
+    share_url,
+  }
+}
+
 function variantUrl(base: string, id: string, name: string): string {
   return name === 'thumbnail' ? `${base}/api/files/${id}/thumbnail` : `${base}/api/files/${id}/variants/${name}`
 }
