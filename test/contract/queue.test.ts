@@ -2,6 +2,7 @@
 // 127.0.0.1:5672 (each test in its own namespace; its queues are deleted).
 import { test, describe } from 'node:test'
 import { deleteTopicQueues } from '../helpers/rabbit.ts'
+import { waitFor } from '../helpers/wait.ts'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { execFile, spawn } from 'node:child_process'
@@ -58,13 +59,8 @@ const adapters: { name: string; make(ns: string, policy: Policy): Fixture; clean
   },
 ]
 
-async function until(check: () => boolean | Promise<boolean>, ms = 5000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`${what} not met within ${ms} ms`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
+/** the checks here are in-process and cheap: a fast poll sees a job start well before it ends */
+const POLL_MS = 10
 
 type T = { after: (fn: () => Promise<void>) => void }
 
@@ -96,7 +92,7 @@ for (const a of adapters) {
         seen.push({ n: job.n, attempt: ctx.attempt })
       })
       for (let n = 0; n < 5; n++) await queue.publish(TOPIC, { n, nested: { ok: true } })
-      await until(() => seen.length === 5)
+      await waitFor('the 5 jobs consumed', () => seen.length === 5, 5000, POLL_MS)
       assert.deepEqual(seen.map((s) => s.n).sort(), [0, 1, 2, 3, 4])
       assert.ok(seen.every((s) => s.attempt === 1))
       await consumer.stop()
@@ -112,10 +108,10 @@ for (const a of adapters) {
         if (ctx.attempt === 1) throw new Error('transient')
       })
       await queue.publish(TOPIC, { id: 'x' })
-      await until(() => attempts.length === 2)
+      await waitFor('the second attempt', () => attempts.length === 2, 5000, POLL_MS)
       assert.deepEqual(attempts.map((x) => x.attempt), [1, 2])
       assert.ok(attempts[1]!.at - attempts[0]!.at >= 90, `retried after ${attempts[1]!.at - attempts[0]!.at} ms`)
-      await until(async () => (await queue.depths([TOPIC]))[0]!.unacked === 0)
+      await waitFor('no job unacked', async () => (await queue.depths([TOPIC]))[0]!.unacked === 0, 5000, POLL_MS)
       const [d] = await queue.depths([TOPIC])
       assert.equal(d!.dead, 0)
       assert.equal(d!.retrying, 0)
@@ -129,7 +125,7 @@ for (const a of adapters) {
         throw new Error('always fails')
       })
       await queue.publish(TOPIC, { id: 'poison' })
-      await until(async () => (await queue.depths([TOPIC]))[0]!.dead === 1)
+      await waitFor('the job in the dead-letter queue', async () => (await queue.depths([TOPIC]))[0]!.dead === 1, 5000, POLL_MS)
       assert.deepEqual(attempts, [1, 2, 3])
       const [d] = await queue.depths([TOPIC])
       assert.equal(d!.ready, 0)
@@ -144,7 +140,7 @@ for (const a of adapters) {
         throw new PermanentJobError('corrupt input')
       })
       await queue.publish(TOPIC, { id: 'bad' })
-      await until(async () => (await queue.depths([TOPIC]))[0]!.dead === 1)
+      await waitFor('the job in the dead-letter queue', async () => (await queue.depths([TOPIC]))[0]!.dead === 1, 5000, POLL_MS)
       assert.deepEqual(attempts, [1])
     })
 
@@ -165,7 +161,7 @@ for (const a of adapters) {
         { concurrency: 2 },
       )
       for (let i = 0; i < 6; i++) await queue.publish(TOPIC, { i })
-      await until(() => done === 6)
+      await waitFor('the 6 jobs done', () => done === 6, 5000, POLL_MS)
       assert.equal(peak, 2)
     })
 
@@ -179,7 +175,7 @@ for (const a of adapters) {
         seen.push(ctx.attempt)
       })
       await queue.publish(TOPIC, { id: 1 })
-      await until(() => started)
+      await waitFor('the job started', () => started, 5000, POLL_MS)
       await consumer.stop()
       assert.deepEqual(seen, [1])
       const [d] = await queue.depths([TOPIC])
@@ -199,13 +195,13 @@ for (const a of adapters) {
         await hang
       })
       await queue.publish(TOPIC, { id: 'in-flight' })
-      await until(() => victimGot !== null)
+      await waitFor('the job delivered to the consumer that dies', () => victimGot !== null, 5000, POLL_MS)
       await v.kill(dying)
       const got: { id: unknown; attempt: number }[] = []
       await queue.consume(TOPIC, async (job, ctx) => {
         got.push({ id: job.id, attempt: ctx.attempt })
       })
-      await until(() => got.length === 1)
+      await waitFor('the job delivered', () => got.length === 1, 5000, POLL_MS)
       assert.equal(victimGot, 1)
       assert.deepEqual(got, [{ id: 'in-flight', attempt: 2 }])
     })
@@ -221,7 +217,7 @@ for (const a of adapters) {
           seen.push(ctx.attempt)
           await hang
         })
-        await until(() => seen.length === i + 1)
+        await waitFor(`delivery ${i + 1} of the job`, () => seen.length === i + 1, 5000, POLL_MS)
         await v.kill(c)
       }
       assert.deepEqual(seen, [1, 2])
@@ -229,7 +225,7 @@ for (const a of adapters) {
       await queue.consume(TOPIC, async () => {
         ran = true
       })
-      await until(async () => (await queue.depths([TOPIC]))[0]!.dead === 1)
+      await waitFor('the job in the dead-letter queue', async () => (await queue.depths([TOPIC]))[0]!.dead === 1, 5000, POLL_MS)
       assert.equal(ran, false, 'a third delivery must not run')
     })
 
@@ -237,7 +233,7 @@ for (const a of adapters) {
       const { queue } = setup(t, { maxAttempts: 2, retryDelayMs: 60_000 })
       await queue.publish(TOPIC, { id: 1 })
       await queue.publish(TOPIC, { id: 2 })
-      await until(async () => (await queue.depths([TOPIC]))[0]!.ready === 2)
+      await waitFor('2 jobs ready', async () => (await queue.depths([TOPIC]))[0]!.ready === 2, 5000, POLL_MS)
       let first = true
       const consumer = await queue.consume(TOPIC, async () => {
         if (first) {
@@ -246,10 +242,10 @@ for (const a of adapters) {
         }
         throw new PermanentJobError('to the dead-letter queue')
       })
-      await until(async () => {
+      await waitFor('one job retrying and one dead', async () => {
         const [d] = await queue.depths([TOPIC])
         return d!.retrying === 1 && d!.dead === 1
-      })
+      }, 5000, POLL_MS)
       const [d] = await queue.depths([TOPIC])
       assert.equal(d!.ready, 0)
       assert.equal(d!.consumers, 1)
@@ -286,12 +282,12 @@ describe('queue: rabbitmq only', () => {
       got.push(job.n)
     })
     await queue.publish(TOPIC, { n: 1 })
-    await until(() => got.length === 1)
+    await waitFor('the job delivered', () => got.length === 1, 5000, POLL_MS)
     assert.equal(await dropConnections(`mayfly-${ns}-`), 2)
     await queue.publish(TOPIC, { n: 2 })
-    await until(() => got.length === 2, 5000, 'consumer resumed')
+    await waitFor('the consumer resumed with the second job', () => got.length === 2, 5000, POLL_MS)
     assert.deepEqual(got, [1, 2])
-    await until(async () => (await queue.depths([TOPIC]))[0]!.consumers === 1)
+    await waitFor('one consumer on the queue', async () => (await queue.depths([TOPIC]))[0]!.consumers === 1, 5000, POLL_MS)
   })
 
   test('publish to an unreachable broker throws Unavailable within publishTimeoutMs', async (t) => {
@@ -358,9 +354,9 @@ describe('queue: rabbitmq only', () => {
     })
     const lines: string[] = []
     createInterface({ input: child.stdout }).on('line', (l) => lines.push(l))
-    await until(() => lines.includes('ready'), 10_000, 'child consumer ready')
+    await waitFor('the child consumer ready', () => lines.includes('ready'), 10_000, POLL_MS)
     await queue.publish(TOPIC, { id: 'crash' })
-    await until(() => lines.length === 2, 5000, 'child got the job')
+    await waitFor('the child to get the job', () => lines.length === 2, 5000, POLL_MS)
     assert.deepEqual(JSON.parse(lines[1]!), { id: 'crash', attempt: 1 })
     const exited = new Promise((r) => child.once('exit', r))
     child.kill('SIGKILL')
@@ -369,7 +365,7 @@ describe('queue: rabbitmq only', () => {
     await queue.consume(TOPIC, async (job, ctx) => {
       got.push({ id: job.id, attempt: ctx.attempt })
     })
-    await until(() => got.length === 1)
+    await waitFor('the job delivered', () => got.length === 1, 5000, POLL_MS)
     assert.deepEqual(got, [{ id: 'crash', attempt: 2 }])
   })
 })

@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { setTimeout as delay } from 'node:timers/promises'
 import { createTestDatabase } from '../helpers/databases.ts'
+import { waitFor } from '../helpers/wait.ts'
 import { newFile, readyVariant } from '../helpers/metadata-fixtures.ts'
 import { createLogger } from '../../src/log.ts'
 import { LeaseLost } from '../../src/core/errors.ts'
@@ -26,15 +27,6 @@ const nodeId = () => `node-${newId()}`
 
 /** A fresh blob key starting with `first`, to control byte order. */
 const keyStarting = (first: string) => first + newId().slice(1)
-
-/** Resolves once `check` holds; polls, fails after `timeoutMs`. */
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`no ${what} within ${timeoutMs} ms`)
-    await delay(20)
-  }
-}
 
 function announcement(id: string, zone = 'a'): NodeAnnouncement {
   return {

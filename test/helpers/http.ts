@@ -6,6 +6,8 @@ import { join } from 'node:path'
 import { PHOTOS } from './testdata.ts'
 
 export { PHOTOS }
+// the tests' polling helper, also reachable from here (most e2e and fault tests import it with these helpers)
+export { waitFor } from './wait.ts'
 
 export async function photoPaths(): Promise<string[]> {
   return (await readdir(PHOTOS)).filter((f) => f.endsWith('.jpg')).sort().map((f) => join(PHOTOS, f))
@@ -47,15 +49,4 @@ export async function getJson(url: string, init?: RequestInit): Promise<{ status
   const res = await fetch(url, init)
   const text = await res.text()
   return { status: res.status, body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) }
-}
-
-/** Polls `check` until it returns a value other than undefined, or fails after timeoutMs. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }

@@ -5,8 +5,9 @@
 import assert from 'node:assert/strict'
 import { reachableSpread } from '../../src/core/replication.ts'
 import type { Cluster } from './cluster.ts'
-import { sha256, waitFor } from './http.ts'
+import { sha256 } from './http.ts'
 import type { StorageNodeProcess } from './storage-node-process.ts'
+import { waitFor } from './wait.ts'
 
 /** Short membership timings so that a test sees suspect, down and lost within seconds. */
 export const FAST_MEMBERSHIP = {

@@ -28,6 +28,7 @@ import {
   type StorageNodeProcess,
 } from '../helpers/storage-node-process.ts'
 import { readAll, sha256 as sha } from '../helpers/http.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 const SECRET = `test-secret-${randomBytes(8).toString('hex')}`
 
@@ -108,20 +109,13 @@ describe('storage nodes together', { timeout: 60_000 }, () => {
     assert.deepEqual(await readdir(join(b.dataDir, 'tmp')), [])
   })
 
-  async function waitFor(what: string, check: () => Promise<boolean>): Promise<void> {
-    const deadline = Date.now() + 10_000
-    while (!(await check())) {
-      assert.ok(Date.now() < deadline, `${what}: not in time`)
-      await new Promise((r) => setTimeout(r, 50))
-    }
-  }
   const quarantined = (node: StorageNodeProcess, key: string) => async () => (await readdir(join(node.dataDir, 'quarantine'))).some((f) => f.startsWith(key))
 
   test('scrub finds a flipped byte on its own and quarantines the blob', async () => {
     const key = newId()
     await client.put(a.url, key, Readable.from([randomBytes(10_000)]))
     await flipBlobByte(a.dataDir, key, 9_999)
-    await waitFor('quarantine', quarantined(a, key))
+    await waitFor('the blob in quarantine on node a', quarantined(a, key))
     await assert.rejects(client.head(a.url, key), NotFound)
   })
 
@@ -137,7 +131,7 @@ describe('storage nodes together', { timeout: 60_000 }, () => {
     } finally {
       await fh.close()
     }
-    await waitFor('quarantine', quarantined(a, key))
+    await waitFor('the blob in quarantine on node a', quarantined(a, key))
     assert.match(a.output(), new RegExp(`"key":"${key}","reason":"the bytes hash to [0-9a-f]{64}, not the recorded sha256`))
   })
 
@@ -145,7 +139,7 @@ describe('storage nodes together', { timeout: 60_000 }, () => {
     const key = newId()
     const data = randomBytes(2 * 1024 * 1024 + 3)
     await writeLegacyBlob(a.dataDir, key, data)
-    await waitFor('the rewrite', async () => (await readFile(blobFilePath(a.dataDir, key))).toString('latin1', 0, 8) === 'MAYFLYB2')
+    await waitFor('the blob rewritten as MAYFLYB2', async () => (await readFile(blobFilePath(a.dataDir, key))).toString('latin1', 0, 8) === 'MAYFLYB2')
     assert.ok((await readAll((await client.get(a.url, key)).body)).equals(data))
     assert.deepEqual(await client.head(a.url, key), { key, size: data.length, sha256: sha(data) })
     assert.match(a.output(), /blob rewritten with block checksums/)
@@ -171,7 +165,7 @@ describe('storage nodes together', { timeout: 60_000 }, () => {
     const resumed = lines.find((l) => l.msg.includes('resuming from the next one'))
     assert.ok(resumed !== undefined, 'the read moved to a mid-stream')
     assert.ok(resumed.position !== undefined && resumed.position > 0 && resumed.position <= 30 * BLOCK_BYTES, `resumed at ${resumed.position}`)
-    await waitFor('quarantine', quarantined(b, key))
+    await waitFor('the blob in quarantine on node b', quarantined(b, key))
   })
 
   test('a frozen node (SIGSTOP) fails calls within the timeout', async () => {

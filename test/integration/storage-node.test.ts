@@ -24,16 +24,9 @@ import {
   type StorageNodeProcess,
 } from '../helpers/storage-node-process.ts'
 import { readAll, sha256 as sha } from '../helpers/http.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 const SECRET = `test-secret-${randomBytes(8).toString('hex')}`
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
 
 /** What a GET gave before it ended or was cut off: the status, the body bytes that came, and whether the body was complete. */
 interface RawAnswer {
@@ -260,7 +253,7 @@ describe('storage node', { timeout: 60_000 }, () => {
     assert.equal(whole.complete, false, 'the body is cut off, never ended cleanly')
     assert.ok(whole.body.length <= bad * BLOCK_BYTES, `${whole.body.length} bytes came, past the damaged block`)
     assert.ok(whole.body.equals(data.subarray(0, whole.body.length)), 'what came is the start of the blob')
-    await waitFor('quarantine', () => quarantined(key))
+    await waitFor('the blob in quarantine', () => quarantined(key))
     assert.ok(!(await readdir(dirname(blobFilePath(node.dataDir, key)))).includes(key))
     await assert.rejects(client.get(node.url, key), NotFound)
     assert.match(node.output(), new RegExp(`"key":"${key}","reason":"block ${bad} \\(blob bytes ${bad * BLOCK_BYTES}-${(bad + 1) * BLOCK_BYTES - 1}\\) fails its CRC32".*blob quarantined`))
@@ -275,7 +268,7 @@ describe('storage node', { timeout: 60_000 }, () => {
     assert.equal(cut.complete, false)
     assert.ok(cut.body.length <= 5 * BLOCK_BYTES - start)
     assert.ok(cut.body.equals(first.data.subarray(start, start + cut.body.length)))
-    await waitFor('quarantine', () => quarantined(first.key))
+    await waitFor('the first blob in quarantine', () => quarantined(first.key))
 
     // damage before the first byte asked for: an error status, no body at all
     const second = await putBlocks(8)
@@ -301,7 +294,7 @@ describe('storage node', { timeout: 60_000 }, () => {
     const whole = await get(key)
     assert.equal(whole.complete, false)
     assert.ok(whole.body.length <= BLOCK_BYTES && whole.body.equals(data.subarray(0, whole.body.length)))
-    await waitFor('quarantine', () => quarantined(key))
+    await waitFor('the blob in quarantine', () => quarantined(key))
   })
 
   test('an upload that aborts or stalls leaves no temp file', async () => {
@@ -313,7 +306,7 @@ describe('storage node', { timeout: 60_000 }, () => {
       const closed = new Promise<void>((done) => req.once('close', () => done()))
       req.on('error', () => undefined)
       req.write(randomBytes(1_500_000))
-      await waitFor('the temp file', async () => (await tmpFiles()).length === 1)
+      await waitFor("the upload's temp file", async () => (await tmpFiles()).length === 1)
       if (mode === 'abort') req.destroy()
       // stall: the node cuts the client off after MAYFLY_CLIENT_TIMEOUT_MS (500 ms)
       await closed
@@ -335,7 +328,7 @@ describe('storage node', { timeout: 60_000 }, () => {
     const whole = await get(key)
     assert.equal(whole.complete, false)
     assert.ok(whole.body.length < data.length && whole.body.equals(data.subarray(0, whole.body.length)))
-    await waitFor('quarantine', () => quarantined(key))
+    await waitFor('the blob in quarantine', () => quarantined(key))
   })
 
   test('a reader that stops reading is cut off', async () => {
@@ -347,7 +340,7 @@ describe('storage node', { timeout: 60_000 }, () => {
     assert.equal(res.statusCode, 200)
     res.pause() // the node fills the socket, then waits; after MAYFLY_CLIENT_TIMEOUT_MS it gives up
     res.on('error', () => undefined)
-    await waitFor('the cut-off', async () => node.output().includes('connection cut'))
+    await waitFor('the node to log the connection cut', async () => node.output().includes('connection cut'))
     // a paused reader sees the end only when it reads on: the body stops short
     await assert.rejects(readAll(res))
     assert.equal(res.complete, false)
