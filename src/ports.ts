@@ -197,14 +197,65 @@ export interface ReplicationStore {
   clearControl(name: string, version: number): Promise<void>
 }
 
+/** What Cache.lookup found: the value, or a miss with the ticket that may fill the key. */
+export type CacheLookup =
+  | { hit: true; value: string }
+  /** `ticket` is null when the cache is unreachable: read the source and do not fill */
+  | { hit: false; ticket: string | null }
+
 /**
- * A cache of small strings. Never throws: an unreachable cache is a miss
- * (logged), so it slows the gateway down and breaks nothing. Entries lapse
- * after their TTL, which also bounds staleness if an invalidation was lost.
+ * A cache of small strings in front of a source of truth (the metadata
+ * store). Never throws: an unreachable cache is a miss (logged) and a write
+ * or delete it cannot make is dropped, so it slows the gateway down and
+ * breaks nothing. Entries lapse after their TTL, which also bounds staleness
+ * when an invalidation was lost.
+ *
+ * Filling after a miss never brings back a state older than a change that was
+ * already invalidated (issue 7; memcached's leases). A reader:
+ *   1. lookup(key, reserveMs): a hit, or a miss with a ticket;
+ *   2. reads the source;
+ *   3. fill(key, ticket, value, ttlMs): stored only while the ticket is still
+ *      the key's reservation, i.e. no delete(), set() or fill() of the key
+ *      came after the lookup that issued it, and it has not lapsed or been evicted.
+ * A writer changes the source first, then calls delete(key). Once delete(key)
+ * has returned, every value the key can show was read from the source after
+ * the change: a reader that may have read before it holds a ticket the delete
+ * voided. No tombstone is needed: tickets are random, so a reservation made
+ * after the delete is another one, and a lapsed reservation only fails fills.
+ *
+ * What this does not cover: a delete that is lost (the cache unreachable at
+ * that moment, or a Sentinel failover, since Redis replicates asynchronously).
+ * A stale value then stays until its TTL lapses, and a fill under way may still
+ * land while its reservation stands: at most reserveMs + ttlMs after the change.
  */
 export interface Cache {
+  /** The value, or null: a miss, a key only reserved, or an unreachable cache. Reserves nothing. */
   get(key: string): Promise<string | null>
+  /**
+   * The value, or on a miss a ticket for fill(). A miss on a free key reserves
+   * it for reserveMs under a new random ticket; a miss while a reservation
+   * stands gets that reservation's ticket (concurrent readers may all try to
+   * fill; the first fill wins). A reservation is no value: get() and lookup()
+   * still miss. Idempotent apart from making the reservation.
+   */
+  lookup(key: string, reserveMs: number): Promise<CacheLookup>
+  /**
+   * Stores `value` for ttlMs if `ticket` is still the key's reservation, in
+   * one atomic step: a concurrent delete() comes either first (the fill fails)
+   * or after (it removes the value). True when stored; false, and nothing
+   * changes, once the key was deleted, set or filled since the ticket was
+   * issued, or the reservation lapsed or was evicted; false too when no
+   * answer came (the cache unreachable; a fill whose answer was lost may
+   * still have been stored, which is as safe as storing it).
+   */
+  fill(key: string, ticket: string, value: string, ttlMs: number): Promise<boolean>
+  /** Stores `value` for ttlMs unconditionally; voids any reservation of the key. */
   set(key: string, value: string, ttlMs: number): Promise<void>
+  /**
+   * Removes the key's value or reservation, voiding every ticket issued for it
+   * so far. Call it after the source changed. Idempotent. When the cache is
+   * unreachable nothing is removed (see above: the TTL bounds that).
+   */
   delete(key: string): Promise<void>
   status(): Promise<DependencyStatus>
   close(): Promise<void>
@@ -369,9 +420,10 @@ export interface BlobClient {
    * no stream in between. The node sends only verified bytes; the caller
    * checks the sha256. NotFound when the node lacks the blob or holds one
    * that is not `size` bytes long; Unavailable when it fails or sends fewer
-   * or more bytes than it announced.
+   * or more bytes than it announced. Aborted through `signal`: the signal's
+   * AbortError (as for get()).
    */
-  getWhole(nodeUrl: string, key: string, size: number): Promise<Buffer>
+  getWhole(nodeUrl: string, key: string, size: number, options?: { signal?: AbortSignal }): Promise<Buffer>
   /** The blob's size and recorded sha256 without its bytes. NotFound when absent. */
   head(nodeUrl: string, key: string): Promise<BlobRecord>
   /**

@@ -11,6 +11,7 @@ import { Writable } from 'node:stream'
 import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import { createLogger } from '../../src/log.ts'
+import { waitFor } from '../helpers/wait.ts'
 import type { Cache } from '../../src/ports.ts'
 import { createEmbeddedCache } from '../../src/adapters/embedded/cache.ts'
 import { createRedisCache } from '../../src/adapters/redis/cache.ts'
@@ -19,14 +20,8 @@ import { createRedisLock } from '../../src/adapters/redis/lock.ts'
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const silent = createLogger('silent')
 
-/** Waits until `check` holds, polling; fails after `ms`. */
-async function until(check: () => Promise<boolean>, ms = 2000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail('condition not met in time')
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
+/** the checks here are cheap: a fast poll keeps the failover pauses measured close to the truth */
+const POLL_MS = 10
 
 async function deleteNamespace(ns: string): Promise<void> {
   const r = new Redis(REDIS_URL)
@@ -69,8 +64,117 @@ for (const a of adapters) {
       await cache.set('short', 'x', 50)
       await cache.set('long', 'y', 10_000)
       assert.equal(await cache.get('short'), 'x')
-      await until(async () => (await cache.get('short')) === null)
+      await waitFor('the short entry to expire', async () => (await cache.get('short')) === null, 2000, POLL_MS)
       assert.equal(await cache.get('long'), 'y')
+    })
+
+    test('a miss reserves the key: a fill with its ticket stores the value', async (t) => {
+      const cache = setup(t)
+      const miss = await cache.lookup('f', 10_000)
+      assert.equal(miss.hit, false)
+      assert.ok(!miss.hit && typeof miss.ticket === 'string' && miss.ticket.length > 0)
+      // a reservation is no value
+      assert.equal(await cache.get('f'), null)
+      assert.equal((await cache.lookup('f', 10_000)).hit, false)
+      assert.equal(await cache.fill('f', miss.ticket, 'read', 10_000), true)
+      assert.deepEqual(await cache.lookup('f', 10_000), { hit: true, value: 'read' })
+      assert.equal(await cache.get('f'), 'read')
+    })
+
+    test('misses while a reservation stands share its ticket; the first fill wins', async (t) => {
+      const cache = setup(t)
+      const [a, b] = await Promise.all([cache.lookup('s', 10_000), cache.lookup('s', 10_000)])
+      assert.ok(!a!.hit && !b!.hit && a!.ticket !== null)
+      assert.equal(a!.ticket, b!.ticket)
+      assert.equal(await cache.fill('s', a!.ticket, 'first', 10_000), true)
+      assert.equal(await cache.fill('s', b!.ticket!, 'second', 10_000), false)
+      assert.equal(await cache.get('s'), 'first')
+    })
+
+    test('a delete after the lookup voids its ticket: a fill that raced it stores nothing', async (t) => {
+      const cache = setup(t)
+      const before = await cache.lookup('d', 10_000)
+      assert.ok(!before.hit && before.ticket !== null)
+      // the source changes and is invalidated while the reader is still reading it
+      await cache.delete('d')
+      assert.equal(await cache.fill('d', before.ticket, 'stale', 10_000), false)
+      assert.equal(await cache.get('d'), null)
+      // a reader after the delete reserves anew; the old ticket stays void
+      const after = await cache.lookup('d', 10_000)
+      assert.ok(!after.hit && after.ticket !== null)
+      assert.notEqual(after.ticket, before.ticket)
+      assert.equal(await cache.fill('d', before.ticket, 'stale', 10_000), false)
+      assert.equal(await cache.fill('d', after.ticket, 'fresh', 10_000), true)
+      assert.equal(await cache.get('d'), 'fresh')
+      // a delete removes a filled value too
+      await cache.delete('d')
+      assert.equal(await cache.get('d'), null)
+    })
+
+    test('a set after the lookup wins over the fill', async (t) => {
+      const cache = setup(t)
+      const miss = await cache.lookup('w', 10_000)
+      assert.ok(!miss.hit && miss.ticket !== null)
+      await cache.set('w', 'written', 10_000)
+      assert.equal(await cache.fill('w', miss.ticket, 'read', 10_000), false)
+      assert.equal(await cache.get('w'), 'written')
+    })
+
+    test('a fill must come within the reservation, and its value lapses after its TTL', async (t) => {
+      const cache = setup(t)
+      const miss = await cache.lookup('r', 50)
+      assert.ok(!miss.hit && miss.ticket !== null)
+      // once it lapsed, a miss reserves the key under another ticket
+      await waitFor('a new ticket once the first one lapsed', async () => {
+        const again = await cache.lookup('r', 50)
+        return !again.hit && again.ticket !== miss.ticket
+      }, 2000, POLL_MS)
+      assert.equal(await cache.fill('r', miss.ticket, 'late', 10_000), false)
+      assert.equal(await cache.get('r'), null)
+      const next = await cache.lookup('v', 10_000)
+      assert.ok(!next.hit && next.ticket !== null)
+      assert.equal(await cache.fill('v', next.ticket, 'x', 50), true)
+      await waitFor('the entry v to expire', async () => (await cache.get('v')) === null, 2000, POLL_MS)
+      assert.equal((await cache.lookup('v', 10_000)).hit, false)
+    })
+
+    test('readers racing writers never see a value older than a delete that returned before their lookup', async (t) => {
+      const cache = setup(t)
+      // the source of truth: a version. A writer bumps it, then deletes the key;
+      // `floor` is the newest version whose delete has returned.
+      let version = 0
+      let floor = 0
+      let stop = false
+      let fills = 0
+      const stale: string[] = []
+      const pause = () => new Promise((r) => (Math.random() < 0.5 ? setImmediate(r) : setTimeout(r, Math.random() * 3)))
+      const reader = async () => {
+        while (!stop) {
+          const atStart = floor
+          const found = await cache.lookup('race', 10_000)
+          if (found.hit) {
+            if (Number(found.value) < atStart) stale.push(`read ${found.value} after the delete of ${atStart}`)
+          } else {
+            const read = version
+            await pause() // the read of the source takes a while
+            if (found.ticket !== null && (await cache.fill('race', found.ticket, String(read), 10_000))) fills++
+          }
+          // the embedded cache answers in microtasks: let timers (the writer) run
+          await new Promise(setImmediate)
+        }
+      }
+      const writer = async () => {
+        for (let i = 0; i < 300; i++) {
+          const changed = ++version
+          await cache.delete('race')
+          floor = Math.max(floor, changed)
+          await pause()
+        }
+        stop = true
+      }
+      await Promise.all([writer(), ...Array.from({ length: 8 }, reader)])
+      assert.ok(fills > 20, `only ${fills} fills: the race hardly ran`)
+      assert.deepEqual(stale, [])
     })
 
     test('status reports ok', async (t) => {
@@ -91,6 +195,16 @@ test('embedded cache: size bound evicts the least recently used entry', async ()
   assert.equal(await cache.get('a'), '1')
   assert.equal(await cache.get('c'), '3')
   assert.equal((await cache.status()).detail.entries, 2)
+})
+
+test('embedded cache: an evicted reservation fails its fill', async () => {
+  const cache = createEmbeddedCache({ maxEntries: 1 })
+  const miss = await cache.lookup('a', 10_000)
+  assert.ok(!miss.hit && miss.ticket !== null)
+  await cache.set('b', '2', 10_000)
+  assert.equal(await cache.fill('a', miss.ticket, '1', 10_000), false)
+  assert.equal(await cache.get('a'), null)
+  assert.equal(await cache.get('b'), '2')
 })
 
 test('redis cache: status reads role and replicas from INFO replication', async (t) => {
@@ -118,6 +232,8 @@ test('redis cache: an unreachable Redis is a quick miss, never an error, logged 
   const started = Date.now()
   for (let i = 0; i < 20; i++) {
     assert.equal(await cache.get('a'), null)
+    assert.deepEqual(await cache.lookup('a', 1000), { hit: false, ticket: null })
+    assert.equal(await cache.fill('a', 'ticket', 'b', 1000), false)
     await cache.set('a', 'b', 1000)
     await cache.delete('a')
   }
@@ -175,14 +291,14 @@ test('redis via Sentinel: cache and lock find the master and follow a failover',
   const direct = new Redis({ port: masterPort, lazyConnect: true, retryStrategy: () => 50, disconnectTimeout: 100 })
   direct.on('error', () => {})
   t.after(() => direct.disconnect())
-  await until(async () => {
+  await waitFor('the replica online at the master', async () => {
     try {
       if (direct.status === 'wait') await direct.connect()
       return (await direct.info('replication')).includes('state=online')
     } catch {
       return false
     }
-  }, 10_000)
+  }, 10_000, POLL_MS)
   direct.disconnect()
   redis([conf, '--sentinel'])
 
@@ -190,7 +306,7 @@ test('redis via Sentinel: cache and lock find the master and follow a failover',
   const probe = new Redis({ port: sentinelPort, lazyConnect: true, retryStrategy: () => 50, disconnectTimeout: 100 })
   probe.on('error', () => {})
   t.after(() => probe.disconnect())
-  await until(async () => {
+  await waitFor('the sentinel to see the replica linked to the master', async () => {
     try {
       if (probe.status === 'wait') await probe.connect()
       const rows = (await probe.call('SENTINEL', 'REPLICAS', name)) as string[][]
@@ -199,7 +315,7 @@ test('redis via Sentinel: cache and lock find the master and follow a failover',
     } catch {
       return false
     }
-  }, 10_000)
+  }, 10_000, POLL_MS)
 
   const options = { sentinels: [{ host: '127.0.0.1', port: sentinelPort }], masterName: name, namespace: 't-sentinel', log: silent, reconnectDelayMs: 100 }
   const cache = createRedisCache(options)
@@ -218,18 +334,18 @@ test('redis via Sentinel: cache and lock find the master and follow a failover',
   const replica = new Redis({ port: replicaPort, lazyConnect: true, retryStrategy: () => 50, disconnectTimeout: 100 })
   replica.on('error', () => {})
   t.after(() => replica.disconnect())
-  await until(async () => (await replica.exists('t-sentinel:lock:leader')) === 1, 5000)
+  await waitFor('the lock key replicated', async () => (await replica.exists('t-sentinel:lock:leader')) === 1, 5000, POLL_MS)
   replica.disconnect()
 
   const killedAt = Date.now()
   master.kill('SIGKILL')
   // a write that reads back means the client now talks to the promoted replica
   let i = 0
-  await until(async () => {
+  await waitFor('a write read back after the failover', async () => {
     const value = `after-${++i}`
     await cache.set('k', value, 60_000)
     return (await cache.get('k')) === value
-  }, 15_000).catch(async (err: unknown) => {
+  }, 15_000, POLL_MS).catch(async (err: unknown) => {
     t.diagnostic(await readFile(join(dir, 'sentinel.log'), 'utf8'))
     throw err
   })
@@ -239,14 +355,14 @@ test('redis via Sentinel: cache and lock find the master and follow a failover',
   assert.equal(after.detail.role, 'master')
   // the lease was replicated before the kill, so it is still held
   let leader = null
-  await until(async () => {
+  await waitFor('the lock to answer after the failover', async () => {
     try {
       leader = await lock.acquire('leader', 60_000)
       return true
     } catch {
       return false // Unavailable until the lock's own connection follows
     }
-  }, 5000)
+  }, 5000, POLL_MS)
   assert.equal(leader, null)
   t.diagnostic(`cache write pause after master kill: ${pause} ms`)
 })
