@@ -1,6 +1,7 @@
 // The BlobStore port over storage nodes: zone-aware placement, one upload
 // streamed to every chosen node at once and acknowledged on the write quorum,
-// reads that move to the next replica on failure, also mid-stream (by Range).
+// reads from the first replica that answers (hedged and bounded in time:
+// replica-reads.ts) that move to another on failure, also mid-stream (by Range).
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { PassThrough, Readable } from 'node:stream'
@@ -8,6 +9,7 @@ import { MayflyError, NotFound, TooLarge, Unavailable } from '../core/errors.ts'
 import { inDomains, placeReplicas, type PlacementStrategy } from '../core/placement.ts'
 import type { Logger } from '../log.ts'
 import type { BlobClient, BlobStore, NodeDirectory, NodeView, WrittenBlob } from '../ports.ts'
+import { firstAnswer, readOrder } from './replica-reads.ts'
 
 export interface ReplicatedBlobStoreOptions {
   /** the storage node calls this store makes */
@@ -18,6 +20,10 @@ export interface ReplicatedBlobStoreOptions {
   placement: PlacementStrategy
   /** a node that takes no bytes for this long is dropped from the write */
   stallTimeoutMs: number
+  /** reads: how long one replica may take to answer (MAYFLY_NODE_TIMEOUT_MS); default stallTimeoutMs, the same setting */
+  nodeTimeoutMs?: number
+  /** reads: a replica silent this long gets another one asked beside it; default 250 ms, at most a quarter of nodeTimeoutMs */
+  hedgeAfterMs?: number
   log: Logger
 }
 
@@ -43,6 +49,8 @@ interface Leg {
 
 export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): BlobStore {
   const { client, nodes, replicationFactor, writeQuorum, placement, stallTimeoutMs, log } = options
+  const nodeTimeoutMs = options.nodeTimeoutMs ?? stallTimeoutMs
+  const hedgeAfterMs = options.hedgeAfterMs ?? Math.min(250, nodeTimeoutMs / 4)
 
   function startLeg(node: NodeView, key: string, whole?: { data: Buffer; sha256: string }): Leg {
     const body = whole === undefined ? new PassThrough({ highWaterMark: 256 * 1024 }) : null
@@ -221,62 +229,66 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       const start = range?.start ?? 0
       const end = range?.end ?? blob.size - 1
       if (end < start) return Readable.from([])
-      const order = await readOrder(replicas)
+      const order = readOrder(await nodes.all(), replicas)
       let position = start
-      let next = 0
+      /** the replicas this read has not seen fail: where it resumes after a failure mid-stream */
+      let candidates = order
 
-      /** Our error once every replica failed: NotFound only when none of them holds the blob. */
-      const exhausted = (notFound: number, lastError: unknown): Error => {
-        if (notFound === order.length && order.length > 0) return new NotFound('no replica holds this blob', 'blob_missing')
-        return new Unavailable('no replica of this file can be read right now', 'replicas_unavailable', { cause: lastError })
-      }
-      /** A replica's call failed: a sick node is avoided for a while; a missing blob is counted. */
-      const failed = (node: NodeView, err: unknown, what: string): boolean => {
-        if (isNodeFault(err)) nodes.reportFailure(node.id)
-        log.warn({ err, node: node.id, key: blob.key }, what)
-        return err instanceof NotFound
-      }
-
-      /** Connects to the next replica that answers for [position, end]. */
-      async function connect(): Promise<{ node: NodeView; body: Readable }> {
-        let notFound = 0
-        let lastError: unknown = null
-        while (next < order.length) {
-          const node = order[next++]!
-          try {
-            const res = await client.get(node.url, blob.key, { range: { start: position, end } })
-            if (res.totalSize !== blob.size) {
-              res.body.destroy()
-              throw new NotFound(`node ${node.id} holds a blob of ${res.totalSize} bytes, not ${blob.size}`)
-            }
-            return { node, body: res.body }
-          } catch (err) {
-            lastError = err
-            if (failed(node, err, 'replica read failed; trying the next one')) notFound++
-          }
+      /**
+       * What the first replica to answer `ask` answered, hedged and bounded
+       * in time (replica-reads.ts); once every candidate failed, our error:
+       * NotFound only when no replica holds the blob.
+       */
+      async function firstReplica<T>(ask: (node: NodeView, signal: AbortSignal) => Promise<T>, discard?: (value: T) => void) {
+        const result = await firstAnswer({ candidates, ask, discard, hedgeAfterMs, nodeTimeoutMs, onFailure: failed })
+        if (result.ok) {
+          candidates = result.rest
+          return result
         }
-        throw exhausted(notFound, lastError)
+        candidates = []
+        const missing = result.errors.filter((err) => err instanceof NotFound).length
+        if (missing === order.length && order.length > 0) throw new NotFound('no replica holds this blob', 'blob_missing')
+        throw new Unavailable('no replica of this file can be read right now', 'replicas_unavailable', { cause: result.errors.at(-1) })
+      }
+      /** A replica's call failed: a sick node is avoided for a while. */
+      function failed(node: NodeView, err: unknown): void {
+        if (isNodeFault(err)) nodes.reportFailure(node.id)
+        if (err instanceof MayflyError && err.code === 'checksum_mismatch') {
+          log.error({ node: node.id, key: blob.key }, 'a replica sent bytes that do not match the checksum; asking another')
+        } else {
+          log.warn({ err, node: node.id, key: blob.key }, 'replica read failed; asking another')
+        }
       }
 
       if (start === 0 && end === blob.size - 1 && blob.size <= WHOLE_READ_BYTES) {
         // A small blob is read whole (one Buffer, no stream from the node) and
         // checked before a byte of it is sent: wrong bytes from one replica
-        // simply mean the next one.
-        let notFound = 0
-        let lastError: unknown = null
-        for (const node of order) {
-          try {
-            const data = await client.getWhole(node.url, blob.key, blob.size)
-            if (createHash('sha256').update(data).digest('hex') === blob.sha256) return Readable.from([data])
-            log.error({ node: node.id, key: blob.key }, 'a replica sent bytes that do not match the checksum; trying the next one')
-            nodes.reportFailure(node.id)
-            lastError = new Unavailable(`node ${node.id} sent bytes that do not match the checksum`, 'checksum_mismatch')
-          } catch (err) {
-            lastError = err
-            if (failed(node, err, 'replica read failed; trying the next one')) notFound++
+        // simply mean another.
+        const { value } = await firstReplica(async (node, signal) => {
+          const data = await client.getWhole(node.url, blob.key, blob.size, { signal })
+          if (createHash('sha256').update(data).digest('hex') !== blob.sha256) {
+            throw new Unavailable(`node ${node.id} sent bytes that do not match the checksum`, 'checksum_mismatch')
           }
-        }
-        throw exhausted(notFound, lastError)
+          return data
+        })
+        return Readable.from([value])
+      }
+
+      /** Connects to the first replica that answers for [position, end]. */
+      async function connect(): Promise<{ node: NodeView; body: Readable }> {
+        const from = position
+        const { node, value } = await firstReplica(
+          async (node, signal) => {
+            const res = await client.get(node.url, blob.key, { range: { start: from, end }, signal })
+            if (res.totalSize !== blob.size) {
+              res.body.destroy()
+              throw new NotFound(`node ${node.id} holds a blob of ${res.totalSize} bytes, not ${blob.size}`)
+            }
+            return res.body
+          },
+          (body) => body.destroy(),
+        )
+        return { node, body: value }
       }
 
       let current = await connect()
@@ -346,16 +358,6 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       )
       return removed
     },
-  }
-
-  /** Replicas in the order to try them: healthy nodes first, shuffled to spread load. */
-  async function readOrder(replicas: string[]): Promise<NodeView[]> {
-    const known = (await nodes.all()).filter((n) => replicas.includes(n.id))
-    const rank = (n: NodeView) => (n.failing ? 2 : n.state === 'up' ? 0 : n.state === 'suspect' ? 1 : 3)
-    return known
-      .map((n) => ({ n, r: rank(n) + Math.random() * 0.5 }))
-      .sort((a, b) => a.r - b.r)
-      .map((x) => x.n)
   }
 }
 

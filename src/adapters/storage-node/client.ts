@@ -155,15 +155,27 @@ export function createBlobClient(options: BlobClientOptions): BlobClient {
       return { body: out, size, totalSize, sha256, partial }
     },
 
-    getWhole(nodeUrl, key, size) {
+    getWhole(nodeUrl, key, size, opts = {}) {
+      const { signal } = opts
+      const abortReason = (s: AbortSignal): Error => (s.reason instanceof Error ? s.reason : new DOMException('the call was aborted', 'AbortError'))
       return new Promise<Buffer>((resolve, reject) => {
         let settled = false
+        let request: Dispatcher.DispatchController | null = null
+        // cancelled (another replica answered first): the socket is cut, the call rejects with the signal's AbortError
+        const onAbort = () => {
+          const reason = abortReason(signal!)
+          settle(reason)
+          request?.abort(reason)
+        }
         const settle = (err: Error | null, data?: Buffer) => {
           if (settled) return
           settled = true
+          signal?.removeEventListener('abort', onAbort)
           if (err === null) resolve(data!)
           else reject(err)
         }
+        if (signal?.aborted === true) return onAbort()
+        signal?.addEventListener('abort', onAbort, { once: true })
         let status = 0
         let data: Buffer | null = null
         let filled = 0
@@ -180,7 +192,10 @@ export function createBlobClient(options: BlobClientOptions): BlobClient {
         agent.dispatch(
           { ...target, method: 'GET', headers: { authorization: auth } },
           {
-            onRequestStart() {},
+            onRequestStart(controller) {
+              request = controller
+              if (signal?.aborted === true) controller.abort(abortReason(signal))
+            },
             onResponseStart(controller, statusCode, headers) {
               status = statusCode
               if (statusCode !== 200) return
@@ -217,7 +232,7 @@ export function createBlobClient(options: BlobClientOptions): BlobClient {
               settle(null, data!)
             },
             onResponseError(_controller, err) {
-              settle(callError(nodeUrl, err))
+              settle(callError(nodeUrl, err, signal))
             },
           },
         )
