@@ -231,7 +231,7 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       if (end < start) return Readable.from([])
       const order = readOrder(await nodes.all(), replicas)
       let position = start
-      /** the replicas this read has not seen fail: where it resumes after a failure mid-stream */
+      /** the replicas a resume after a failure mid-stream may ask: none that failed in this read, nor the one serving it */
       let candidates = order
 
       /**
