@@ -11,7 +11,7 @@ import type { MayflyCluster } from './mayfly.ts'
 import { multipartBody } from './multipart.ts'
 import { RAW_RECIPES, type RawRecipe } from './raw-sharp.ts'
 
-/** the project's test photos (test/helpers/testdata.ts finds them) */
+/** the test photos in the repository (test/fixtures/photos), or the directory BENCH_PHOTOS names */
 export const PHOTO_DIR = process.env.BENCH_PHOTOS ?? PHOTOS
 export const WORKER_CONCURRENCY = 2
 const UPLOAD_CONCURRENCY = 4
