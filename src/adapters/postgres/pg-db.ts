@@ -95,6 +95,10 @@ export function createPgDb(options: PgDbOptions): PgDb {
 
   async function run<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     const client = await connect()
+    // a connection that dies under a query fails the query and also emits 'error' on the client,
+    // which the pool listens to only while the client is idle: unheard, it would end the process
+    const onError = (err: Error) => log.debug({ err }, 'PostgreSQL connection lost during a call')
+    client.on('error', onError)
     let failure: unknown
     try {
       return await fn(client)
@@ -102,6 +106,7 @@ export function createPgDb(options: PgDbOptions): PgDb {
       failure = err
       throw err
     } finally {
+      client.removeListener('error', onError)
       release(client, failure)
     }
   }
