@@ -435,17 +435,23 @@ export interface BlobClient {
   /** A page of the node's inventory, in key order (ASCII), keys > after; limit 1..10000, default 1000. */
   list(nodeUrl: string, options?: { after?: string; limit?: number }): Promise<BlobPage>
   /**
-   * Makes the node at targetUrl fetch the blob from sourceUrl and store it as
-   * a PUT would (checked against the source's sha256). NotFound when the
-   * source lacks it; Unavailable when either node fails. Idempotent. The
-   * target answers only once the whole blob is stored, so this call waits up
-   * to `timeoutMs` (default 60 × the client's timeout) for the answer.
+   * Makes the node at targetUrl fetch the blob from storage node
+   * `sourceNodeId` and store it as a PUT would (checked against the source's
+   * sha256). The target finds the source through its control plane, so only a
+   * registered node that is not lost can be one. Which node failed:
+   * PeerFailed when the source did (unreachable, an error, a stall, bad
+   * bytes), Conflict('unknown_source') when the target's control plane knows
+   * no live node of that id, NotFound when the source lacks the blob,
+   * Unavailable when the target failed (or cannot reach its control plane).
+   * Idempotent. The target answers only once the whole blob is stored, so
+   * this call waits up to `timeoutMs` (default 60 × the client's timeout) for
+   * the answer; aborted through `signal`, the target stops and keeps nothing.
    * `fence` as for delete.
    */
   copy(
     targetUrl: string,
     key: string,
-    sourceUrl: string,
+    sourceNodeId: string,
     options?: { timeoutMs?: number; signal?: AbortSignal; fence?: Fence },
   ): Promise<BlobRecord>
   /** The node's GET /health: id, zone, url, version, capacity, free, used, blob count. */

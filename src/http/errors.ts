@@ -2,10 +2,31 @@
 // status and `{ error, message }`; Fastify's own 4xx keep their status; any
 // other error is a 500 with a generic body and its stack in the log.
 import type { IncomingMessage } from 'node:http'
-import type { FastifyError, FastifyInstance } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { MayflyError } from '../core/errors.ts'
 
-export function installErrorHandling(app: FastifyInstance): void {
+export interface ErrorBody {
+  error: string
+  message: string
+}
+
+export interface ErrorHandlingOptions {
+  /**
+   * Renders an error as an HTML page, for browsers (requests that rank
+   * text/html above JSON): the same status and message as the JSON. Absent:
+   * JSON for everyone. Only the gateway, which serves pages, passes one.
+   */
+  html?: (status: number, body: ErrorBody, req: FastifyRequest) => string
+}
+
+export function installErrorHandling(app: FastifyInstance, options: ErrorHandlingOptions = {}): void {
+  const answer = (req: FastifyRequest, reply: FastifyReply, status: number, body: ErrorBody) => {
+    if (options.html === undefined) return reply.status(status).send(body)
+    // the same url answers HTML or JSON by Accept: caches must keep them apart
+    reply.status(status).header('vary', 'Accept')
+    if (prefersHtml(req.headers.accept)) return reply.type('text/html; charset=utf-8').send(options.html(status, body, req))
+    return reply.type('application/json; charset=utf-8').send(body)
+  }
   app.setErrorHandler((err: FastifyError | Error, req, reply) => {
     if (reply.sent || reply.raw.headersSent) {
       // a stream failed after the headers went out: all we can do is cut it
@@ -19,19 +40,39 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (hasUnreadBody(req.raw)) lingerThenClose(req.raw)
     if (err instanceof MayflyError) {
       if (err.status >= 500) req.log.warn({ err }, err.message)
-      return reply.status(err.status).send({ error: err.code, message: err.message })
+      return answer(req, reply, err.status, { error: err.code, message: err.message })
     }
     const status = (err as FastifyError).statusCode
     if (status !== undefined && status >= 400 && status < 500) {
       const code = (err as FastifyError).validation ? 'invalid_request' : codeForStatus(status)
-      return reply.status(status).send({ error: code, message: err.message })
+      return answer(req, reply, status, { error: code, message: err.message })
     }
     req.log.error({ err }, 'unhandled error')
-    return reply.status(500).send({ error: 'internal', message: 'something went wrong on our side' })
+    return answer(req, reply, 500, { error: 'internal', message: 'something went wrong on our side' })
   })
   app.setNotFoundHandler((req, reply) => {
-    reply.status(404).send({ error: 'not_found', message: `no route for ${req.method} ${req.url.split('?')[0]}` })
+    return answer(req, reply, 404, { error: 'not_found', message: `no route for ${req.method} ${req.url.split('?')[0]}` })
   })
+}
+
+/**
+ * True when the client ranks text/html above application/json, as a browser
+ * navigating does (text/html,…,*\/*;q=0.8). curl's *\/*, fetch's default and
+ * API clients asking for JSON get JSON; a tie goes to JSON.
+ */
+export function prefersHtml(accept: string | undefined): boolean {
+  if (accept === undefined) return false
+  let html = 0
+  let json = 0
+  for (const part of accept.toLowerCase().split(',')) {
+    const [type, ...params] = part.split(';').map((p) => p.trim())
+    const q = params.find((p) => p.startsWith('q='))
+    const quality = q === undefined ? 1 : Number(q.slice(2))
+    if (!Number.isFinite(quality)) continue
+    if (type === 'text/html') html = Math.max(html, quality)
+    if (type === 'application/json') json = Math.max(json, quality)
+  }
+  return html > json
 }
 
 function codeForStatus(status: number): string {

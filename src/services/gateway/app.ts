@@ -9,6 +9,7 @@ import { registerDownloadRoutes } from './download-routes.ts'
 import { createDownloadTally } from './download-tally.ts'
 import { createFileLookup } from './file-lookup.ts'
 import { registerFileRoutes } from './file-routes.ts'
+import { registerInternalRoutes } from './internal-routes.ts'
 import { createGatewayMetrics } from './metrics.ts'
 import { registerOperatorRoutes } from './operator-routes.ts'
 import { registerPages } from './pages.ts'
@@ -53,6 +54,7 @@ export function buildGateway(deps: GatewayDeps) {
   registerDownloadRoutes(app, deps, files, metrics, tally)
   registerFileRoutes(app, deps, files)
   registerClusterRoutes(app, deps, reads)
+  registerInternalRoutes(app, deps)
   registerOperatorRoutes(app, deps)
   registerPages(app, deps, files)
   return app

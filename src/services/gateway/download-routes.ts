@@ -30,9 +30,10 @@ export function registerDownloadRoutes(
     return download(req, reply, passwordFromHeader(req))
   })
 
-  // the share page's form posts the password here
+  // the share page's form posts here (with the password, if any); answered as
+  // an attachment so that a browser saves it instead of showing it (issue 7 bug 11)
   app.post<IdParams & { Body: { password?: string } }>('/f/:id/download', async (req, reply) => {
-    return download(req, reply, typeof req.body?.password === 'string' ? req.body.password : undefined)
+    return download(req, reply, typeof req.body?.password === 'string' ? req.body.password : undefined, 'attachment')
   })
 
   app.head<IdParams>('/api/download/:id', async (req, reply) => {
@@ -52,7 +53,7 @@ export function registerDownloadRoutes(
     return sendVariant(req, reply, name)
   })
 
-  async function download(req: FastifyRequest<IdParams>, reply: FastifyReply, password: string | undefined) {
+  async function download(req: FastifyRequest<IdParams>, reply: FastifyReply, password: string | undefined, disposition?: 'attachment') {
     const { file, replicas } = await liveFile(req.params.id)
     await checkPassword(file, password)
     const limited = file.maxDownloads !== null
@@ -76,7 +77,7 @@ export function registerDownloadRoutes(
     }
     if (!limited) tally.add(file.id)
     metrics.downloads.inc({ result: 'ok' })
-    setFileHeaders(reply, file)
+    setFileHeaders(reply, file, disposition)
     if (file.maxDownloads === null) reply.header('accept-ranges', 'bytes')
     if (range.kind === 'range') {
       const { start, end } = range.range
@@ -153,8 +154,8 @@ function blobOf(file: FileRecord): BlobRecord {
   return { key: file.blobKey, size: file.size, sha256: file.sha256 }
 }
 
-function setFileHeaders(reply: FastifyReply, file: FileRecord): void {
-  const inline = isInlineSafe(file.mime)
+function setFileHeaders(reply: FastifyReply, file: FileRecord, disposition?: 'attachment'): void {
+  const inline = disposition === undefined && isInlineSafe(file.mime)
   reply
     .header('content-type', servedMime(file.mime))
     .header('content-disposition', contentDisposition(inline ? 'inline' : 'attachment', file.name))

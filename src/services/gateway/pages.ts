@@ -1,7 +1,7 @@
 // The web UI: upload page, share page and admin dashboard. Server-rendered
 // HTML with a little script; every value from a user is escaped. The share
 // page counts nothing, so link-preview bots cannot burn a limited link.
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { downloadsRemaining, fileStatus, type FileRecord } from '../../core/file.ts'
 import { isId } from '../../core/ids.ts'
 import type { GatewayDeps } from './deps.ts'
@@ -20,6 +20,31 @@ function page(title: string, body: string, script = ''): string {
 
 function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!)
+}
+
+const ERROR_HEADINGS: Record<string, string> = {
+  password_required: 'This file needs a password',
+  wrong_password: 'Wrong password',
+  expired: 'This link is gone',
+  download_limit_reached: 'This link is gone',
+  deleted: 'This link is gone',
+}
+
+/**
+ * An API error as a page, for a browser (http/errors.ts picks by Accept): the
+ * same message the JSON carries, and a way on: back to the share page when
+ * the error is about a file's download, else the upload page.
+ */
+export function errorPage(status: number, body: { error: string; message: string }, req: FastifyRequest): string {
+  const heading =
+    ERROR_HEADINGS[body.error] ??
+    (status === 404 ? 'Not found' : status === 429 ? 'Too many requests' : status >= 500 ? 'Something went wrong' : `Error ${status}`)
+  const id = /^\/(?:f|api\/download)\/([^/?#]+)/.exec(req.url)?.[1]
+  const back =
+    id !== undefined && isId(id) && (status === 401 || status === 503)
+      ? `<a href="/f/${escapeHtml(id)}">${status === 401 ? 'Try again' : 'Back to the file'}</a>`
+      : '<a href="/">Mayfly</a>'
+  return page(heading, `<h1>${escapeHtml(heading)}</h1><p>${escapeHtml(body.message)}</p><p class="muted">${back}</p>`)
 }
 
 export function formatBytes(n: number): string {
@@ -114,10 +139,17 @@ function sharePageBody(file: FileRecord, now: Date): string {
   const remaining = downloadsRemaining(file)
   const minutes = Math.max(0, Math.round((file.expiresAt.getTime() - now.getTime()) / 60000))
   const left = `${remaining === null ? 'Unlimited downloads' : `${remaining} download${remaining === 1 ? '' : 's'} left`}, expires in ${minutes >= 120 ? `${Math.round(minutes / 60)} hours` : `${minutes} minutes`}.`
-  const preview = file.passwordHash === null && file.mime.startsWith('image/') ? `<p><img class="preview" src="/api/files/${id}/thumbnail" alt="" onerror="this.remove()"></p>` : ''
-  const action =
-    file.passwordHash === null
-      ? `<form method="get" action="/api/download/${id}"><button>Download</button></form>`
-      : `<form method="post" action="/f/${id}/download"><input type="password" name="password" placeholder="password" required> <button>Download</button></form>`
+  // the preview shows a variant, which counts nothing, never the original: the
+  // compressed one (a kept variant is smaller), else the thumbnail, else none
+  const fallback = `if(this.dataset.tried){this.remove()}else{this.dataset.tried=1;this.src='/api/files/${id}/thumbnail'}`
+  const preview =
+    file.passwordHash === null && file.mime.startsWith('image/')
+      ? `<p><img class="preview" src="/api/files/${id}/variants/compressed" alt="" onerror="${fallback}"></p>`
+      : ''
+  // A POST that the gateway answers as an attachment: the browser saves the
+  // file and stays on this page, so a reload or a look at an image inline
+  // never counts a second download (and no prefetch or preview bot posts).
+  const password = file.passwordHash === null ? '' : '<input type="password" name="password" placeholder="password" required> '
+  const action = `<form method="post" action="/f/${id}/download">${password}<button>Download</button></form>`
   return `<h1>${escapeHtml(file.name)}</h1><p class="muted">${escapeHtml(file.mime)}, ${formatBytes(file.size)}</p>${preview}${action}<p class="muted">${left}</p>`
 }
