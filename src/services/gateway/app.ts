@@ -12,7 +12,7 @@ import { registerFileRoutes } from './file-routes.ts'
 import { registerInternalRoutes } from './internal-routes.ts'
 import { createGatewayMetrics } from './metrics.ts'
 import { registerOperatorRoutes } from './operator-routes.ts'
-import { registerPages } from './pages.ts'
+import { errorPage, registerPages } from './pages.ts'
 import { createClusterReads } from './replication-overview.ts'
 import { guardStatusRoutes } from './status-access.ts'
 import { registerUploadRoutes } from './upload-routes.ts'
@@ -32,7 +32,8 @@ export function buildGateway(deps: GatewayDeps) {
     trustProxy: deps.settings.trustedProxies.length > 0 ? [...deps.settings.trustedProxies] : false,
     routerOptions: { maxParamLength: 200 },
   })
-  installErrorHandling(app)
+  // browsers get the errors as pages, API clients as JSON
+  installErrorHandling(app, { html: errorPage })
   // before any route: it puts itself in front of the status routes as they are registered
   guardStatusRoutes(app, deps.settings)
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
