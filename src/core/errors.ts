@@ -104,3 +104,28 @@ export class LeaseLost extends MayflyError {
     super(409, 'lease_lost', message)
   }
 }
+
+/** 404 `blob_damaged`: a storage node found the blob's first requested bytes damaged and quarantined it, so the blob is gone from that node. */
+export class DamagedBlob extends MayflyError {
+  constructor(message: string) {
+    super(404, 'blob_damaged', message)
+  }
+}
+
+/** 507: a storage node's disk is full. */
+export class InsufficientStorage extends MayflyError {
+  constructor(message: string) {
+    super(507, 'insufficient_storage', message)
+  }
+}
+
+/**
+ * 502 `peer_unavailable`: in a node-to-node copy, the source node failed
+ * (unreachable, an error, a stall or bytes that differ from its sha256); the
+ * node that answers this is fine. The client of the copying node throws it too.
+ */
+export class PeerFailed extends MayflyError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(502, 'peer_unavailable', message, options)
+  }
+}

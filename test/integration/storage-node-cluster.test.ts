@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { open, readdir, readFile, writeFile } from 'node:fs/promises'
-import { createServer, type IncomingMessage, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
@@ -15,9 +15,9 @@ import { createReplicatedBlobStore } from '../../src/cluster/blob-store.ts'
 import { createNodeDirectory } from '../../src/cluster/node-directory.ts'
 import { createBlobClient } from '../../src/adapters/storage-node/client.ts'
 import type { BlobClient } from '../../src/ports.ts'
-import { NotFound, Unavailable } from '../../src/core/errors.ts'
+import { Conflict, NotFound, PeerFailed, Unavailable } from '../../src/core/errors.ts'
 import { newId } from '../../src/core/ids.ts'
-import type { NodeAnnouncement, NodeRecord } from '../../src/core/node.ts'
+import type { NodeRecord } from '../../src/core/node.ts'
 import { startHeartbeat } from '../../src/services/storage-node/heartbeat.ts'
 import {
   BLOCK_BYTES,
@@ -27,60 +27,53 @@ import {
   writeLegacyBlob,
   type StorageNodeProcess,
 } from '../helpers/storage-node-process.ts'
+import { startControlPlane, type ControlPlane } from '../helpers/control-plane.ts'
 import { readAll, sha256 as sha } from '../helpers/http.ts'
 import { waitFor } from '../helpers/wait.ts'
 
 const SECRET = `test-secret-${randomBytes(8).toString('hex')}`
 
-/** A control plane that records the heartbeats it gets and tells whoever waits for one. */
-function startControl(): Promise<{ url: string; beats: { auth: string | undefined; body: NodeAnnouncement }[]; next(pred: (b: NodeAnnouncement) => boolean): Promise<NodeAnnouncement>; server: Server }> {
-  const beats: { auth: string | undefined; body: NodeAnnouncement }[] = []
-  let waiters: { pred: (b: NodeAnnouncement) => boolean; done: (b: NodeAnnouncement) => void }[] = []
-  const server = createServer((req: IncomingMessage, res) => {
-    let raw = ''
-    req.setEncoding('utf8').on('data', (s: string) => (raw += s))
-    req.on('end', () => {
-      if (req.method === 'POST' && req.url === '/internal/nodes/heartbeat') {
-        const body = JSON.parse(raw) as NodeAnnouncement
-        beats.push({ auth: req.headers.authorization, body })
-        waiters = waiters.filter((w) => (w.pred(body) ? (w.done(body), false) : true))
-      }
-      res.writeHead(204).end()
-    })
+/** A plain HTTP server that records who called it (and with which Authorization) and answers as `handle` says. */
+async function startServer(handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; requests: { url: string; auth: string | undefined }[]; close(): Promise<void> }> {
+  const requests: { url: string; auth: string | undefined }[] = []
+  const server: Server = createServer((req, res) => {
+    requests.push({ url: req.url ?? '', auth: req.headers.authorization })
+    req.resume()
+    handle(req, res)
   })
-  return new Promise((done) => {
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo
-      done({
-        url: `http://127.0.0.1:${port}`,
-        beats,
-        server,
-        next: (pred) => new Promise((resolve) => waiters.push({ pred, done: resolve })),
-      })
-    })
-  })
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done))
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    close: () =>
+      new Promise<void>((closed) => {
+        server.closeAllConnections()
+        server.close(() => closed())
+      }),
+  }
 }
 
 describe('storage nodes together', { timeout: 60_000 }, () => {
-  let control: Awaited<ReturnType<typeof startControl>>
+  let control: ControlPlane
   let a: StorageNodeProcess
   let b: StorageNodeProcess
   let client: BlobClient
 
   before(async () => {
-    control = await startControl()
+    control = await startControlPlane(SECRET)
     const env = { MAYFLY_HEARTBEAT_INTERVAL_MS: '100', MAYFLY_NODE_TIMEOUT_MS: '1000' }
     ;[a, b] = await Promise.all([
       // a scrubs its few blobs every second
       startStorageNodeProcess({ zone: 'a', secret: SECRET, controlUrl: control.url, env: { ...env, MAYFLY_SCRUB_INTERVAL_SECONDS: '1' } }),
-      startStorageNodeProcess({ zone: 'b', secret: SECRET, env }),
+      // b beats too, so that it can look up the sources of its copies
+      startStorageNodeProcess({ zone: 'b', secret: SECRET, controlUrl: control.url, env }),
     ])
     client = createBlobClient({ secret: SECRET, timeoutMs: 1000 })
   })
   after(async () => {
     await client?.close()
     await Promise.all([a?.stop(), b?.stop()])
-    control?.server.close()
+    await control?.close()
   })
 
   test('heartbeats reach the control url with the secret and the node announcement', async () => {
@@ -95,18 +88,113 @@ describe('storage nodes together', { timeout: 60_000 }, () => {
     assert.ok(beat.capacityBytes > 0 && beat.freeBytes > 0 && beat.usedBytes >= 7)
     assert.equal(typeof beat.version, 'string')
     assert.ok(control.beats.every((x) => x.auth === `Bearer ${SECRET}`))
-    assert.ok(control.beats.every((x) => x.body.id === a.id), 'b has no control url and sends nothing')
+    assert.ok(control.beats.every((x) => x.body.id === a.id || x.body.id === b.id))
   })
 
-  test('copy: a node fetches a blob from its peer', async () => {
+  test('copy: a node fetches a blob from a peer it names by id, looked up with its control plane', async () => {
+    control.register(a.id, a.url)
     const key = newId()
     const data = randomBytes(100_000)
     await client.put(a.url, key, Readable.from([data]))
-    assert.deepEqual(await client.copy(b.url, key, a.url), { key, size: data.length, sha256: sha(data) })
+    assert.deepEqual(await client.copy(b.url, key, a.id), { key, size: data.length, sha256: sha(data) })
     assert.ok((await readAll((await client.get(b.url, key)).body)).equals(data))
-    await assert.rejects(client.copy(b.url, newId(), a.url), NotFound)
-    await assert.rejects(client.copy(b.url, newId(), 'http://127.0.0.1:1'), Unavailable)
+    await assert.rejects(client.copy(b.url, newId(), a.id), NotFound)
+    assert.ok(control.lookups.some((l) => l.id === a.id && l.auth === `Bearer ${SECRET}`), 'b asked its control plane for a')
     assert.deepEqual(await readdir(join(b.dataDir, 'tmp')), [])
+  })
+
+  test('copy: only from a registered node that is not lost; the secret goes nowhere else (issue 7, bug 13)', async () => {
+    // a server that is no storage node but answers like one: what it sends must never be stored
+    const bait = Buffer.from('not from a storage node')
+    const stranger = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-content-sha256': sha(bait), 'content-length': bait.length }).end(bait)
+    })
+    try {
+      const key = newId()
+      const copyWith = (body: unknown) =>
+        fetch(`${b.url}/blobs/${key}/copy`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        })
+      // a url is no source: refused before anything is asked
+      for (const source of [stranger.url, `${stranger.url}/`, 'http://127.0.0.1:1']) {
+        const res = await copyWith({ source })
+        assert.equal(res.status, 400, source)
+        assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
+      }
+      // an id nobody registered, and a registered node that was declared lost: the same 409, nothing fetched
+      control.register('node-lost', stranger.url)
+      control.markLost('node-lost')
+      const answers: string[] = []
+      for (const id of ['node-unknown', 'node-lost']) {
+        await assert.rejects(client.copy(b.url, key, id), (err: Error & { code?: string }) => {
+          assert.ok(err instanceof Conflict, `${id}: ${err.name}`)
+          assert.equal(err.code, 'unknown_source')
+          answers.push(err.message.replaceAll(id, 'ID'))
+          return true
+        })
+      }
+      assert.equal(answers[0], answers[1], 'an unknown node and a lost one get the same answer')
+      assert.deepEqual(stranger.requests, [], 'the stranger was never asked (nor told the secret)')
+      await assert.rejects(client.head(b.url, key), NotFound)
+    } finally {
+      await stranger.close()
+    }
+  })
+
+  test('copy: the target tells a failed source from its own failure (issue 7, bug 6)', async () => {
+    const key = newId()
+    await client.put(a.url, key, Readable.from([randomBytes(1000)]))
+    const broken = await startServer((_req, res) => {
+      res.writeHead(500).end()
+    })
+    try {
+      control.register('node-refusing', 'http://127.0.0.1:1')
+      control.register('node-broken', broken.url)
+      for (const id of ['node-refusing', 'node-broken']) {
+        await assert.rejects(client.copy(b.url, key, id), (err: Error & { code?: string }) => {
+          assert.ok(err instanceof PeerFailed, `${id}: ${err.name}: ${err.message}`)
+          assert.equal(err.code, 'peer_unavailable')
+          return true
+        })
+      }
+      assert.equal(broken.requests.length, 1)
+      assert.equal(broken.requests[0]!.auth, `Bearer ${SECRET}`, 'a registered node gets the secret')
+      // the target itself unreachable: that is no source's fault
+      await assert.rejects(client.copy('http://127.0.0.1:1', key, a.id), (err: Error) => err instanceof Unavailable && !(err instanceof PeerFailed))
+      await assert.rejects(client.head(b.url, key), NotFound)
+    } finally {
+      await broken.close()
+    }
+  })
+
+  test('copy: a caller that hangs up ends the copy on the target, which keeps nothing (issue 7, bug 8)', async () => {
+    // a target that would wait a minute for a stalled source
+    const c = await startStorageNodeProcess({ zone: 'c', secret: SECRET, controlUrl: control.url, env: { MAYFLY_NODE_TIMEOUT_MS: '60000' } })
+    let sourceClosed = false
+    // sends 2 MiB of 8 (past the node's first whole-write gather, so a temp file exists), then stalls
+    const slow = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-content-sha256': 'ab'.repeat(32), 'content-length': 8 * 1024 * 1024 })
+      res.write(randomBytes(2 * 1024 * 1024))
+      res.once('close', () => (sourceClosed = true))
+    })
+    try {
+      control.register('node-slow', slow.url)
+      const key = newId()
+      const hangUp = new AbortController()
+      const copying = client.copy(c.url, key, 'node-slow', { signal: hangUp.signal })
+      copying.catch(() => undefined)
+      await waitFor('the copy under way on the target', async () => (await readdir(join(c.dataDir, 'tmp'))).length > 0)
+      hangUp.abort()
+      await assert.rejects(copying, (err: Error) => err.name === 'AbortError')
+      await waitFor('the target to let go of its source', () => sourceClosed)
+      await waitFor('the temp file removed', async () => (await readdir(join(c.dataDir, 'tmp'))).length === 0)
+      await assert.rejects(client.head(c.url, key), NotFound)
+    } finally {
+      await slow.close()
+      await c.stop()
+    }
   })
 
   const quarantined = (node: StorageNodeProcess, key: string) => async () => (await readdir(join(node.dataDir, 'quarantine'))).some((f) => f.startsWith(key))

@@ -23,6 +23,7 @@ import {
   writeLegacyBlob,
   type StorageNodeProcess,
 } from '../helpers/storage-node-process.ts'
+import { startControlPlane } from '../helpers/control-plane.ts'
 import { readAll, sha256 as sha } from '../helpers/http.ts'
 import { waitFor } from '../helpers/wait.ts'
 
@@ -361,8 +362,11 @@ test('a client call fails fast when the node is unreachable', async () => {
 })
 
 test('fencing: a delete or copy carrying a superseded lease token is refused (409 fenced), also after a restart', { timeout: 60_000 }, async () => {
-  const first = await startStorageNodeProcess({ zone: 'a', secret: SECRET })
+  // the node looks the source of a copy up with its control plane
+  const control = await startControlPlane(SECRET)
+  const first = await startStorageNodeProcess({ zone: 'a', secret: SECRET, controlUrl: control.url })
   const peer = await startStorageNodeProcess({ zone: 'b', secret: SECRET })
+  control.register(peer.id, peer.url)
   const client = createBlobClient({ secret: SECRET, timeoutMs: 5000 })
   let node = first
   try {
@@ -374,7 +378,7 @@ test('fencing: a delete or copy carrying a superseded lease token is refused (40
     await client.delete(node.url, gone, { fence: { name: lease, token: 5 } })
     await assert.rejects(client.head(node.url, gone), NotFound)
     await assert.rejects(client.delete(node.url, kept, { fence: { name: lease, token: 4 } }), LeaseLost)
-    await assert.rejects(client.copy(node.url, copied, peer.url, { fence: { name: lease, token: 4 } }), LeaseLost)
+    await assert.rejects(client.copy(node.url, copied, peer.id, { fence: { name: lease, token: 4 } }), LeaseLost)
     assert.equal((await client.head(node.url, kept)).size, 1000, 'the refused delete deleted nothing')
     await assert.rejects(client.head(node.url, copied), NotFound, 'the refused copy copied nothing')
     // another lease is fenced on its own; calls without a fence (gateways, workers) are not fenced
@@ -391,14 +395,15 @@ test('fencing: a delete or copy carrying a superseded lease token is refused (40
 
     // the highest token survives a restart
     await node.stop()
-    node = await startStorageNodeProcess({ zone: 'a', secret: SECRET, dataDir: first.dataDir })
+    node = await startStorageNodeProcess({ zone: 'a', secret: SECRET, dataDir: first.dataDir, controlUrl: control.url })
     await assert.rejects(client.delete(node.url, kept, { fence: { name: lease, token: 4 } }), LeaseLost)
     assert.equal((await client.head(node.url, kept)).size, 1000)
-    assert.equal((await client.copy(node.url, copied, peer.url, { fence: { name: lease, token: 6 } })).size, 2000)
+    assert.equal((await client.copy(node.url, copied, peer.id, { fence: { name: lease, token: 6 } })).size, 2000)
     await assert.rejects(client.delete(node.url, copied, { fence: { name: lease, token: 5 } }), LeaseLost)
   } finally {
     await client.close()
     await node.stop()
     await peer.stop()
+    await control.close()
   }
 })

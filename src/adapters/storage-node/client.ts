@@ -5,12 +5,13 @@
 // within that bound instead of hanging. Errors are ours (core/errors.ts):
 //   404 NotFound, 422 ChecksumMismatch, 401 Unauthorized, 400/416 Invalid,
 //   409 fenced: LeaseLost, network errors, timeouts, 5xx and other 409s:
-//   Unavailable('node_unavailable') naming the node.
+//   Unavailable('node_unavailable') naming the node. A copy's target that
+//   blames its source: 502 PeerFailed, 409 Conflict('unknown_source').
 // A call aborted through its signal rejects with the signal's AbortError.
 import { PassThrough } from 'node:stream'
 import { Agent, type Dispatcher } from 'undici'
 import type { BlobRecord } from '../../core/file.ts'
-import { ChecksumMismatch, Invalid, LeaseLost, MayflyError, NotFound, Unauthorized, Unavailable } from '../../core/errors.ts'
+import { ChecksumMismatch, Conflict, Invalid, LeaseLost, MayflyError, NotFound, PeerFailed, Unauthorized, Unavailable } from '../../core/errors.ts'
 import { FENCE_HEADER, fenceHeader } from '../../core/fence.ts'
 import type { NodeAnnouncement } from '../../core/node.ts'
 import type { BlobClient, BlobPage, Fence } from '../../ports.ts'
@@ -87,6 +88,30 @@ function fenced(fence: Fence | undefined): Record<string, string> {
 function header(res: Dispatcher.ResponseData, name: string): string | undefined {
   const v = res.headers[name]
   return Array.isArray(v) ? v[0] : v
+}
+
+/**
+ * Our error for a copy the target did not make: the source's fault when the
+ * target says so (so that the caller does not blame a healthy target, issue 7),
+ * else as for any call to the target.
+ */
+async function copyError(targetUrl: string, sourceNodeId: string, res: Dispatcher.ResponseData): Promise<Error> {
+  let text = ''
+  try {
+    text = await res.body.text()
+  } catch {
+    // the body failed: the status says enough
+  }
+  let parsed: { error?: unknown; message?: unknown } = {}
+  try {
+    parsed = JSON.parse(text) as typeof parsed
+  } catch {
+    // not JSON
+  }
+  const message = `storage node ${targetUrl} could not copy from node ${sourceNodeId}: ${typeof parsed.message === 'string' ? parsed.message : `answered ${res.statusCode}`}`
+  if (res.statusCode === 502 && parsed.error === 'peer_unavailable') return new PeerFailed(message)
+  if (res.statusCode === 409 && parsed.error === 'unknown_source') return new Conflict(message, 'unknown_source')
+  return errorOf(targetUrl, res.statusCode, text)
 }
 
 export function createBlobClient(options: BlobClientOptions): BlobClient {
@@ -264,16 +289,17 @@ export function createBlobClient(options: BlobClientOptions): BlobClient {
       return json<BlobPage>(nodeUrl, res)
     },
 
-    async copy(targetUrl, key, sourceUrl, opts = {}) {
+    async copy(targetUrl, key, sourceNodeId, opts = {}) {
       const res = await call(targetUrl, `${blobUrl(targetUrl, key)}/copy`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', ...fenced(opts.fence) },
-        body: JSON.stringify({ source: sourceUrl }),
+        // by id: the target looks the source up with its control plane (issue 7)
+        body: JSON.stringify({ source: sourceNodeId }),
         // the target answers after streaming the whole blob; stalls between the nodes are bounded there
         headersTimeout: opts.timeoutMs ?? options.timeoutMs * 60,
         signal: opts.signal,
       })
-      await expect(targetUrl, res, 201)
+      if (res.statusCode !== 201) throw await copyError(targetUrl, sourceNodeId, res)
       return json<BlobRecord>(targetUrl, res)
     },
 

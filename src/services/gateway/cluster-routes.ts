@@ -1,27 +1,11 @@
-// Health, readiness, the node list, the cluster overview, metrics, and the
-// door storage nodes announce themselves through (their heartbeats). Who may
+// Health, readiness, the node list, the cluster overview and metrics (the
+// storage nodes' own door, heartbeats and lookups: internal-routes.ts). Who may
 // see the node list, the overview and the metrics: status-access.ts.
 import type { FastifyInstance } from 'fastify'
-import { z } from 'zod'
-import { Invalid } from '../../core/errors.ts'
 import type { DependencyStatus } from '../../ports.ts'
 import type { GatewayDeps } from './deps.ts'
 import { nodeView } from './file-view.ts'
-import { requireClusterSecret } from './operator-routes.ts'
 import type { ClusterReads } from './replication-overview.ts'
-
-const announcementSchema = z.object({
-  id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
-  url: z.url(),
-  zone: z.string().min(1).max(64),
-  version: z.string().max(64),
-  capacityBytes: z.number().nonnegative(),
-  freeBytes: z.number().nonnegative(),
-  usedBytes: z.number().nonnegative(),
-  blobCount: z.number().int().nonnegative(),
-  // absent from nodes of an older version
-  quarantined: z.number().int().nonnegative().default(0),
-})
 
 export function registerClusterRoutes(
   app: FastifyInstance,
@@ -29,7 +13,6 @@ export function registerClusterRoutes(
   reads: ClusterReads,
 ): void {
   const { metadata, cache, queue, nodes, settings } = deps
-  const now = deps.now ?? (() => new Date())
 
   app.get('/health', async () => ({ status: 'ok' }))
 
@@ -106,14 +89,6 @@ export function registerClusterRoutes(
 
   app.get('/metrics', async (_req, reply) => {
     return reply.header('content-type', deps.metrics.contentType).send(await deps.metrics.metrics())
-  })
-
-  app.post('/internal/nodes/heartbeat', async (req, reply) => {
-    requireClusterSecret(req, settings.clusterSecret)
-    const parsed = announcementSchema.safeParse(req.body)
-    if (!parsed.success) throw new Invalid(`bad heartbeat: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
-    await metadata.recordHeartbeat(parsed.data, now())
-    return reply.status(204).send()
   })
 }
 

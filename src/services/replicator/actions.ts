@@ -4,7 +4,7 @@
 // what its row count says: a copy is recorded only once stored and checked,
 // and bytes go only after their row. Every call to a node carries the
 // lease's fence, so a node refuses a superseded leader (LeaseLost).
-import { LeaseLost, NotFound } from '../../core/errors.ts'
+import { Conflict, LeaseLost, NotFound, PeerFailed } from '../../core/errors.ts'
 import type { BlobPlacement } from '../../ports.ts'
 import type { NodeView } from '../../ports.ts'
 import type { LeaderContext } from './context.ts'
@@ -19,7 +19,7 @@ export async function copyBlob(ctx: LeaderContext, blob: BlobPlacement, target: 
   try {
     await ctx.throttle.take(blob.size)
     if (!ctx.leading()) return false
-    const stored = await client.copy(target.url, blob.key, source.url, { fence: ctx.fence })
+    const stored = await client.copy(target.url, blob.key, source.id, { fence: ctx.fence, signal: ctx.signal })
     if (stored.sha256 !== blob.sha256 || stored.size !== blob.size) {
       log.error({ key: blob.key, node: target.id, source: source.id }, 'a copy does not match the recorded checksum; removing it')
       await client.delete(target.url, blob.key, { fence: ctx.fence })
@@ -36,9 +36,18 @@ export async function copyBlob(ctx: LeaderContext, blob: BlobPlacement, target: 
     return true
   } catch (err) {
     if (err instanceof LeaseLost) throw err
+    // the reign ended (stopping, stepping down): the target dropped the copy; nobody failed
+    if (ctx.signal.aborted) return false
     ctx.counters.failedCopies++
     if (err instanceof NotFound) {
       log.warn({ key: blob.key, source: source.id }, 'the source of a copy does not have the blob; reconciliation will see to it')
+    } else if (err instanceof PeerFailed) {
+      // the target is fine: the next copies (and, in one process with a gateway, uploads) avoid the source for a while
+      ctx.nodes.reportFailure(source.id)
+      log.warn({ err, key: blob.key, node: target.id, source: source.id }, 'the source of a copy failed; retrying on a later pass')
+    } else if (err instanceof Conflict && err.code === 'unknown_source') {
+      // the target's control plane does not see the source as a live node (yet, or any more): neither is at fault
+      log.warn({ err, key: blob.key, node: target.id, source: source.id }, 'the target of a copy does not know its source as a live node; retrying on a later pass')
     } else {
       // the next copies pick another target for a while (a node that is full, slow or gone)
       ctx.nodes.reportFailure(target.id)

@@ -28,6 +28,8 @@ export interface LeaderContext {
   settings: ReplicatorSettings
   fence: Fence
   throttle: Throttle
+  /** aborted when the reign ends (stopping, stepping down): calls that may take long (copies) take it */
+  signal: AbortSignal
   /** keys being copied right now */
   inflight: Set<string>
   counters: ReplicatorCounters

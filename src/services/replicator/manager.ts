@@ -85,6 +85,8 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
     const throttle = createThrottle(options.bandwidth)
     const counters: ReplicatorCounters = { copies: 0, copiedBytes: 0, failedCopies: 0, removals: 0, lostNodes: 0, reconciledNodes: 0, moves: 0 }
     const samples: { at: number; bytes: number }[] = []
+    // copies in flight may wait minutes for their target's answer: ending the reign aborts them (issue 7, bug 8)
+    const reign = new AbortController()
     const ctx: LeaderContext = {
       store,
       client: options.client,
@@ -93,6 +95,7 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
       settings: options,
       fence: { name: held.name, token: held.token },
       throttle,
+      signal: reign.signal,
       inflight: new Set(),
       counters,
       copied(bytes) {
@@ -102,11 +105,12 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
       leading: () => !lost && !stopped,
       repairSoon: () => wake('repair'),
     }
-    /** Ends this reign: nothing new starts, waits end at once. */
+    /** Ends this reign: nothing new starts, waits and copies in flight end at once. */
     const end = (say: () => void) => {
       if (lost) return
       lost = true
       throttle.stop()
+      reign.abort(new Error('the replication manager is stepping down or stopping'))
       wake()
       say()
     }

@@ -4,15 +4,17 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import { z } from 'zod'
-import { Conflict, MayflyError, NotFound, Unauthorized } from '../../core/errors.ts'
+import { Conflict, Invalid, NotFound, Unauthorized } from '../../core/errors.ts'
 import { FENCE_HEADER, parseFence } from '../../core/fence.ts'
 import { ID_PATTERN } from '../../core/ids.ts'
 import type { NodeAnnouncement } from '../../core/node.ts'
+import { installErrorHandling } from '../../http/errors.ts'
 import type { Logger } from '../../log.ts'
 import type { BlobFiles, OpenedBlob } from './blob-files.ts'
 import { parseRange } from '../../core/range.ts'
 import type { Fences } from './fences.ts'
 import { copyFromPeer } from './peer-copy.ts'
+import type { SourceNodes } from './source-nodes.ts'
 
 /** Who this node is; `url` may be set after listen (port 0). */
 export interface NodeIdentity {
@@ -36,6 +38,8 @@ export interface StorageNodeDeps {
   peerTimeoutMs: number
   /** for calls to peers (copy) */
   dispatcher: Dispatcher
+  /** the nodes a copy may come from: registered with the control plane, not lost */
+  sources: SourceNodes
 }
 
 const SHA256_PATTERN = /^[0-9a-f]{64}$/
@@ -45,13 +49,8 @@ const listQuery = z.object({
   limit: z.coerce.number().int().min(1).max(10000).default(1000),
 })
 
-const copyBody = z.object({ source: z.url({ protocol: /^https?$/ }) })
-
-class BadRequest extends MayflyError {
-  constructor(message: string, code = 'invalid_request') {
-    super(400, code, message)
-  }
-}
+/** a copy names its source by node id (as the control plane registers them), never by url */
+const copyBody = z.object({ source: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/) })
 
 /** What the node says of itself on GET /health and in every heartbeat. */
 export async function describeNode(files: BlobFiles, identity: NodeIdentity): Promise<NodeAnnouncement> {
@@ -83,24 +82,13 @@ export function buildStorageNode(deps: StorageNodeDeps): FastifyInstance {
     }
   })
 
-  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
-    if (err instanceof MayflyError) {
-      if (err.status >= 500) req.log.error({ err }, 'request failed')
-      return reply.status(err.status).send({ error: err.code, message: err.message })
-    }
-    if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
-      return reply.status(err.statusCode).send({ error: 'invalid_request', message: err.message })
-    }
-    req.log.error({ err }, 'request failed')
-    return reply.status(500).send({ error: 'internal', message: 'internal error' })
-  })
-  app.setNotFoundHandler(async (_req, reply) => reply.status(404).send({ error: 'not_found', message: 'no such route' }))
+  installErrorHandling(app)
 
   app.get('/health', async () => describeNode(files, deps.identity))
 
   app.get('/blobs', async (req) => {
     const parsed = listQuery.safeParse(req.query)
-    if (!parsed.success) throw new BadRequest(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '))
+    if (!parsed.success) throw new Invalid(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '))
     const { blobs, more } = await files.list(parsed.data.after, parsed.data.limit)
     return { blobs, next: more ? (blobs.at(-1)?.key ?? null) : null }
   })
@@ -138,7 +126,7 @@ export function buildStorageNode(deps: StorageNodeDeps): FastifyInstance {
   /** A request from a replication manager whose lease was superseded is refused (409 fenced). */
   async function admit(req: FastifyRequest): Promise<void> {
     const fence = parseFence(req.headers[FENCE_HEADER])
-    if (fence === undefined) throw new BadRequest('X-Mayfly-Fence must be <lease name>:<token>')
+    if (fence === undefined) throw new Invalid('X-Mayfly-Fence must be <lease name>:<token>')
     if (fence !== null && !(await deps.fences.admit(fence.name, fence.token))) {
       throw new Conflict(`lease ${fence.name} #${fence.token} was superseded`, 'fenced')
     }
@@ -155,16 +143,25 @@ export function buildStorageNode(deps: StorageNodeDeps): FastifyInstance {
     const key = keyOf(req)
     await admit(req)
     const parsed = copyBody.safeParse(req.body)
-    if (!parsed.success) throw new BadRequest('body must be JSON { "source": "<peer base url>" }')
+    if (!parsed.success) throw new Invalid('body must be JSON { "source": "<node id>" }')
+    const id = parsed.data.source
+    if (id === deps.identity.id) throw new Invalid('a node cannot copy a blob from itself')
+    const source = { id, url: await deps.sources.urlOf(id) }
+    // a caller that hangs up (a replication manager stopping) ends the copy: nothing is kept
+    const hungUp = new AbortController()
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) hungUp.abort(new Error('the caller went away'))
+    })
     const record = await copyFromPeer({
       key,
-      source: parsed.data.source,
+      source,
       secret: deps.secret,
       dispatcher: deps.dispatcher,
       timeoutMs: deps.peerTimeoutMs,
       files,
+      signal: hungUp.signal,
     })
-    req.log.info({ key, source: parsed.data.source }, 'blob copied from peer')
+    req.log.info({ key, source: id }, 'blob copied from peer')
     return reply.status(201).send(record)
   })
 
@@ -176,7 +173,7 @@ export function buildStorageNode(deps: StorageNodeDeps): FastifyInstance {
       const key = keyOf(req)
       const expected = req.headers['x-content-sha256']
       if (expected !== undefined && (typeof expected !== 'string' || !SHA256_PATTERN.test(expected))) {
-        throw new BadRequest('X-Content-SHA256 must be 64 lowercase hex digits')
+        throw new Invalid('X-Content-SHA256 must be 64 lowercase hex digits')
       }
       const record = await files.write(key, req.raw, { sha256: expected, idleTimeoutMs: deps.clientTimeoutMs })
       return reply.status(201).send(record)

@@ -25,8 +25,6 @@ import { fileSource, memorySource, readVerified } from './blob-reader.ts'
 import { closeFd, fsyncFd, openFd, openReadOnly, type ReadOnlyFile } from './file-calls.ts'
 import { stageBlob, storageError, type Staged } from './blob-writer.ts'
 
-export { InsufficientStorage } from './blob-writer.ts'
-
 /**
  * The first read of every open: the header, and the whole file of a blob of
  * up to one block (its bytes and one table entry, plus a byte to see the end),

@@ -13,7 +13,7 @@
 import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { crc32 } from 'node:zlib'
-import { MayflyError } from '../../core/errors.ts'
+import { DamagedBlob } from '../../core/errors.ts'
 import { BLOB_HEADER_BYTES, recordedCrc, tableSlice, type BlobHeader } from './blob-format.ts'
 import type { ReadOnlyFile } from './file-calls.ts'
 
@@ -29,13 +29,6 @@ const BUFFERED_RANGE_BYTES = 1024 * 1024
  */
 const READ_CHUNK_BYTES = 256 * 1024
 const EMPTY = Buffer.alloc(0)
-
-/** 404 `blob_damaged`: the blob's first requested bytes are damaged; it has been quarantined, so the blob is gone from this node. */
-export class DamagedBlob extends MayflyError {
-  constructor(message: string) {
-    super(404, 'blob_damaged', message)
-  }
-}
 
 /** Where a verified read gets the file's bytes: from disk, or from the whole file already in memory. */
 export interface BlobSource {

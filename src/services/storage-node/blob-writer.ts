@@ -8,7 +8,7 @@ import { unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { BlobRecord } from '../../core/file.ts'
-import { ChecksumMismatch, MayflyError, Timeout } from '../../core/errors.ts'
+import { ChecksumMismatch, InsufficientStorage, Timeout } from '../../core/errors.ts'
 import { BLOB_HEADER_BYTES, BLOCK_BYTES, createBlockTable, encodeHeader } from './blob-format.ts'
 import { closeFd, closeQuietly, fdatasyncFd, fsyncFd, openFd, writevFd } from './file-calls.ts'
 
@@ -16,13 +16,6 @@ import { closeFd, closeQuietly, fdatasyncFd, fsyncFd, openFd, writevFd } from '.
 const SYNC_EVERY_BYTES = 32 * 1024 * 1024
 /** bodies up to this size are gathered and written with one writev */
 const WHOLE_WRITE_BYTES = 1024 * 1024
-
-/** 507: the node's disk is full. */
-export class InsufficientStorage extends MayflyError {
-  constructor(message: string) {
-    super(507, 'insufficient_storage', message)
-  }
-}
 
 /** A blob written to a temp file and fsynced, not yet visible. */
 export interface Staged {

@@ -2,5 +2,4 @@
 export { buildStorageNode, describeNode, type NodeIdentity, type StorageNodeDeps } from './app.ts'
 export { blobPath, loadNodeId, openBlobFiles, type BlobFiles, type OpenedBlob } from './blob-files.ts'
 export { BLOB_HEADER_BYTES, BLOCK_BYTES } from './blob-format.ts'
-export { DamagedBlob } from './blob-reader.ts'
 export { DEFAULT_STORAGE_NODE_PORT, runStorageNode, type RunningStorageNode } from './run.ts'

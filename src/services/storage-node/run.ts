@@ -9,6 +9,7 @@ import { loadNodeId, openBlobFiles } from './blob-files.ts'
 import { openFences } from './fences.ts'
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts'
 import { startScrubber } from './scrub.ts'
+import { createSourceNodes } from './source-nodes.ts'
 
 export const DEFAULT_STORAGE_NODE_PORT = 8001
 /** in-flight requests get this long to finish on close before their connections are cut */
@@ -55,6 +56,7 @@ export async function runStorageNode(config: Config, rootLog: Logger): Promise<R
     clientTimeoutMs: config.MAYFLY_CLIENT_TIMEOUT_MS,
     peerTimeoutMs: timeoutMs,
     dispatcher,
+    sources: createSourceNodes({ controlUrl: config.MAYFLY_CONTROL_URL, secret, dispatcher, timeoutMs }),
   })
   await app.listen({ host: config.MAYFLY_HOST, port: config.MAYFLY_PORT ?? DEFAULT_STORAGE_NODE_PORT })
   const address = app.server.address()
@@ -75,7 +77,7 @@ export async function runStorageNode(config: Config, rootLog: Logger): Promise<R
       log,
     })
   } else {
-    log.info('no MAYFLY_CONTROL_URL: not announcing to a control plane')
+    log.info('no MAYFLY_CONTROL_URL: not announcing to a control plane, and no node-to-node copy can be made to this node')
   }
 
   let closing: Promise<void> | null = null

@@ -4,9 +4,9 @@
 // sha256 too; the reader quarantines a damaged blob. A quarantined blob
 // leaves the inventory, so anti-entropy restores the copy. A blob still in the format before block checksums
 // (MAYFLYB1) is verified by its sha256 and rewritten with them.
+import { DamagedBlob } from '../../core/errors.ts'
 import type { Logger } from '../../log.ts'
 import type { BlobFiles } from './blob-files.ts'
-import { DamagedBlob } from './blob-reader.ts'
 
 export interface Scrubber {
   /** Stops after the blob being read; resolves when it has. */

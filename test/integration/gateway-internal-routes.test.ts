@@ -1,0 +1,94 @@
+// The gateway's door for storage nodes, at the route level (app.inject() on
+// buildGateway over the embedded adapters): heartbeats register a node, and
+// the lookup a copy's target makes before it fetches from a peer (issue 7,
+// bug 13) answers only with the cluster secret, only for registered nodes,
+// and says whether the node is lost.
+import assert from 'node:assert/strict'
+import { randomBytes, randomUUID } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { Registry } from 'prom-client'
+import { loadConfig } from '../../src/config.ts'
+import { createLogger } from '../../src/log.ts'
+import { buildGateway } from '../../src/services/gateway/app.ts'
+import { createInfrastructure, gatewaySettings, type Infrastructure } from '../../src/wiring.ts'
+
+describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, () => {
+  const secret = randomBytes(24).toString('base64url')
+  const log = createLogger('silent')
+  let dir: string
+  let infra: Infrastructure
+  let app: ReturnType<typeof buildGateway>
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mayfly-internal-'))
+    const env = { MAYFLY_DATA_DIR: dir, MAYFLY_CLUSTER_SECRET: secret, MAYFLY_LOG_LEVEL: 'silent', MAYFLY_NAMESPACE: `t-${randomUUID().slice(0, 8)}` }
+    const config = loadConfig(env)
+    infra = await createInfrastructure(config, log, secret)
+    app = buildGateway({
+      settings: gatewaySettings(config, secret),
+      log,
+      metadata: infra.metadata,
+      cache: infra.cache,
+      queue: infra.queue,
+      blobs: infra.blobs,
+      nodes: infra.nodes,
+      metrics: new Registry(),
+    })
+  })
+  after(async () => {
+    await app?.close()
+    await infra?.close()
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+  })
+
+  const auth = { authorization: `Bearer ${secret}` }
+  const beat = (id: string, url: string) =>
+    app.inject({
+      method: 'POST',
+      url: '/internal/nodes/heartbeat',
+      headers: auth,
+      payload: { id, url, zone: 'a', version: '0', capacityBytes: 100, freeBytes: 50, usedBytes: 50, blobCount: 1, quarantined: 0 },
+    })
+
+  test('a heartbeat registers the node; a bad one or one without the secret is refused and changes nothing', async () => {
+    assert.equal((await beat('node-hb', 'http://127.0.0.1:9001')).statusCode, 204)
+    assert.ok((await infra.metadata.listNodes()).some((n) => n.id === 'node-hb'))
+    const unauthorized = await app.inject({ method: 'POST', url: '/internal/nodes/heartbeat', payload: { id: 'node-x' } })
+    assert.equal(unauthorized.statusCode, 401)
+    const bad = await app.inject({ method: 'POST', url: '/internal/nodes/heartbeat', headers: auth, payload: { id: 'node-x', url: 'not a url' } })
+    assert.equal(bad.statusCode, 400)
+    assert.equal(bad.json().error, 'invalid_request')
+    assert.ok(!(await infra.metadata.listNodes()).some((n) => n.id === 'node-x'))
+  })
+
+  test('GET /internal/nodes/:id: a registered node with its url and whether it is lost; 404 unknown_node otherwise; 401 without the secret', async () => {
+    assert.equal((await beat('node-look', 'http://127.0.0.1:9002')).statusCode, 204)
+    const found = await app.inject({ url: '/internal/nodes/node-look', headers: auth })
+    assert.equal(found.statusCode, 200)
+    assert.deepEqual(found.json(), { id: 'node-look', url: 'http://127.0.0.1:9002', lost: false })
+
+    for (const headers of [{}, { authorization: 'Bearer not-the-secret' }]) {
+      const res = await app.inject({ url: '/internal/nodes/node-look', headers })
+      assert.equal(res.statusCode, 401)
+      assert.equal(res.json().error, 'unauthorized')
+    }
+    for (const id of ['node-nobody', 'a%2F..%2Fb', 'x'.repeat(65)]) {
+      const res = await app.inject({ url: `/internal/nodes/${id}`, headers: auth })
+      assert.equal(res.statusCode, 404, id)
+      assert.equal(res.json().error, 'unknown_node', id)
+    }
+
+    // declared lost by the replication manager: lost, until it beats again
+    const lease = await infra.metadata.replication.acquireLease(`${randomUUID()}:replicator`, 'test', 60_000)
+    assert.ok(lease !== null)
+    await infra.metadata.replication.declareNodeLost('node-look', { name: lease.name, token: lease.token })
+    assert.equal((await app.inject({ url: '/internal/nodes/node-look', headers: auth })).json().lost, true)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    assert.equal((await beat('node-look', 'http://127.0.0.1:9002')).statusCode, 204)
+    assert.equal((await app.inject({ url: '/internal/nodes/node-look', headers: auth })).json().lost, false)
+    await lease.release()
+  })
+})
