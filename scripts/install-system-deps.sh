@@ -2,11 +2,14 @@
 # Debian packages the test suite and the benchmark use beside Node.js:
 #   docker-compose  parses docker-compose.yml statically (no Docker engine here)
 #   nginx           the single-copy WebDAV baseline of `npm run bench`
+#   strace          test/fault/durability.test.ts watches a storage node's
+#                   fsync, rename and 201 in its system calls
 # Installs only what is missing; does nothing where all is present.
 set -eu
 missing=""
 command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+command -v strace >/dev/null 2>&1 || missing="$missing strace"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "install-system-deps: please install:$missing (Debian packages)" >&2

@@ -1,14 +1,25 @@
 // DESIGN §5 invariant 1 (acknowledged means durable) and 5 (one node down
 // interrupts nobody), with storage nodes killed by SIGKILL: right after an
-// upload was acknowledged, in the middle of an upload, and two of three at once.
+// upload was acknowledged, in the middle of an upload, and two of three at
+// once. A SIGKILL keeps the page cache, so it cannot tell an fsynced blob
+// from one that is only written: the last suite runs a gateway and three
+// nodes under strace and checks, by the order of their system calls, that a
+// node says 201 only after the steps DESIGN §4 gives (fsync of the file,
+// rename, fsync of the directory), and that the gateway says 201 only after
+// reading that from a write quorum of nodes.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { access } from 'node:fs/promises'
+import { access, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { startCluster, type Cluster } from '../helpers/cluster.ts'
 import { MiB, downloadHash, uploadGenerated } from '../helpers/generated-upload.ts'
-import { sha256, upload, waitFor } from '../helpers/http.ts'
-import { blobFilePath, type StorageNodeProcess } from '../helpers/storage-node-process.ts'
+import { sha256, upload } from '../helpers/http.ts'
+import { blobFilePath, startStorageNodeProcess, type StorageNodeProcess } from '../helpers/storage-node-process.ts'
+import { freePort, spawnMayfly, type MayflyProcess } from '../helpers/mayfly-process.ts'
+import { answersHeard, blobCommit, GATEWAY_CALLS, keyOfCreated, parseTrace, sentCreated, straceWrapper, type BlobCommit, type Syscall } from '../helpers/syscall-trace.ts'
+import { waitFor } from '../helpers/wait.ts'
 import { diskState } from '../e2e/api-suite.ts'
 
 describe('durability with storage nodes killed', { timeout: 240_000 }, () => {
@@ -138,4 +149,110 @@ describe('durability with storage nodes killed', { timeout: 240_000 }, () => {
       return state.temp.length === 0 && state.blobs.sort().join() === before.join() ? true : undefined
     })
   })
+})
+
+describe('acknowledged means fsynced: the order of the system calls', { timeout: 120_000 }, () => {
+  const secret = randomBytes(24).toString('base64url')
+  const writeQuorum = 2
+  let dir: string
+  let gateway: MayflyProcess
+  let gatewayTrace: string
+  let base: string
+  const nodes: { process: StorageNodeProcess; trace: string }[] = []
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mayfly-trace-'))
+    // the gateway and the three nodes all run under strace, each into its own trace
+    const port = await freePort()
+    base = `http://127.0.0.1:${port}`
+    gatewayTrace = join(dir, 'gateway.trace')
+    gateway = spawnMayfly(
+      ['gateway'],
+      {
+        MAYFLY_DATA_DIR: join(dir, 'gateway'),
+        MAYFLY_CLUSTER_SECRET: secret,
+        MAYFLY_HOST: '127.0.0.1',
+        MAYFLY_PORT: String(port),
+        MAYFLY_WRITE_QUORUM: String(writeQuorum),
+        MAYFLY_LOG_LEVEL: 'warn',
+      },
+      { wrapper: straceWrapper(gatewayTrace, GATEWAY_CALLS) },
+    )
+    await waitFor('the traced gateway to answer', async () => {
+      if (!gateway.alive()) throw new Error(`the gateway exited:\n${gateway.output()}`)
+      const res = await fetch(`${base}/health`).catch(() => null)
+      await res?.body?.cancel()
+      return res?.status === 200
+    }, 30_000)
+    for (const zone of ['a', 'b', 'c']) {
+      const trace = join(dir, `node-${zone}.trace`)
+      const node = await startStorageNodeProcess({
+        zone,
+        secret,
+        controlUrl: base,
+        env: { MAYFLY_HEARTBEAT_INTERVAL_MS: '250' },
+        wrapper: straceWrapper(trace),
+      })
+      nodes.push({ process: node, trace })
+    }
+    await waitFor('the gateway ready with its three nodes', async () => {
+      const res = await fetch(`${base}/ready`)
+      await res.body?.cancel()
+      return res.status === 200
+    }, 30_000)
+  })
+  after(async () => {
+    await gateway?.kill('SIGTERM')
+    await Promise.all(nodes.map((n) => n.process.stop()))
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+  })
+
+  const traceOf = async (path: string) => parseTrace(await readFile(path, 'utf8'))
+
+  /** `a` ended before `b` began, by their places in their process's trace */
+  function assertBefore(a: Syscall, b: Syscall, what: string): void {
+    assert.ok(a.endLine < b.startLine, `${what}: line ${a.endLine + 1} (${a.name}) is not before line ${b.startLine + 1} (${b.name})`)
+  }
+
+  // one body written whole with one writev, one streamed in chunks (blob-writer.ts)
+  for (const size of [100 * 1024, 3 * MiB]) {
+    test(`a ${size} B upload is answered 201 only after a write quorum of nodes fsynced its file, renamed it, fsynced the directory and said 201`, async () => {
+      const data = randomBytes(size)
+      const { status, body } = await upload(base, data)
+      assert.equal(status, 201, JSON.stringify(body))
+      const id = String(body.id)
+      assert.equal(body.sha256, sha256(data))
+
+      // the gateway's side: its 201 to the client, and the nodes' 201s it had read by then
+      const { answer, key, calls } = await waitFor("the gateway's 201 in its trace", async () => {
+        const calls = await traceOf(gatewayTrace)
+        const answer = sentCreated(calls, id)
+        const key = keyOfCreated(calls, String(body.sha256))
+        return answer !== undefined && key !== null ? { answer, key, calls } : undefined
+      })
+      const heard = answersHeard(calls, key, answer)
+      assert.ok(heard.length >= writeQuorum, `the gateway had read ${heard.length} nodes' 201 for blob ${key} when it answered (write quorum ${writeQuorum})`)
+
+      // each node's side: it said 201 only after the durable steps, in order
+      // (every node stores the blob, factor 3 on 3 nodes; the third maybe after the client's 201)
+      const commits = await waitFor(`the 201 for blob ${key} in the trace of every node`, async () => {
+        const found: BlobCommit[] = []
+        for (const node of nodes) {
+          const commit = blobCommit(await traceOf(node.trace), node.process.dataDir, key)
+          if (commit === null) return undefined
+          found.push(commit)
+        }
+        return found
+      })
+      for (const [i, c] of commits.entries()) {
+        const node = `node ${['a', 'b', 'c'][i]}`
+        assertBefore(c.open, c.lastWrite, `${node}: the temp file is opened before it is written`)
+        assertBefore(c.lastWrite, c.fileSync, `${node}: the file's fsync comes after its last write`)
+        assertBefore(c.fileSync, c.close, `${node}: the file is fsynced before it is closed`)
+        assertBefore(c.fileSync, c.rename, `${node}: the file's fsync ends before the rename`)
+        assertBefore(c.rename, c.dirSync, `${node}: the directory's fsync comes after the rename`)
+        assertBefore(c.dirSync, c.ack, `${node}: the 201 goes out after the directory's fsync`)
+      }
+    })
+  }
 })

@@ -40,9 +40,14 @@ export function childEnv(env: Record<string, string>): Record<string, string> {
   return { ...out, ...env }
 }
 
-/** Starts `mayfly <args>` (e.g. ['gateway'], ['worker'], ['up', …]) with the given MAYFLY_* variables. */
-export function spawnMayfly(args: string[], env: Record<string, string>): MayflyProcess {
-  const child = spawn(NODE_BIN, [MAIN, ...args], { cwd: ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * Starts `mayfly <args>` (e.g. ['gateway'], ['worker'], ['up', …]) with the
+ * given MAYFLY_* variables. `wrapper`: a command that runs it, its command
+ * line appended, and leaves it the process spawned (a tracer: `strace -D …`).
+ */
+export function spawnMayfly(args: string[], env: Record<string, string>, options: { wrapper?: string[] } = {}): MayflyProcess {
+  const [command, ...commandArgs] = [...(options.wrapper ?? []), NODE_BIN, MAIN, ...args]
+  const child = spawn(command!, commandArgs, { cwd: ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
   running.add(child)
   let output = ''
   const keep = (s: string) => {

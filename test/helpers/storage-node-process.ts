@@ -31,6 +31,12 @@ export interface StorageNodeProcessOptions {
   env?: Record<string, string>
   /** how long to wait for the node to answer /health; default 15 s */
   startTimeoutMs?: number
+  /**
+   * a command that runs the node, the node's command line appended (a tracer:
+   * `strace -D …`); it must leave the node the process it spawned, as
+   * `strace -D` does, so that pid and signals are the node's
+   */
+  wrapper?: string[]
 }
 
 export interface StorageNodeProcess {
@@ -74,7 +80,8 @@ export async function startStorageNodeProcess(options: StorageNodeProcessOptions
     ...(options.controlUrl !== undefined ? { MAYFLY_CONTROL_URL: options.controlUrl } : {}),
     ...options.env,
   })
-  const child = spawn(NODE_BIN, [ENTRY], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const [command, ...args] = [...(options.wrapper ?? []), NODE_BIN, ENTRY]
+  const child = spawn(command!, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   running.add(child)
   let output = ''
   const exited = new Promise<number | NodeJS.Signals | null>((done) => {
