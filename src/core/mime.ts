@@ -44,8 +44,17 @@ export function cleanFileName(name: string | undefined): string {
   return trimmed === '' || trimmed === '.' || trimmed === '..' ? 'file' : trimmed
 }
 
-/** RFC 6266 Content-Disposition with an ASCII fallback and the UTF-8 name. */
+/**
+ * RFC 6266 Content-Disposition: `filename*` carries the UTF-8 name (RFC 8187),
+ * `filename` an ASCII fallback for old clients (accents dropped, anything
+ * else non-ASCII, quotes, backslashes and % as `_`).
+ */
 export function contentDisposition(kind: 'inline' | 'attachment', name: string): string {
-  const ascii = name.replace(/[^\x20-\x7e]|["\\%]/g, '_')
-  return `${kind}; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`
+  const ascii = name
+    .normalize('NFKD')
+    .replace(/[\u0300-\u036f]/g, '')
+    .replace(/[^\x20-\x7e]|["\\%]/g, '_')
+  // encodeURIComponent leaves ' ( ) * as they are, but RFC 8187's attr-char has none of them (' ends the charset)
+  const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+  return `${kind}; filename="${ascii}"; filename*=UTF-8''${encoded}`
 }
