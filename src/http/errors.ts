@@ -47,7 +47,9 @@ export function installErrorHandling(app: FastifyInstance, options: ErrorHandlin
       const code = (err as FastifyError).validation ? 'invalid_request' : codeForStatus(status)
       return answer(req, reply, status, { error: code, message: err.message })
     }
-    req.log.error({ err }, 'unhandled error')
+    // a caller that cut its own request (a client gone, a gateway abandoning an upload's copies) is no fault here
+    if (req.raw.destroyed && !req.raw.complete) req.log.debug({ err }, 'the caller went away mid-request')
+    else req.log.error({ err }, 'unhandled error')
     return answer(req, reply, 500, { error: 'internal', message: 'something went wrong on our side' })
   })
   app.setNotFoundHandler((req, reply) => {
@@ -90,7 +92,8 @@ function codeForStatus(status: number): string {
 /** A request body that was announced and not read to its end (a GET without a body is never "complete" before it is read, so `complete` alone is not enough). */
 function hasUnreadBody(raw: IncomingMessage): boolean {
   const announced = raw.headers['transfer-encoding'] !== undefined || Number(raw.headers['content-length'] ?? 0) > 0
-  return announced && !raw.complete
+  // readableEnded too: a body read to its end by a handler (or by inject(), which never sets `complete`)
+  return announced && !raw.complete && !raw.readableEnded
 }
 
 /** Like nginx's lingering close: drain the body for at most LINGER_MS, then cut the connection. */
