@@ -321,6 +321,12 @@ export interface WrittenBlob extends BlobRecord {
   remaining: Promise<string[]>
 }
 
+/** What BlobStore.write() sets on the error it throws. */
+export interface FailedWrite {
+  /** settles once the copies the write made are removed: true when every node it reached confirmed (false: one may stay, for the sweeper) */
+  copiesRemoved: Promise<boolean>
+}
+
 export interface ByteRange {
   start: number
   /** inclusive */
@@ -335,7 +341,10 @@ export interface BlobStore {
   /**
    * Streams `source` to the replication factor's nodes at once, in distinct
    * zones where possible; resolves when the write quorum has fsynced. Throws
-   * TooLarge past maxBytes, Unavailable without a quorum; on failure no copy stays.
+   * TooLarge past maxBytes, Unavailable without a quorum. On failure it
+   * removes every copy it made (once every node's write settled), and the
+   * error says when that is done and whether every node confirmed it
+   * (FailedWrite).
    */
   write(source: Readable, options: { key: string; maxBytes: number }): Promise<WrittenBlob>
   /**

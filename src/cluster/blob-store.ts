@@ -8,7 +8,7 @@ import { PassThrough, Readable } from 'node:stream'
 import { MayflyError, NotFound, TooLarge, Unavailable } from '../core/errors.ts'
 import { inDomains, placeReplicas, type PlacementStrategy } from '../core/placement.ts'
 import type { Logger } from '../log.ts'
-import type { BlobClient, BlobStore, NodeDirectory, NodeView, WrittenBlob } from '../ports.ts'
+import type { BlobClient, BlobStore, FailedWrite, NodeDirectory, NodeView, WrittenBlob } from '../ports.ts'
 import { firstAnswer, readOrder } from './replica-reads.ts'
 
 export interface ReplicatedBlobStoreOptions {
@@ -145,10 +145,13 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
     })
   }
 
-  function removeFrom(key: string, targets: NodeView[]): void {
-    for (const node of targets) {
-      client.delete(node.url, key).catch((err: unknown) => log.warn({ err, node: node.id, key }, 'cleanup of a failed write failed'))
-    }
+  /** Deletes a failed write's copies; true when every node confirmed. */
+  async function removeFrom(key: string, targets: NodeView[]): Promise<boolean> {
+    const results = await Promise.allSettled(targets.map((node) => client.delete(node.url, key)))
+    results.forEach((result, i) => {
+      if (result.status === 'rejected') log.warn({ err: result.reason, node: targets[i]!.id, key }, 'cleanup of a failed write failed')
+    })
+    return results.every((result) => result.status === 'fulfilled')
   }
 
   return {
@@ -156,10 +159,11 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       const targets = placeReplicas(inDomains(await nodes.writable(), placement), replicationFactor)
       if (targets.length < writeQuorum) {
         source.resume()
-        throw new Unavailable(
+        const refused = new Unavailable(
           `${targets.length} storage nodes are available; an upload needs ${writeQuorum}`,
           'quorum_unavailable',
         )
+        throw markFailed(refused, Promise.resolve(true))
       }
       const chunks = (source as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
       const head: Buffer[] = []
@@ -202,7 +206,7 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
         const rest = legs.filter((l) => !quorum.includes(l))
         const remaining = Promise.all(rest.map((l) => l.result.then((s) => s === sha256, () => false))).then((oks) => {
           const late = rest.filter((_, i) => oks[i])
-          removeFrom(key, rest.filter((_, i) => !oks[i]).map((l) => l.node))
+          void removeFrom(key, rest.filter((_, i) => !oks[i]).map((l) => l.node))
           return late.map((l) => l.node.id)
         })
         return {
@@ -218,10 +222,12 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
           leg.body?.destroy()
         }
         if (!source.destroyed) source.resume()
-        // a leg may have stored its copy before the others failed: no copy may stay
-        await Promise.allSettled(legs.map((l) => l.result))
-        removeFrom(key, targets)
-        throw err
+        // A leg may have stored its copy before the others failed: no copy may
+        // stay. Only nodes that were sent bytes can hold one, and only once
+        // their write settled is a removal final. The caller gets the error
+        // now and learns from it when the copies are gone (FailedWrite).
+        const copiesRemoved = Promise.allSettled(legs.map((l) => l.result)).then(() => removeFrom(key, legs.map((l) => l.node)))
+        throw markFailed(err, copiesRemoved)
       }
     },
 
@@ -359,6 +365,12 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       return removed
     },
   }
+}
+
+/** Sets FailedWrite on what write() throws (a non-object, which we never throw, passes as it is). */
+function markFailed(err: unknown, copiesRemoved: Promise<boolean>): unknown {
+  if (typeof err === 'object' && err !== null) Object.assign(err, { copiesRemoved } satisfies FailedWrite)
+  return err
 }
 
 /** Errors that say the node is sick, not that the request was wrong. */

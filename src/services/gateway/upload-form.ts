@@ -1,47 +1,58 @@
-// Reads a multipart upload as it arrives: the `file` part streams straight
-// into the BlobStore (never buffered whole), the other fields are collected
-// and validated once the form ends. Busboy does the parsing.
+// Reads a multipart upload as it arrives: each field is checked the moment it
+// arrives (upload-fields.ts), the `file` part streams straight into the
+// BlobStore (never buffered whole). Fields sent before the file, as curl -F
+// and browsers send them, are refused before a byte of the file is stored.
+// Busboy does the parsing.
 import type { IncomingMessage } from 'node:http'
 import { pipeline, Transform, type Readable } from 'node:stream'
 import busboy from 'busboy'
 import { Invalid, TooLarge } from '../../core/errors.ts'
 import { cleanFileName, normalizeMime, sniffImageMime } from '../../core/mime.ts'
 import type { WrittenBlob } from '../../ports.ts'
-
-const UPLOAD_FIELDS = ['max_downloads', 'expires_in', 'password'] as const
-type UploadField = (typeof UPLOAD_FIELDS)[number]
+import { applyUploadField, defaultUploadOptions, isUploadField, UPLOAD_FIELDS, type ExpiryLimits, type UploadOptions } from './upload-fields.ts'
 
 export interface ReceivedUpload {
-  fields: Partial<Record<UploadField, string>>
+  options: UploadOptions
   name: string
   mime: string
   written: WrittenBlob
 }
 
+export interface UploadLimits extends ExpiryLimits {
+  maxBytes: number
+}
+
+/** The code of the Invalid a client that went away mid-upload gets (nobody reads it: it is for the log). */
+export const CLIENT_GONE = 'aborted'
+
 /**
- * Parses the form and hands the file part to `store`. Rejects with Invalid
- * for a form that is not one, has no `file`, has two, or unknown fields;
- * TooLarge past maxBytes. If the form fails after the file was stored, the
- * caller gets the error and `onOrphan` gets the stored blob to remove.
+ * Parses the form and hands the file part to `store` (called at most once,
+ * when the file part begins). Rejects with Invalid for a form that is not
+ * one, has no `file`, has two, an unknown or bad field; TooLarge past
+ * maxBytes. It settles only after what `store` returned settled; cleaning
+ * up what store() wrote for a form that failed is the caller's (one place).
  */
 export function receiveUpload(
   req: IncomingMessage,
-  maxBytes: number,
+  limits: UploadLimits,
   store: (source: Readable) => Promise<WrittenBlob>,
-  onOrphan: (written: WrittenBlob) => void,
 ): Promise<ReceivedUpload> {
   return new Promise((resolve, reject) => {
     let parser: busboy.Busboy
     try {
       parser = busboy({
         headers: req.headers,
-        limits: { files: 1, fields: UPLOAD_FIELDS.length, fieldSize: 4096, parts: UPLOAD_FIELDS.length + 1 },
+        // names as curl, the CLI and browsers send them: UTF-8, not busboy's default latin1 (issue 7, bug 10)
+        defParamCharset: 'utf8',
+        // busboy refuses on reaching `parts` (the others on passing theirs): one more than a full form
+        limits: { files: 1, fields: UPLOAD_FIELDS.length, fieldSize: 4096, parts: UPLOAD_FIELDS.length + 2 },
       })
     } catch (err) {
       reject(new Invalid('the upload must be multipart/form-data with a `file` field', 'invalid_form', { cause: err }))
       return
     }
-    const fields: Partial<Record<UploadField, string>> = {}
+    const options = defaultUploadOptions(limits)
+    const given = new Set<string>()
     let file: { name: string; declaredMime: string; sniffed: string | null; stored: Promise<WrittenBlob> } | null = null
     let failure: Error | null = null
     let ended = false
@@ -67,12 +78,8 @@ export function receiveUpload(
       }
       pending.stored.then(
         (written) => {
-          if (failure !== null) {
-            onOrphan(written)
-            reject(failure)
-          } else {
-            resolve({ fields, name: pending.name, mime: pending.sniffed ?? pending.declaredMime, written })
-          }
+          if (failure !== null) reject(failure)
+          else resolve({ options, name: pending.name, mime: pending.sniffed ?? pending.declaredMime, written })
         },
         (err: Error) => reject(failure ?? err),
       )
@@ -98,24 +105,38 @@ export function receiveUpload(
       file.stored.catch((err: Error) => fail(err))
     })
     parser.on('field', (name, value, info) => {
-      if (!(UPLOAD_FIELDS as readonly string[]).includes(name)) {
+      if (failure !== null) return
+      if (name === 'file') {
+        if (file !== null) return fail(new Invalid('the form has more than one `file`; send exactly one', 'duplicate_file'))
+        // a part with no filename is text to every form parser: the bytes never came as a file
+        return fail(new Invalid('`file` arrived as a text field, without a filename; send the file itself: curl -F "file=@photo.jpg"', 'missing_file'))
+      }
+      if (!isUploadField(name)) {
         return fail(new Invalid(`unknown field \`${name}\`; allowed: file, ${UPLOAD_FIELDS.join(', ')}`, 'unknown_field'))
       }
       if (info.valueTruncated) return fail(new Invalid(`field \`${name}\` is too long`, 'invalid_field'))
-      if (fields[name as UploadField] !== undefined) return fail(new Invalid(`field \`${name}\` appears twice`, 'duplicate_field'))
-      fields[name as UploadField] = value
+      if (given.has(name)) return fail(new Invalid(`field \`${name}\` appears twice`, 'duplicate_field'))
+      given.add(name)
+      try {
+        applyUploadField(options, name, value, limits)
+      } catch (err) {
+        fail(err as Error)
+      }
     })
     parser.on('filesLimit', () => fail(new Invalid('the form has more than one file; send exactly one `file`', 'duplicate_file')))
-    parser.on('fieldsLimit', () => fail(new Invalid('the form has too many fields', 'invalid_form')))
+    parser.on('fieldsLimit', () => fail(new Invalid(`the form has too many fields; allowed: file, ${UPLOAD_FIELDS.join(', ')}`, 'invalid_form')))
     parser.on('partsLimit', () => fail(new Invalid('the form has too many parts', 'invalid_form')))
     parser.on('error', (err: Error) => fail(new Invalid(`the form is malformed: ${err.message}`, 'invalid_form', { cause: err })))
     parser.on('close', () => {
       ended = true
       finish()
     })
-    req.on('error', (err) => fail(err))
+    // a client that hangs up makes the request emit 'error' (ECONNRESET) and then 'close': one failure, ours
+    const gone = () => fail(new Invalid('the client went away or stalled during the upload', CLIENT_GONE))
+    req.on('error', gone)
     req.on('close', () => {
-      if (!req.complete) fail(new Invalid('the client went away or stalled during the upload', 'aborted'))
+      // a request read to its end closes too (and one made by inject() never says it is `complete`)
+      if (!req.complete && !req.readableEnded) gone()
     })
     req.pipe(parser)
   })
@@ -140,33 +161,6 @@ function peekHead(onHead: (head: Buffer) => void): Transform {
       callback()
     },
   })
-}
-
-export interface UploadOptions {
-  maxDownloads: number | null
-  expiresInSeconds: number
-  password: string | null
-}
-
-/** Validates the upload's fields (DESIGN §3); expires_in is capped at the server maximum. */
-export function parseUploadOptions(
-  fields: Partial<Record<UploadField, string>>,
-  defaults: { defaultExpiresInSeconds: number; maxExpiresInSeconds: number },
-): UploadOptions {
-  const maxDownloads = fields.max_downloads === undefined ? null : positiveInt('max_downloads', fields.max_downloads)
-  const expiresIn =
-    fields.expires_in === undefined ? defaults.defaultExpiresInSeconds : positiveInt('expires_in', fields.expires_in)
-  const password = fields.password === undefined || fields.password === '' ? null : fields.password
-  if (password !== null && password.length > 1024) throw new Invalid('password is longer than 1024 characters', 'invalid_field')
-  return { maxDownloads, expiresInSeconds: Math.min(expiresIn, defaults.maxExpiresInSeconds), password }
-}
-
-function positiveInt(name: string, raw: string): number {
-  const value = raw.trim()
-  if (!/^\d{1,10}$/.test(value) || Number(value) < 1 || Number(value) > 2_000_000_000) {
-    throw new Invalid(`${name} must be a whole number from 1 to 2000000000, got ${JSON.stringify(raw)}`, 'invalid_field')
-  }
-  return Number(value)
 }
 
 export function checkDeclaredLength(header: string | undefined, maxBytes: number): void {

@@ -1,13 +1,15 @@
 // POST /api/upload (DESIGN §3): streams the file to the storage nodes,
 // records it once the write quorum has fsynced it, then asks for variants.
+import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { IMAGE_MIME_TYPES, VARIANT_NAMES, type FileRecord } from '../../core/file.ts'
-import { UnsupportedMediaType } from '../../core/errors.ts'
+import { MayflyError, UnsupportedMediaType } from '../../core/errors.ts'
 import { newId } from '../../core/ids.ts'
 import { hashPassword, hashToken, newToken } from '../../core/secrets.ts'
+import type { FailedWrite, WrittenBlob } from '../../ports.ts'
 import type { GatewayDeps } from './deps.ts'
 import { uploadView } from './file-view.ts'
-import { checkDeclaredLength, parseUploadOptions, receiveUpload } from './upload-form.ts'
+import { checkDeclaredLength, CLIENT_GONE, receiveUpload, type ReceivedUpload } from './upload-form.ts'
 import type { GatewayMetrics } from './metrics.ts'
 import type { FileLookup } from './file-lookup.ts'
 
@@ -24,29 +26,31 @@ export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, me
     }
     checkDeclaredLength(req.headers['content-length'], settings.maxUploadBytes)
     const key = newId()
-    // recorded while the bytes travel: one commit fewer on the upload's critical path
-    const begun = metadata.beginBlob(key, now())
-    begun.catch(() => {}) // awaited below; failures surface there
-    // removal waits for the record, so that it never lands after its own abandonment
-    const cleanUp = () => void begun.catch(() => {}).then(() => forget(key))
-    let upload
+    /** set when the file part begins: a form refused before it leaves nothing to clean */
+    const attempt: { begun?: Promise<void>; writing?: Promise<WrittenBlob> } = {}
+    const store = (source: Readable) => {
+      // recorded while the bytes travel: one commit fewer on the upload's critical path
+      attempt.begun = metadata.beginBlob(key, now())
+      attempt.begun.catch(() => {}) // awaited below; failures surface there
+      attempt.writing = blobs.write(source, { key, maxBytes: settings.maxUploadBytes })
+      return attempt.writing
+    }
+    let upload: ReceivedUpload
     try {
-      upload = await receiveUpload(
-        req.raw,
-        settings.maxUploadBytes,
-        (source) => blobs.write(source, { key, maxBytes: settings.maxUploadBytes }),
-        cleanUp,
-      )
+      upload = await receiveUpload(req.raw, { maxBytes: settings.maxUploadBytes, ...settings }, store)
     } catch (err) {
       metrics.uploads.inc({ result: 'rejected' })
-      cleanUp()
+      if (attempt.begun !== undefined && attempt.writing !== undefined) cleanUp(key, attempt.begun, attempt.writing)
+      if (err instanceof MayflyError && err.code === CLIENT_GONE) {
+        // nobody is left to answer; one line says what happened
+        req.log.warn({ key }, 'the client went away mid-upload; what it sent is removed')
+      }
       throw err
     }
-    const { written } = upload
+    const { written, options } = upload
     let file: FileRecord
     try {
-      await begun
-      const options = parseUploadOptions(upload.fields, settings)
+      await attempt.begun
       const createdAt = now()
       const isImage = IMAGE_MIME_TYPES.has(upload.mime)
       const deleteToken = newToken()
@@ -72,10 +76,41 @@ export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, me
       return reply.status(201).send(uploadView(publicBase(req, settings.publicUrl), file, deleteToken))
     } catch (err) {
       metrics.uploads.inc({ result: 'rejected' })
-      void written.remaining.then(cleanUp)
+      cleanUp(key, attempt.begun!, Promise.resolve(written))
       throw err
     }
   })
+
+  /**
+   * The one cleanup of an upload that failed after its file part began
+   * (issue 7, bug 5), run once its write settled:
+   * - the write failed: the blob store removed what it wrote before it threw,
+   *   so nothing is deleted twice; the pending record goes only when every
+   *   removal was confirmed, else the sweeper's stale-pending scan does both;
+   * - the write succeeded and the upload failed after it: the blob is
+   *   forgotten once its last copy settled (`remaining`), so that no copy
+   *   lands after the removal.
+   * Either waits for the pending record, so that the record is never
+   * written after its own abandonment.
+   */
+  function cleanUp(key: string, begun: Promise<void>, writing: Promise<WrittenBlob>): void {
+    const recorded = begun.then(() => {}, () => {})
+    writing
+      .then(
+        async (written) => {
+          await written.remaining.catch(() => {})
+          await recorded
+          await forget(key)
+        },
+        async (err: unknown) => {
+          const removed = await ((err as Partial<FailedWrite> | undefined)?.copiesRemoved ?? false)
+          await recorded
+          if (removed) await metadata.abandonBlob(key)
+          else log.warn({ key }, 'a failed upload may have left a copy on a node; the sweeper removes it')
+        },
+      )
+      .catch((err: unknown) => log.warn({ err, key }, 'cleanup of a failed upload is left to the sweeper'))
+  }
 
   /**
    * Removes a blob nobody will reference from every node, then its pending
@@ -83,19 +118,15 @@ export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, me
    * stays, and the sweeper removes the blob later (its stale-pending scan).
    */
   async function forget(key: string): Promise<void> {
-    try {
-      // a createFile whose answer was lost (a failover) may have committed: then the bytes are a file's
-      const fate = (await metadata.replication.describeBlobs([key])).get(key)
-      if (fate !== undefined && fate.kind !== 'pending' && fate.kind !== 'unknown') {
-        log.warn({ key }, 'a failed upload was recorded after all (its answer was lost); its bytes stay')
-        return
-      }
-      const nodeIds = (await deps.nodes.all()).map((n) => n.id)
-      const removed = await blobs.remove(key, nodeIds)
-      if (removed.length === nodeIds.length) await metadata.abandonBlob(key)
-    } catch (err) {
-      log.warn({ err, key }, 'cleanup of a failed upload is left to the sweeper')
+    // a createFile whose answer was lost (a failover) may have committed: then the bytes are a file's
+    const fate = (await metadata.replication.describeBlobs([key])).get(key)
+    if (fate !== undefined && fate.kind !== 'pending' && fate.kind !== 'unknown') {
+      log.warn({ key }, 'a failed upload was recorded after all (its answer was lost); its bytes stay')
+      return
     }
+    const nodeIds = (await deps.nodes.all()).map((n) => n.id)
+    const removed = await blobs.remove(key, nodeIds)
+    if (removed.length === nodeIds.length) await metadata.abandonBlob(key)
   }
 
   function recordLateReplicas(fileId: string, key: string, remaining: Promise<string[]>): void {
