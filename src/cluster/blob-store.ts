@@ -224,10 +224,11 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
         if (!source.destroyed) source.resume()
         // A leg may have stored its copy before the others failed: no copy may
         // stay. Only nodes that were sent bytes can hold one, and only once
-        // their write settled is a removal final. The caller gets the error
-        // now and learns from it when the copies are gone (FailedWrite).
-        const copiesRemoved = Promise.allSettled(legs.map((l) => l.result)).then(() => removeFrom(key, legs.map((l) => l.node)))
-        throw markFailed(err, copiesRemoved)
+        // their write settled is a removal final. The deletes are sent before
+        // the error is thrown (a retry under the same key is sent after them);
+        // the error says when they are done (FailedWrite).
+        await Promise.allSettled(legs.map((l) => l.result))
+        throw markFailed(err, removeFrom(key, legs.map((l) => l.node)))
       }
     },
 
