@@ -153,3 +153,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   return result.data
 }
+
+/**
+ * Parses only `keys` (every other variable takes its default): for the CLI's
+ * client commands, which use two or three of these and should not refuse to
+ * run over a bad value they never read. A bad value among `keys` still gets
+ * the schema's message.
+ */
+export function loadConfigOf<K extends keyof Config>(keys: readonly K[], env: NodeJS.ProcessEnv = process.env): Pick<Config, K> {
+  const config = loadConfig(Object.fromEntries(keys.map((k) => [k, env[k]])))
+  return Object.fromEntries(keys.map((k) => [k, config[k]])) as Pick<Config, K>
+}

@@ -1,12 +1,30 @@
 // The `mayfly` command line (DESIGN §2).
 import './threadpool.ts'
 import { Command } from 'commander'
-import { downloadCommand, statusCommand, uploadCommand } from './cli/client.ts'
+import { statusCommand, uploadCommand } from './cli/client.ts'
+import { downloadCommand } from './cli/download.ts'
 import { gatewayCommand, replicatorCommand, storageNodeCommand, workerCommand } from './cli/services.ts'
 import { drainCommand, rebalanceCommand, undrainCommand } from './cli/operator.ts'
 import { upCommand } from './cli/up.ts'
+import { ConfigError, loadConfigOf } from './config.ts'
 
-const DEFAULT_URL = process.env.MAYFLY_URL ?? 'http://localhost:5000'
+const SECRET_FILE_HELP = 'the cluster secret, when MAYFLY_CLUSTER_SECRET is not set (default: <MAYFLY_DATA_DIR>/cluster-secret)'
+const URL_HELP = 'the gateway (default: MAYFLY_URL, else http://localhost:5000)'
+
+/**
+ * A client command's action with its gateway url: --url, else MAYFLY_URL. The
+ * environment is read only when the flag is absent, and only for that value,
+ * so a bad MAYFLY_* variable the command never uses does not stop it.
+ */
+function withUrl<A extends unknown[], O extends { url?: string }>(action: (...args: [...A, O & { url: string }]) => Promise<void>) {
+  // commander passes the arguments, the options, then the command itself
+  return (...args: unknown[]) => {
+    args.pop()
+    const options = args.pop() as O
+    const url = options.url ?? loadConfigOf(['MAYFLY_URL']).MAYFLY_URL
+    return action(...(args as A), { ...options, url: url.replace(/\/+$/, '') })
+  }
+}
 
 const program = new Command('mayfly')
   .description('Self-hosted, self-healing store for expiring file and image shares')
@@ -35,8 +53,8 @@ program
   .option('--max-downloads <n>', 'the link dies after this many downloads')
   .option('--expires-in <duration>', 'e.g. 90s, 15m, 1h, 7d')
   .option('--password <password>', 'protect the link with a password')
-  .option('--url <url>', 'the gateway', DEFAULT_URL)
-  .action(uploadCommand)
+  .option('--url <url>', URL_HELP)
+  .action(withUrl(uploadCommand))
 
 program
   .command('download')
@@ -44,30 +62,42 @@ program
   .argument('<id>')
   .option('-o, --output <file>', 'where to save it (default: its name)')
   .option('--password <password>', 'the link password')
-  .option('--url <url>', 'the gateway', DEFAULT_URL)
-  .action(downloadCommand)
+  .option('--url <url>', URL_HELP)
+  .action(withUrl(downloadCommand))
 
 program
   .command('status')
   .description('the cluster as a table')
   .option('--json', 'print the raw JSON')
-  .option('--url <url>', 'the gateway', DEFAULT_URL)
-  .action(statusCommand)
+  .option('--url <url>', URL_HELP)
+  .option('--secret-file <file>', SECRET_FILE_HELP)
+  .action(withUrl(statusCommand))
 
 const operator = (cmd: Command) =>
   cmd
-    .option('--url <url>', 'the gateway', DEFAULT_URL)
-    .option('--secret-file <file>', 'the cluster secret, when MAYFLY_CLUSTER_SECRET is not set (default: <MAYFLY_DATA_DIR>/cluster-secret)')
+    .option('--url <url>', URL_HELP)
+    .option('--secret-file <file>', SECRET_FILE_HELP)
     .option('--no-wait', 'return at once instead of following the progress')
 
 const node = program.command('node').description('operate on one storage node')
-operator(node.command('drain').description('move every copy off a node so that it can be retired').argument('<id>')).action(drainCommand)
-operator(node.command('undrain').description('let a draining node take new blobs again').argument('<id>')).action(undrainCommand)
+operator(node.command('drain').description('move every copy off a node so that it can be retired').argument('<id>')).action(withUrl(drainCommand))
+operator(node.command('undrain').description('let a draining node take new blobs again').argument('<id>')).action(withUrl(undrainCommand))
 operator(program.command('rebalance').description('move copies between nodes toward even use (never below the factor)')).action(
-  rebalanceCommand,
+  withUrl(rebalanceCommand),
 )
 
-program.parseAsync().catch((err: unknown) => {
+// A command whose promise can no longer settle (nothing left to wake it) would
+// otherwise end the process with 0 as if it had succeeded.
+let settled = false
+process.once('beforeExit', () => {
+  if (settled) return
+  process.stderr.write('mayfly: the command stopped before it finished (a bug: please report it)\n')
+  process.exitCode = 1
+})
+
+program.parseAsync().then(() => (settled = true), (err: unknown) => {
+  settled = true
   process.stderr.write(`mayfly: ${err instanceof Error ? err.message : String(err)}\n`)
-  process.exit(1)
+  // 2 as the services exit on a bad configuration
+  process.exit(err instanceof ConfigError ? 2 : 1)
 })

@@ -1,12 +1,12 @@
-// Commands for people: upload, download and status against a gateway.
-import { createReadStream, createWriteStream, openAsBlob } from 'node:fs'
+// Commands for people: upload and status against a gateway (download is in download.ts).
+import { createReadStream, openAsBlob } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { Readable, Transform } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { SingleBar, Presets } from 'cli-progress'
 import { FormData, request } from 'undici'
 import { formatBytes } from '../services/gateway/pages.ts'
+import { authorization, findClusterSecret, refusedSecretMessage } from './cluster-secret.ts'
 
 export interface ClientOptions {
   url: string
@@ -20,7 +20,7 @@ export function parseDuration(text: string): number {
   return Number(m[1]) * unit
 }
 
-function progressBar(total: number, verb: string) {
+export function progressBar(total: number, verb: string) {
   const bar = new SingleBar(
     { format: `${verb} [{bar}] {percentage}% | {done} of {size} | {speed}/s`, hideCursor: true, stream: process.stderr },
     Presets.shades_classic,
@@ -85,25 +85,14 @@ export async function uploadCommand(
   }
 }
 
-export async function downloadCommand(id: string, options: ClientOptions & { output?: string; password?: string }): Promise<void> {
-  const headers: Record<string, string> = {}
-  if (options.password !== undefined) headers['x-mayfly-password'] = options.password
-  const res = await request(`${options.url}/api/download/${encodeURIComponent(id)}`, { headers })
-  if (res.statusCode !== 200) await failure(res)
-  const disposition = String(res.headers['content-disposition'] ?? '')
-  const name = /filename\*=UTF-8''([^;]+)/.exec(disposition)?.[1]
-  const output = options.output ?? (name !== undefined ? basename(decodeURIComponent(name)) : id)
-  const progress = progressBar(Number(res.headers['content-length'] ?? 0), 'downloading')
-  try {
-    await pipeline(res.body, progress.counter, createWriteStream(output, { flags: 'wx' }))
-  } finally {
-    progress.stop()
+export async function statusCommand(options: ClientOptions & { json?: boolean; secretFile?: string }): Promise<void> {
+  // without MAYFLY_PUBLIC_STATUS only the cluster secret (or an admin) may look
+  const secret = await findClusterSecret(options.secretFile)
+  const res = await request(`${options.url}/api/cluster`, { headers: authorization(secret) })
+  if (res.statusCode === 401) {
+    await res.body.dump()
+    throw new Error(refusedSecretMessage(secret))
   }
-  process.stderr.write(`saved ${output}\n`)
-}
-
-export async function statusCommand(options: ClientOptions & { json?: boolean }): Promise<void> {
-  const res = await request(`${options.url}/api/cluster`)
   if (res.statusCode !== 200) await failure(res)
   const cluster = (await res.body.json()) as {
     storage_nodes: {

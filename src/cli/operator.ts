@@ -1,10 +1,9 @@
 // Commands for operators: drain a node, rebalance. They ask a gateway (with
 // the cluster secret) and then follow the replication manager's progress.
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import { Presets, SingleBar } from 'cli-progress'
 import { request } from 'undici'
 import { failure, type ClientOptions } from './client.ts'
+import { authorization, refusedSecretMessage, requireClusterSecret, type FoundSecret } from './cluster-secret.ts'
 
 export interface OperatorOptions extends ClientOptions {
   /** where the cluster secret is when MAYFLY_CLUSTER_SECRET is not set */
@@ -30,39 +29,42 @@ interface ClusterJson {
 
 const POLL_MS = 500
 
-/** MAYFLY_CLUSTER_SECRET, or the file `mayfly up` keeps it in. */
-async function clusterSecret(options: OperatorOptions): Promise<string> {
-  const fromEnv = process.env.MAYFLY_CLUSTER_SECRET
-  if (fromEnv !== undefined && fromEnv !== '') return fromEnv
-  const file = options.secretFile ?? join(process.env.MAYFLY_DATA_DIR ?? './data', 'cluster-secret')
-  try {
-    return (await readFile(file, 'utf8')).trim()
-  } catch {
-    throw new Error(`no cluster secret: set MAYFLY_CLUSTER_SECRET or pass --secret-file (looked in ${file})`)
-  }
-}
-
-async function ask(options: OperatorOptions, method: 'POST' | 'DELETE', path: string): Promise<void> {
-  const secret = await clusterSecret(options)
-  const res = await request(`${options.url}${path}`, { method, headers: { authorization: `Bearer ${secret}` } })
+async function ask(options: OperatorOptions, method: 'POST' | 'DELETE', path: string): Promise<FoundSecret> {
+  const secret = await requireClusterSecret(options.secretFile)
+  const res = await request(`${options.url}${path}`, { method, headers: authorization(secret) })
+  await refuseOn401(res, secret)
   if (res.statusCode >= 300) await failure(res)
   await res.body.dump()
+  return secret
 }
 
-async function cluster(options: OperatorOptions): Promise<ClusterJson> {
-  const res = await request(`${options.url}/api/cluster`)
+/** The cluster overview, with the secret: without MAYFLY_PUBLIC_STATUS the gateway shows it to no one else. */
+async function cluster(options: OperatorOptions, secret: FoundSecret): Promise<ClusterJson> {
+  const res = await request(`${options.url}/api/cluster`, { headers: authorization(secret) })
+  await refuseOn401(res, secret)
   if (res.statusCode !== 200) await failure(res)
   return (await res.body.json()) as ClusterJson
 }
 
+async function refuseOn401(res: { statusCode: number; body: { dump(): Promise<void> } }, secret: FoundSecret): Promise<void> {
+  if (res.statusCode !== 401) return
+  await res.body.dump()
+  throw new Error(refusedSecretMessage(secret))
+}
+
 /** Polls until `done` says so, showing `progress` on a bar that counts down from the first value seen. */
-async function follow(options: OperatorOptions, label: string, look: (c: ClusterJson) => { left: number; done: boolean }): Promise<void> {
+async function follow(
+  options: OperatorOptions,
+  secret: FoundSecret,
+  label: string,
+  look: (c: ClusterJson) => { left: number; done: boolean },
+): Promise<void> {
   const bar = new SingleBar({ format: `${label} [{bar}] {left} left`, hideCursor: true, stream: process.stderr }, Presets.shades_classic)
   let total = -1
   let warned = false
   try {
     for (;;) {
-      const state = await cluster(options)
+      const state = await cluster(options, secret)
       const { left, done } = look(state)
       if (total < 0) bar.start((total = Math.max(1, left)), 0, { left })
       bar.setTotal(Math.max(total, left))
@@ -80,10 +82,10 @@ async function follow(options: OperatorOptions, label: string, look: (c: Cluster
 }
 
 export async function drainCommand(id: string, options: OperatorOptions): Promise<void> {
-  await ask(options, 'POST', `/api/nodes/${encodeURIComponent(id)}/drain`)
+  const secret = await ask(options, 'POST', `/api/nodes/${encodeURIComponent(id)}/drain`)
   process.stderr.write(`node ${id} is draining: it takes no new blobs, and its copies move to other nodes\n`)
   if (!options.wait) return
-  await follow(options, 'draining', (c) => {
+  await follow(options, secret, 'draining', (c) => {
     const node = c.storage_nodes.find((n) => n.id === id)
     const left = node?.replicas ?? 0
     return { left, done: left === 0 && (c.replication.blobs_below_factor ?? 0) === 0 }
@@ -97,16 +99,16 @@ export async function undrainCommand(id: string, options: OperatorOptions): Prom
 }
 
 export async function rebalanceCommand(options: OperatorOptions): Promise<void> {
-  await ask(options, 'POST', '/api/cluster/rebalance')
+  const secret = await ask(options, 'POST', '/api/cluster/rebalance')
   process.stderr.write('rebalance requested\n')
   if (!options.wait) return
   // the manager takes the request within a second or so; until then it still says not requested
   let seen = false
-  await follow(options, 'rebalancing', (c) => {
+  await follow(options, secret, 'rebalancing', (c) => {
     const requested = c.replication.manager.rebalance?.requested ?? true
     seen ||= requested
     return { left: requested ? 1 : 0, done: seen && !requested }
   })
-  const moves = (await cluster(options)).replication.manager.rebalance?.moves ?? 0
+  const moves = (await cluster(options, secret)).replication.manager.rebalance?.moves ?? 0
   process.stderr.write(`rebalance finished (${moves} moves by this manager so far)\n`)
 }
