@@ -98,8 +98,13 @@ export interface MetadataStore {
    */
   markPurged(fileId: string, now: Date): Promise<void>
 
-  /** A node announced itself or sent a heartbeat. */
-  recordHeartbeat(node: NodeAnnouncement, now: Date): Promise<void>
+  /**
+   * A node announced itself or sent a heartbeat. The store stamps it with its
+   * own clock (issue 7, bug 7); `now`, the caller's clock, is ignored and
+   * stays only so that existing callers compile. Idempotent.
+   */
+  recordHeartbeat(node: NodeAnnouncement, now?: Date): Promise<void>
+  /** Every node, with the age of its last heartbeat by the store's clock (NodeRecord.heartbeatAgeMs). */
   listNodes(): Promise<NodeRecord[]>
 
   /** The replication manager's side of the same store. */

@@ -3,6 +3,11 @@
 // on top of that each process keeps its own short memory of nodes that just
 // failed a call, so it stops using them at once instead of waiting for the
 // heartbeat to lapse (issue: "they also notice on their own").
+//
+// A node's state comes from the age of its last heartbeat as the metadata
+// store measured it when the list was read, plus the time this process has
+// held that list (a monotonic clock): no process's wall clock decides
+// (issue 7, bug 7).
 import { nodeState, type NodeRecord, type NodeTimings } from '../core/node.ts'
 import type { NodeDirectory, NodeView } from '../ports.ts'
 
@@ -13,7 +18,16 @@ export interface NodeDirectoryOptions {
   refreshMs?: number
   /** how long a node that failed a call here is avoided */
   penaltyMs?: number
+  /** the wall clock, for the failure penalty only */
   now?: () => Date
+}
+
+/** milliseconds from an arbitrary origin; never jumps with the wall clock */
+const monotonic = () => performance.now()
+
+interface Loaded {
+  at: number
+  nodes: NodeRecord[]
 }
 
 export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirectory {
@@ -21,22 +35,22 @@ export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirector
   const penaltyMs = options.penaltyMs ?? 3000
   const now = options.now ?? (() => new Date())
   const failedAt = new Map<string, number>()
-  let cached: { at: number; nodes: NodeRecord[] } | null = null
-  let inflight: Promise<NodeRecord[]> | null = null
+  /** the last list read, and when (monotonic) */
+  let cached: Loaded | null = null
+  let inflight: Promise<Loaded> | null = null
 
-  async function load(): Promise<NodeRecord[]> {
-    const t = Date.now()
-    if (cached !== null && t - cached.at < refreshMs) return cached.nodes
+  async function load(): Promise<Loaded> {
+    if (cached !== null && monotonic() - cached.at < refreshMs) return cached
     // one refresh at a time; concurrent callers share it
     inflight ??= options
       .listNodes()
       .then((nodes) => {
-        cached = { at: Date.now(), nodes }
-        return nodes
+        cached = { at: monotonic(), nodes }
+        return cached
       })
       .catch((err: unknown) => {
-        // the metadata store is down: keep working from the last list we had
-        if (cached !== null) return cached.nodes
+        // the metadata store is down: keep working from the last list we had (its nodes age on)
+        if (cached !== null) return cached
         throw err
       })
       .finally(() => {
@@ -45,19 +59,21 @@ export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirector
     return inflight
   }
 
-  function view(node: NodeRecord, at: Date): NodeView {
+  function view(node: NodeRecord, heldMs: number, at: Date): NodeView {
     const failed = failedAt.get(node.id)
     return {
       ...node,
-      state: nodeState(node, at, options.timings),
+      state: nodeState(node.heartbeatAgeMs + heldMs, options.timings),
       failing: failed !== undefined && at.getTime() - failed < penaltyMs,
     }
   }
 
   return {
     async all() {
+      const loaded = await load()
+      const heldMs = Math.max(0, monotonic() - loaded.at)
       const at = now()
-      return (await load()).map((n) => view(n, at))
+      return loaded.nodes.map((n) => view(n, heldMs, at))
     },
     async writable() {
       return (await this.all()).filter((n) => n.state === 'up' && !n.failing && !n.draining)

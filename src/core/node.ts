@@ -17,7 +17,18 @@ export interface NodeAnnouncement {
 }
 
 export interface NodeRecord extends NodeAnnouncement {
+  /**
+   * when its last heartbeat was recorded, by the metadata store's clock (the
+   * one that stamps lostAt too, so the two compare)
+   */
   lastHeartbeat: Date
+  /**
+   * how long before this record was read that was, measured by the metadata
+   * store's clock. States are judged on this, so no process's clock (a
+   * gateway's that received the heartbeat, or the reader's) decides whether
+   * a node is up (issue 7, bug 7).
+   */
+  heartbeatAgeMs: number
   /** an operator asked to move everything off it */
   draining: boolean
   /**
@@ -35,8 +46,8 @@ export interface NodeTimings {
   downAfterMs: number
 }
 
-export function nodeState(node: Pick<NodeRecord, 'lastHeartbeat'>, now: Date, timings: NodeTimings): NodeState {
-  const silentMs = now.getTime() - node.lastHeartbeat.getTime()
+/** The state of a node whose last heartbeat is `silentMs` old (by the metadata store's clock, see heartbeatAgeMs). */
+export function nodeState(silentMs: number, timings: NodeTimings): NodeState {
   if (silentMs > timings.downAfterMs) return 'down'
   if (silentMs > timings.suspectAfterMs) return 'suspect'
   return 'up'

@@ -15,6 +15,8 @@ import { createLogger } from '../../src/log.ts'
 import { Conflict, NotFound, Unavailable } from '../../src/core/errors.ts'
 import { newId } from '../../src/core/ids.ts'
 import type { MetadataStore } from '../../src/ports.ts'
+import type { NodeTimings } from '../../src/core/node.ts'
+import { createNodeDirectory } from '../../src/cluster/node-directory.ts'
 import { createEmbeddedMetadataStore } from '../../src/adapters/embedded/metadata.ts'
 import { createPostgresMetadataStore } from '../../src/adapters/postgres/metadata.ts'
 import { readMigrations } from '../../src/adapters/sql/migrate.ts'
@@ -295,20 +297,55 @@ function metadataContract(name: string, makeHarness: () => Promise<Harness>): vo
 
     test('recordHeartbeat upserts the node and keeps draining; listNodes returns them', async () => {
       const id = `node-${newId()}`
-      const t1 = new Date(Date.now() - 1000)
       const announcement = {
         id, url: 'http://127.0.0.1:8001', zone: 'a', version: '0.1.0',
         capacityBytes: 10_000_000_000, freeBytes: 6_000_000_000, usedBytes: 4_000_000_000, blobCount: 7, quarantined: 1,
       }
-      await store.recordHeartbeat(announcement, t1)
-      assert.deepEqual((await store.listNodes()).find((n) => n.id === id), { ...announcement, lastHeartbeat: t1, draining: false, lostAt: null })
-      const t2 = new Date()
-      await store.recordHeartbeat({ ...announcement, url: 'http://127.0.0.1:9001', blobCount: 8 }, t2)
-      const nodes = await store.listNodes()
-      assert.deepEqual(nodes.find((n) => n.id === id), {
-        ...announcement, url: 'http://127.0.0.1:9001', blobCount: 8, lastHeartbeat: t2, draining: false, lostAt: null,
+      const listed = async () => {
+        const { lastHeartbeat, heartbeatAgeMs, ...rest } = (await store.listNodes()).find((n) => n.id === id)!
+        assert.ok(lastHeartbeat instanceof Date && Number.isFinite(heartbeatAgeMs))
+        return rest
+      }
+      await store.recordHeartbeat(announcement)
+      assert.deepEqual(await listed(), { ...announcement, draining: false, lostAt: null })
+      await store.recordHeartbeat({ ...announcement, url: 'http://127.0.0.1:9001', blobCount: 8 })
+      assert.deepEqual(await listed(), { ...announcement, url: 'http://127.0.0.1:9001', blobCount: 8, draining: false, lostAt: null })
+      assert.equal((await store.listNodes()).filter((n) => n.id === id).length, 1)
+    })
+
+    test("node states follow the database's clock, not the callers' (issue 7, bug 7)", async () => {
+      const hour = 3_600_000
+      const slow = () => new Date(Date.now() - hour)
+      const fast = () => new Date(Date.now() + hour)
+      const announce = (id: string) => ({
+        id, url: 'http://127.0.0.1:8001', zone: 'a', version: '0.1.0', capacityBytes: 10, freeBytes: 10, usedBytes: 0, blobCount: 0, quarantined: 0,
       })
-      assert.equal(nodes.filter((n) => n.id === id).length, 1)
+      const stateOf = async (id: string, timings: NodeTimings, now: () => Date) => {
+        // a process whose wall clock is off: states come out the same
+        const directory = createNodeDirectory({ listNodes: () => store.listNodes(), timings, refreshMs: 0, now })
+        return (await directory.byId(id))?.state
+      }
+      const lenient = { suspectAfterMs: 30_000, downAfterMs: 60_000 }
+
+      // a gateway an hour behind records a heartbeat: the node is up, not silent for an hour
+      const behind = `node-${newId()}`
+      await store.recordHeartbeat(announce(behind), slow())
+      for (const now of [slow, fast]) assert.equal(await stateOf(behind, lenient, now), 'up')
+      const [record] = (await store.listNodes()).filter((n) => n.id === behind)
+      assert.ok(Math.abs(record!.lastHeartbeat.getTime() - Date.now()) < hour / 2, 'stamped by the database, not the caller')
+
+      // a gateway an hour ahead, then one an hour behind: the node then goes silent,
+      // and it must not stay up on the fast clock's stamp
+      const ahead = `node-${newId()}`
+      await store.recordHeartbeat(announce(ahead), fast())
+      await store.recordHeartbeat(announce(ahead), slow())
+      const silentFor = 1_200
+      await new Promise((r) => setTimeout(r, silentFor))
+      const [silent] = (await store.listNodes()).filter((n) => n.id === ahead)
+      assert.ok(silent!.heartbeatAgeMs >= silentFor - 50, `age ${silent!.heartbeatAgeMs} ms after ${silentFor} ms of silence`)
+      const strict = { suspectAfterMs: silentFor / 2, downAfterMs: hour }
+      for (const now of [slow, fast]) assert.equal(await stateOf(ahead, strict, now), 'suspect')
+      assert.equal(await stateOf(ahead, { suspectAfterMs: 100, downAfterMs: silentFor / 2 }, fast), 'down')
     })
 
     test('status reports the store', async () => {

@@ -243,7 +243,7 @@ describe('storage nodes together', { timeout: 60_000 }, () => {
     const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { msg: string; position?: number }) })
     const record = (node: StorageNodeProcess, heartbeatAgoMs: number): NodeRecord => ({
       id: node.id, url: node.url, zone: node.id, version: '0', capacityBytes: 1, freeBytes: 1, usedBytes: 0, blobCount: 0,
-      quarantined: 0, lastHeartbeat: new Date(Date.now() - heartbeatAgoMs), draining: false, lostAt: null,
+      quarantined: 0, lastHeartbeat: new Date(Date.now() - heartbeatAgoMs), heartbeatAgeMs: heartbeatAgoMs, draining: false, lostAt: null,
     })
     // a is suspect, so the read starts on b (the damaged copy)
     const nodes = createNodeDirectory({ listNodes: async () => [record(a, 60_000), record(b, 0)], timings: { suspectAfterMs: 30_000, downAfterMs: 600_000 } })

@@ -11,7 +11,7 @@ import type { NodeView } from '../../src/ports.ts'
 function node(id: string, state: NodeView['state'] = 'up', failing = false): NodeView {
   return {
     id, url: `http://${id}`, zone: id, version: 'test', capacityBytes: 0, freeBytes: 0, usedBytes: 0, blobCount: 0, quarantined: 0,
-    lastHeartbeat: new Date(0), draining: false, lostAt: null, state, failing,
+    lastHeartbeat: new Date(0), heartbeatAgeMs: 0, draining: false, lostAt: null, state, failing,
   }
 }
 const ids = (nodes: NodeView[]) => nodes.map((n) => n.id)

@@ -154,10 +154,11 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
     listPurgeable,
     markPurged,
 
-    async recordHeartbeat(node: NodeAnnouncement, now: Date) {
+    // stamped by the database's clock, whatever the caller's says (issue 7, bug 7)
+    async recordHeartbeat(node: NodeAnnouncement) {
       await db.query(q.UPSERT_NODE, [
         node.id, node.url, node.zone, node.version, node.capacityBytes, node.freeBytes, node.usedBytes,
-        node.blobCount, node.quarantined, now,
+        node.blobCount, node.quarantined,
       ], idempotent)
     },
     async listNodes(): Promise<NodeRecord[]> {

@@ -244,22 +244,28 @@ SELECT EXISTS (SELECT 1 FROM purged) AS purged`
 
 /**
  * in: $1 id, $2 url, $3 zone, $4 version, $5 capacity, $6 free, $7 used,
- *     $8 blob_count, $9 quarantined, $10 now. out: none. draining and lost_at
- *     are the operator's and the manager's and stay.
+ *     $8 blob_count, $9 quarantined. out: none. The heartbeat is stamped with
+ *     the database's clock, never the receiving gateway's: gateways' clocks
+ *     differ, and the latest heartbeat must be the last one recorded, not the
+ *     one from the fastest clock (issue 7, bug 7). draining and lost_at are
+ *     the operator's and the manager's and stay.
  */
 export const UPSERT_NODE = `
 INSERT INTO nodes (id, url, zone, version, capacity_bytes, free_bytes, used_bytes, blob_count, quarantined,
   last_heartbeat, first_seen)
 VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::bigint,
-  $10::timestamptz, $10::timestamptz)
+  now(), now())
 ON CONFLICT (id) DO UPDATE SET
   url = EXCLUDED.url, zone = EXCLUDED.zone, version = EXCLUDED.version,
   capacity_bytes = EXCLUDED.capacity_bytes, free_bytes = EXCLUDED.free_bytes,
   used_bytes = EXCLUDED.used_bytes, blob_count = EXCLUDED.blob_count, quarantined = EXCLUDED.quarantined,
-  last_heartbeat = GREATEST(nodes.last_heartbeat, EXCLUDED.last_heartbeat)`
+  last_heartbeat = EXCLUDED.last_heartbeat`
 
-/** in: none. out: node rows by id. */
+/**
+ * in: none. out: node rows by id, each with heartbeat_age_ms: how old its
+ * last heartbeat is by the database's clock, which node states are judged on.
+ */
 export const LIST_NODES = `
 SELECT id, url, zone, version, capacity_bytes, free_bytes, used_bytes, blob_count, quarantined, last_heartbeat,
-  draining, lost_at
+  (extract(epoch FROM now() - last_heartbeat) * 1000)::float8 AS heartbeat_age_ms, draining, lost_at
 FROM nodes ORDER BY id`

@@ -44,6 +44,7 @@ export interface NodeRow {
   blob_count: string | number
   quarantined: string | number
   last_heartbeat: Date
+  heartbeat_age_ms: number
   draining: boolean
   lost_at: Date | null
 }
@@ -95,6 +96,7 @@ export function toNode(row: NodeRow): NodeRecord {
     blobCount: Number(row.blob_count),
     quarantined: Number(row.quarantined),
     lastHeartbeat: row.last_heartbeat,
+    heartbeatAgeMs: row.heartbeat_age_ms,
     draining: row.draining,
     lostAt: row.lost_at,
   }
