@@ -1,7 +1,7 @@
 // MetadataStore on PostgreSQL (production; Patroni behind HAProxy or a
 // primary-routing endpoint). Writes and every read that must be current go to
-// `url`; `readUrls` (replicas) serve only stale-tolerant reads: listNodes
-// and getFile (a miss there is re-read on the primary).
+// `url`; `readUrls` (replicas) serve only stale-tolerant reads: listNodes.
+// getFile is not one: it decides whether a link is alive (issue 7).
 import type { Logger } from '../../log.ts'
 import type { DependencyStatus, MetadataStore } from '../../ports.ts'
 import { createSqlMetadataStore } from '../sql/metadata-store.ts'

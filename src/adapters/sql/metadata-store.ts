@@ -18,7 +18,7 @@ import { createSqlReplicationStore } from './replication-store.ts'
 import type { SqlDb } from './sql-db.ts'
 
 export interface SqlMetadataStoreOptions {
-  /** where stale-tolerant reads go (read replicas); default: `db` */
+  /** where stale-tolerant reads go (read replicas): the node list only; default: `db` */
   reader?: SqlDb
   status(): Promise<DependencyStatus>
   close(): Promise<void>
@@ -32,10 +32,13 @@ const CLAIM_ATTEMPTS = 3
 export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptions): MetadataStore {
   const reader = options.reader ?? db
 
+  // Always on the primary, never `reader`: the record decides whether a link
+  // is alive (the gateway serves and caches what this returns), and a replica
+  // lagging behind a DELETE or the claim that used a link up would bring the
+  // dead link back (issue 7). Its other callers, the sweeper and the variant
+  // worker, must not act on a stale record either.
   async function getFile(id: string): Promise<FileRecord | null> {
-    const stale = await reader.query<FileRow>(q.GET_FILE, [id], idempotent)
-    // a replica may not have the row yet right after createFile: ask the primary
-    const rows = stale.length > 0 || reader === db ? stale : await db.query<FileRow>(q.GET_FILE, [id], idempotent)
+    const rows = await db.query<FileRow>(q.GET_FILE, [id], idempotent)
     return rows[0] === undefined ? null : toFile(rows[0])
   }
 

@@ -92,7 +92,8 @@ export function registerDownloadRoutes(
   /** Counts one download of a limited link, atomically in the metadata store (the limit's only judge). */
   async function claim(id: string): Promise<void> {
     const result = await metadata.claimDownload(id, now())
-    await files.invalidate(id)
+    // the count changed; a claim that used the link up or found it dead killed it for this gateway's cache too
+    await files.invalidate(id, { died: !result.ok || fileStatus(result.file, now()) !== 'active' })
     if (!result.ok) {
       metrics.downloads.inc({ result: result.reason })
       throw result.reason === 'not_found' ? new NotFound('no such file') : deadError(result.reason)
