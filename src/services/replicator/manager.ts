@@ -8,12 +8,11 @@
 // so a leader that was paused past its lease cannot act on stale beliefs.
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
-import type { NodeDirectory } from '../../ports.ts'
-import type { BlobClient } from '../../ports.ts'
 import { LeaseLost } from '../../core/errors.ts'
+import { createPauses } from '../../core/pauses.ts'
 import { CONTROL_DOCUMENTS, type ReplicatorCounters, type ReplicatorStatus } from '../../core/replication.ts'
 import type { Logger } from '../../log.ts'
-import type { Lease, ReplicationStore } from '../../ports.ts'
+import type { BlobClient, Lease, NodeDirectory, ReplicationStore } from '../../ports.ts'
 import type { LeaderContext, ReplicatorSettings } from './context.ts'
 import { createBacklogCount } from './backlog-count.ts'
 import { createMembership } from './membership.ts'
@@ -62,22 +61,8 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
   let lease: Lease | null = null
   /** ends the current reign (stop() must not wait for copies paced by the throttle) */
   let endReign: (why: string) => void = () => undefined
-  const sleepers = new Map<() => void, string>()
-
-  /** A pause that wake() ends early: every one (stop, stepping down), or one lane's. */
-  const sleep = (ms: number, lane = '') =>
-    new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer)
-        sleepers.delete(done)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      sleepers.set(done, lane)
-    })
-  const wake = (lane?: string) => {
-    for (const [done, of] of [...sleepers]) if (lane === undefined || of === lane) done()
-  }
+  /** pauses that wake() ends early: every one (stop, stepping down), or one lane's */
+  const { sleep, wake } = createPauses()
 
   async function lead(held: Lease): Promise<void> {
     const since = new Date()

@@ -5,6 +5,7 @@
 // leaves the inventory, so anti-entropy restores the copy. A blob still in the format before block checksums
 // (MAYFLYB1) is verified by its sha256 and rewritten with them.
 import { DamagedBlob } from '../../core/errors.ts'
+import { createPauses } from '../../core/pauses.ts'
 import type { Logger } from '../../log.ts'
 import type { BlobFiles } from './blob-files.ts'
 
@@ -16,21 +17,12 @@ export interface Scrubber {
 /** Shortest pause between two blobs, so a tiny node does not spin. */
 const MIN_PAUSE_MS = 20
 const EMPTY_RECHECK_MS = 60_000
-/** setTimeout's ceiling (about 24.8 days) */
-const MAX_TIMER_MS = 2 ** 31 - 1
 
 export function startScrubber(options: { files: BlobFiles; intervalMs: number; log: Logger }): Scrubber {
   const { files, intervalMs, log } = options
   let stopped = false
-  let timer: NodeJS.Timeout | undefined
-  let wake: () => void = () => undefined
-
-  function pause(ms: number): Promise<void> {
-    return new Promise((done) => {
-      wake = done
-      timer = setTimeout(done, Math.min(ms, MAX_TIMER_MS))
-    })
-  }
+  const pauses = createPauses()
+  const pause = (ms: number) => pauses.sleep(ms)
 
   async function check(key: string): Promise<void> {
     const blob = await files.open(key)
@@ -78,8 +70,7 @@ export function startScrubber(options: { files: BlobFiles; intervalMs: number; l
   return {
     async stop() {
       stopped = true
-      clearTimeout(timer)
-      wake()
+      pauses.wake()
       await running
     },
   }
