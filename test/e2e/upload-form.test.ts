@@ -158,6 +158,14 @@ describe('the upload form (route level)', { timeout: 120_000 }, () => {
     assert.doesNotMatch(String(body.message), /unknown field/)
   })
 
+  test('a file input left empty (what a browser sends: filename="" and no bytes) is no file, not an empty file named "file"', async () => {
+    const putsBefore = puts.length
+    const { status, body } = await post([{ name: 'max_downloads', value: '' }, { name: 'file', value: '', filename: '' }])
+    assert.deepEqual([status, body.error], [400, 'missing_file'], JSON.stringify(body))
+    assert.match(String(body.message), /no file was chosen/)
+    assert.equal(puts.length, putsBefore)
+  })
+
   test('bad forms map to clear errors', async () => {
     const expect = (res: { statusCode: number; json(): Record<string, unknown> }, status: number, code: string) => {
       assert.equal(res.statusCode, status, res.json().message as string)

@@ -95,6 +95,11 @@ export function receiveUpload(
         stream.resume()
         return fail(new Invalid(`unexpected file field \`${fieldName}\`; the file goes in \`file\``, 'unexpected_field'))
       }
+      if (info.filename === undefined || info.filename === '') {
+        // filename="" (busboy reports no filename): what a browser sends for a file input left empty
+        stream.resume()
+        return fail(new Invalid('no file was chosen: the `file` part has an empty filename', 'missing_file'))
+      }
       const peek = peekHead((head) => {
         if (file !== null) file.sniffed = sniffImageMime(head)
       })
