@@ -86,6 +86,21 @@ describe('share page and error pages', { timeout: 120_000 }, () => {
     assert.equal(await downloads(id), 1)
   })
 
+  test('the share page of a protected file shows neither its name nor its type and size, and still asks for the password', async () => {
+    const name = 'salary-review-2026.pdf'
+    const data = randomBytes(12_345)
+    const id = await upload({ password: 'pw' }, name, data)
+    const page = await gw.app.inject({ url: `/f/${id}`, headers: { accept: BROWSER } })
+    assert.equal(page.statusCode, 200)
+    assert.doesNotMatch(page.body, /salary-review/)
+    assert.doesNotMatch(page.body, /12\.1 KiB|12345/)
+    assert.match(page.body, /type="password"/)
+    const open = await gw.app.inject({ url: `/f/${id}`, headers: { accept: BROWSER } })
+    assert.doesNotMatch(open.body, /application\/octet-stream/)
+    const unprotected = await upload({}, name, data)
+    assert.match((await gw.app.inject({ url: `/f/${unprotected}`, headers: { accept: BROWSER } })).body, /salary-review-2026\.pdf/)
+  })
+
   test('a wrong password: an HTML page for the browser, JSON for API clients, same status and message', async () => {
     const id = await upload({ password: 'right horse battery' })
     const html = await postDownload(id, 'password=wrong')

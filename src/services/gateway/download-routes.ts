@@ -2,14 +2,14 @@
 // one against the link's limit, claimed atomically in the metadata store
 // before a byte is sent; HEAD, info, thumbnails and the share page count nothing.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { Expired, NotFound, Unauthorized } from '../../core/errors.ts'
+import { Expired, NotFound } from '../../core/errors.ts'
 import { fileStatus, type FileRecord, type VariantName } from '../../core/file.ts'
 import { isId } from '../../core/ids.ts'
 import { contentDisposition, isInlineSafe, servedMime } from '../../core/mime.ts'
 import { parseRange } from '../../core/range.ts'
-import { passwordMatches } from '../../core/secrets.ts'
 import type { BlobRecord } from '../../core/file.ts'
 import type { GatewayDeps } from './deps.ts'
+import { checkPassword, passwordFromHeader } from './link-password.ts'
 import type { DownloadTally } from './download-tally.ts'
 import type { FileEntry, FileLookup } from './file-lookup.ts'
 import type { GatewayMetrics } from './metrics.ts'
@@ -136,19 +136,6 @@ function deadError(status: 'expired' | 'download_limit_reached' | 'deleted'): Ex
     deleted: 'this link was deleted',
   }
   return new Expired(messages[status], status)
-}
-
-function passwordFromHeader(req: FastifyRequest): string | undefined {
-  const value = req.headers['x-mayfly-password']
-  return typeof value === 'string' ? value : undefined
-}
-
-async function checkPassword(file: FileRecord, password: string | undefined): Promise<void> {
-  if (file.passwordHash === null) return
-  if (password === undefined || password === '') throw new Unauthorized('this file is protected by a password', 'password_required')
-  if (password.length > 1024 || !(await passwordMatches(password, file.passwordHash))) {
-    throw new Unauthorized('wrong password', 'wrong_password')
-  }
 }
 
 function blobOf(file: FileRecord): BlobRecord {

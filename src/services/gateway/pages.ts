@@ -124,7 +124,8 @@ export function registerPages(app: FastifyInstance, deps: GatewayDeps, files: Fi
       const why = { expired: 'It has expired.', download_limit_reached: 'It has reached its download limit.', deleted: 'It was deleted.' }[status]
       return reply.status(410).send(page('Gone', `<h1>This link is gone</h1><p>${why}</p>`))
     }
-    return reply.send(page(file.name, sharePageBody(file, now())))
+    // a protected file's name is as private as its bytes (issue 7, bug 14)
+    return reply.send(page(file.passwordHash === null ? file.name : 'A protected file', sharePageBody(file, now())))
   })
 
   app.get('/admin', async (_req, reply) => {
@@ -151,5 +152,9 @@ function sharePageBody(file: FileRecord, now: Date): string {
   // never counts a second download (and no prefetch or preview bot posts).
   const password = file.passwordHash === null ? '' : '<input type="password" name="password" placeholder="password" required> '
   const action = `<form method="post" action="/f/${id}/download">${password}<button>Download</button></form>`
-  return `<h1>${escapeHtml(file.name)}</h1><p class="muted">${escapeHtml(file.mime)}, ${formatBytes(file.size)}</p>${preview}${action}<p class="muted">${left}</p>`
+  const what =
+    file.passwordHash === null
+      ? `<h1>${escapeHtml(file.name)}</h1><p class="muted">${escapeHtml(file.mime)}, ${formatBytes(file.size)}</p>`
+      : '<h1>A protected file</h1><p class="muted">Its name, type and size show with its password.</p>'
+  return `${what}${preview}${action}<p class="muted">${left}</p>`
 }
