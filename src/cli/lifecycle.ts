@@ -1,6 +1,7 @@
 // Start-up and shutdown shared by every long-running command: parse the
-// config once (exit with every problem listed), and on SIGTERM/SIGINT close
-// what was opened, newest first, giving up after a deadline.
+// config once (exit with every problem listed), and on SIGTERM/SIGINT stop
+// what was started in a given order and close the store last, giving up
+// after a deadline.
 import { ConfigError, loadConfig, type Config } from '../config.ts'
 import { createLogger, type Logger } from '../log.ts'
 
@@ -30,25 +31,55 @@ export function requireSecret(config: Config): string {
   return config.MAYFLY_CLUSTER_SECRET
 }
 
-/** Runs `closers` in reverse order on the first SIGTERM or SIGINT, then exits. */
-export function closeOnSignal(log: Logger, closers: (() => Promise<unknown>)[], deadlineMs = 10_000): void {
+/**
+ * What a process stops on SIGTERM or SIGINT. `steps` run one after another in
+ * the order given: first what accepts work (the gateway), then what makes
+ * work (the replication manager, the worker), then what the work needs (the
+ * storage nodes). `last` runs after them: the store, which must be closed
+ * cleanly even when a step hangs (PGlite left open is a crash to recover from).
+ */
+export interface Shutdown {
+  steps: (() => Promise<unknown>)[]
+  last?: () => Promise<unknown>
+}
+
+/** of the deadline, kept for `last` when the steps take too long */
+const LAST_RESERVE_MS = 2_000
+
+/**
+ * Runs `shutdown` on the first SIGTERM or SIGINT, then exits: 0 when every
+ * step finished within the deadline, 1 otherwise. Steps still running when
+ * the deadline less LAST_RESERVE_MS has passed are abandoned and `last` runs
+ * anyway; the process exits at the deadline whatever is still pending (issue
+ * 7, bug 8).
+ */
+export function closeOnSignal(log: Logger, shutdown: Shutdown, deadlineMs = 10_000): void {
   let closing = false
-  const shutdown = (signal: string) => {
+  const run = async (signal: string) => {
     if (closing) return
     closing = true
     log.info({ signal }, 'shutting down')
-    const deadline = setTimeout(() => {
+    // timers that stay referenced: the process ends by process.exit, never by running out of work mid-way
+    setTimeout(() => {
       log.error('shutdown took too long; exiting anyway')
       process.exit(1)
     }, deadlineMs)
-    deadline.unref()
-    void (async () => {
-      for (const close of [...closers].reverse()) {
-        await close().catch((err: unknown) => log.warn({ err }, 'close failed during shutdown'))
+    let stepsDone = false
+    const steps = (async () => {
+      for (const step of shutdown.steps) {
+        await step().catch((err: unknown) => log.warn({ err }, 'a step of the shutdown failed'))
       }
-      process.exit(0)
+      stepsDone = true
     })()
+    await Promise.race([steps, sleep(Math.max(0, deadlineMs - LAST_RESERVE_MS))])
+    if (!stepsDone) log.error('shutdown: a step is still running at the deadline; closing the store anyway')
+    if (shutdown.last !== undefined) await shutdown.last().catch((err: unknown) => log.warn({ err }, 'closing the store failed'))
+    process.exit(stepsDone ? 0 : 1)
   }
-  process.once('SIGTERM', () => shutdown('SIGTERM'))
-  process.once('SIGINT', () => shutdown('SIGINT'))
+  process.once('SIGTERM', () => void run('SIGTERM'))
+  process.once('SIGINT', () => void run('SIGINT'))
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
 }

@@ -23,6 +23,24 @@ export async function startGateway(config: Config, log: Logger, infra: Infrastru
   return app
 }
 
+/** requests in flight when the gateway stops get this long to finish before their connections are cut */
+const GATEWAY_CLOSE_GRACE_MS = 5_000
+
+/**
+ * Stops accepting (new connections are refused, idle ones closed), lets the
+ * requests in flight finish, and cuts those still running after
+ * GATEWAY_CLOSE_GRACE_MS, so that a stalled client cannot hold the shutdown
+ * past its deadline.
+ */
+export async function stopGateway(app: Awaited<ReturnType<typeof startGateway>>): Promise<void> {
+  const cut = setTimeout(() => app.server.closeAllConnections(), GATEWAY_CLOSE_GRACE_MS)
+  try {
+    await app.close()
+  } finally {
+    clearTimeout(cut)
+  }
+}
+
 export function workerOptions(config: Config, log: Logger, infra: Infrastructure) {
   return {
     metadata: infra.metadata,
@@ -62,7 +80,7 @@ export function replicatorOptions(config: Config, log: Logger, infra: Infrastruc
 /**
  * A process on the infrastructure (gateway, worker, replicator): config,
  * secret and adapters, then `start`; on SIGTERM what it started stops first,
- * then the adapters close.
+ * then the adapters close (last, even when the stop hangs).
  */
 async function runOnInfrastructure(
   svc: string,
@@ -73,13 +91,13 @@ async function runOnInfrastructure(
   const secret = requireSecret(config)
   const infra = await createInfrastructure(config, log, secret)
   const service = await start(config, log, infra, secret)
-  closeOnSignal(log, [() => infra.close(), () => service.stop()])
+  closeOnSignal(log, { steps: [() => service.stop()], last: () => infra.close() })
 }
 
 export const gatewayCommand = () =>
   runOnInfrastructure('gateway', async (config, log, infra, secret) => {
     const app = await startGateway(config, log, infra, secret, config.MAYFLY_PORT ?? 5000)
-    return { stop: () => app.close() }
+    return { stop: () => stopGateway(app) }
   })
 
 export const workerCommand = () =>
@@ -93,5 +111,5 @@ export async function storageNodeCommand(): Promise<void> {
   const log = rootLogger(config, 'storage-node')
   requireSecret(config)
   const node = await runStorageNode(config, log)
-  closeOnSignal(log, [() => node.close()])
+  closeOnSignal(log, { steps: [() => node.close()] })
 }

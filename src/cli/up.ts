@@ -13,7 +13,7 @@ import { startWorker } from '../services/worker/worker.ts'
 import { createInfrastructure } from '../wiring.ts'
 import type { Logger } from '../log.ts'
 import { closeOnSignal, configOrExit, rootLogger } from './lifecycle.ts'
-import { replicatorOptions, startGateway, workerOptions } from './services.ts'
+import { replicatorOptions, startGateway, stopGateway, workerOptions } from './services.ts'
 
 const ZONES = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url))
@@ -51,9 +51,12 @@ export async function upCommand(options: UpOptions): Promise<void> {
   )
   const worker = await startWorker(workerOptions(runConfig, log.child({ svc: 'worker' }), infra))
   const replicator = startReplicationManager(replicatorOptions(runConfig, log.child({ svc: 'replicator' }), infra))
-  closeOnSignal(log, [
-    () => infra.close(), () => gateway.close(), () => stopChildren(children), () => worker.stop(), () => replicator.stop(),
-  ])
+  closeOnSignal(log, {
+    // stop accepting first, then what makes work, then the storage nodes the
+    // work needs; the store closes last (issue 7, bug 8)
+    steps: [() => stopGateway(gateway), () => replicator.stop(), () => worker.stop(), () => stopChildren(children)],
+    last: () => infra.close(),
+  })
 
   await waitForNodes(infra, config.MAYFLY_WRITE_QUORUM, children.length)
   log.info({ url: `http://localhost:${port}`, dataDir, nodes: nodePorts }, `Mayfly is up: http://localhost:${port}`)
@@ -66,6 +69,10 @@ function spawnNode(log: Logger, env: NodeJS.ProcessEnv): ChildProcess {
   child.on('exit', (code, signal) => {
     if (stopping) return
     log.warn({ port: env.MAYFLY_PORT, code, signal }, 'a storage node exited; the cluster goes on with the others')
+  })
+  // however this process ends (a shutdown past its deadline too), no node outlives it
+  process.once('exit', () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
   })
   return child
 }
