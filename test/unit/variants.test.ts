@@ -1,4 +1,4 @@
-// Image variants on the real photos of ../shared/testdata and on images the
+// Image variants on the real photos of test/fixtures/photos and on images the
 // tests make: rotated, geotagged, transparent, animated, tiny, corrupt, bombs.
 import { describe, test } from 'node:test'
 import { PHOTOS } from '../helpers/http.ts'
