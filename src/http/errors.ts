@@ -100,7 +100,8 @@ function hasUnreadBody(raw: IncomingMessage): boolean {
 const LINGER_MS = 5000
 
 function lingerThenClose(raw: IncomingMessage): void {
-  const timer = setTimeout(() => raw.socket?.destroy(), LINGER_MS)
+  // destroying the request destroys its socket (and works on inject()'s fake one too)
+  const timer = setTimeout(() => raw.destroy(), LINGER_MS)
   timer.unref()
   raw.once('end', () => clearTimeout(timer))
   raw.once('close', () => clearTimeout(timer))
