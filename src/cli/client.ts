@@ -5,7 +5,7 @@ import { basename } from 'node:path'
 import { Readable, Transform } from 'node:stream'
 import { SingleBar, Presets } from 'cli-progress'
 import { FormData, request } from 'undici'
-import { formatBytes } from '../services/gateway/pages.ts'
+import { formatBytes } from '../core/bytes.ts'
 import { authorization, findClusterSecret, refusedSecretMessage } from './cluster-secret.ts'
 
 export interface ClientOptions {

@@ -10,7 +10,7 @@ import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { request } from 'undici'
 import { cleanFileName } from '../core/mime.ts'
-import { formatBytes } from '../services/gateway/pages.ts'
+import { formatBytes } from '../core/bytes.ts'
 import { failure, progressBar, type ClientOptions } from './client.ts'
 import { describeFsError } from './fs-problems.ts'
 

@@ -3,6 +3,7 @@
 // page counts nothing, so link-preview bots cannot burn a limited link.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { downloadsRemaining, fileStatus, type FileRecord } from '../../core/file.ts'
+import { formatBytes } from '../../core/bytes.ts'
 import { isId } from '../../core/ids.ts'
 import type { GatewayDeps } from './deps.ts'
 import type { FileLookup } from './file-lookup.ts'
@@ -45,17 +46,6 @@ export function errorPage(status: number, body: { error: string; message: string
       ? `<a href="/f/${escapeHtml(id)}">${status === 401 ? 'Try again' : 'Back to the file'}</a>`
       : '<a href="/">Mayfly</a>'
   return page(heading, `<h1>${escapeHtml(heading)}</h1><p>${escapeHtml(body.message)}</p><p class="muted">${back}</p>`)
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let i = 0
-  let v = n
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024
-    i++
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`
 }
 
 const UPLOAD_SCRIPT = `
