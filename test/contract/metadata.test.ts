@@ -388,9 +388,10 @@ metadataContract('pglite', async () => {
   }
 })
 
-metadataContract('postgresql', async () => {
+/** The suite on a fresh database, reached through `urlOf(the database's url)`. */
+const postgresHarness = (urlOf: (url: string) => string) => async (): Promise<Harness> => {
   const db = await createTestDatabase()
-  const open = () => createPostgresMetadataStore({ url: db.url, log: silent })
+  const open = () => createPostgresMetadataStore({ url: urlOf(db.url), log: silent })
   return {
     open,
     // two processes starting at once: the advisory lock serializes their migrations
@@ -406,7 +407,16 @@ metadataContract('postgresql', async () => {
     },
     cleanup: () => db.drop(),
   }
-})
+}
+
+metadataContract('postgresql', postgresHarness((url) => url))
+
+// libpq's multi-host form (issue 7, bug 9): the first member refuses connections, the second takes writes
+metadataContract('postgresql, multi-host url', postgresHarness((url) => {
+  const multi = url.replace('@127.0.0.1:5432/', '@127.0.0.1:1,127.0.0.1:5432/')
+  assert.notEqual(multi, url)
+  return multi
+}))
 
 /** A fresh database for one test, dropped after it, and an admin connection to the server. */
 async function freshDatabase(t: { after: (fn: () => Promise<void>) => void }): Promise<{ url: string; admin: pg.Client }> {

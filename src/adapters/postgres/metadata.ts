@@ -7,10 +7,11 @@ import type { DependencyStatus, MetadataStore } from '../../ports.ts'
 import { createSqlMetadataStore } from '../sql/metadata-store.ts'
 import { migrate } from '../sql/migrate.ts'
 import type { QueryOptions, SqlDb, SqlTx } from '../sql/sql-db.ts'
+import { describePostgresUrl } from './hosts.ts'
 import { createPgDb, type PgDb, type PgDbOptions } from './pg-db.ts'
 
 export interface PostgresMetadataOptions {
-  /** the primary (writes) */
+  /** the primary (writes): one url, or libpq's multi-host form, of which the member that accepts writes is used */
   url: string
   /** read replicas */
   readUrls?: string[]
@@ -36,16 +37,6 @@ interface ServerState {
   in_recovery: boolean
   version: string
   replay_lag_s: number | null
-}
-
-/** host:port/db of a url, never its credentials. */
-function endpoint(url: string): string {
-  try {
-    const u = new URL(url)
-    return `${u.hostname}:${u.port || '5432'}${u.pathname}`
-  } catch {
-    return '(invalid url)'
-  }
 }
 
 const STATUS_OPTIONS: QueryOptions = { idempotent: false } // no retries: status must answer fast
@@ -89,12 +80,16 @@ export async function createPostgresMetadataStore(options: PostgresMetadataOptio
     throw err
   }
 
+  /** `endpoint`: the member in use (of several, the one that answered), `url`: every member and the db */
   async function serverStatus(db: PgDb, url: string) {
     try {
       const [state] = await db.query<ServerState>(SERVER_STATE, [], STATUS_OPTIONS)
-      return { endpoint: endpoint(url), ok: true, inRecovery: state?.in_recovery, version: state?.version, replayLagSeconds: state?.replay_lag_s ?? null }
+      return {
+        endpoint: db.member(), url: describePostgresUrl(url), ok: true,
+        inRecovery: state?.in_recovery, version: state?.version, replayLagSeconds: state?.replay_lag_s ?? null,
+      }
     } catch (err) {
-      return { endpoint: endpoint(url), ok: false, error: err instanceof Error ? err.message : String(err) }
+      return { endpoint: db.member(), url: describePostgresUrl(url), ok: false, error: err instanceof Error ? err.message : String(err) }
     }
   }
 
@@ -107,7 +102,6 @@ export async function createPostgresMetadataStore(options: PostgresMetadataOptio
     if (main?.ok === true && main.inRecovery === false) {
       replication = await primary.query(REPLICATION, [], STATUS_OPTIONS).catch(() => [])
     }
-    const { totalCount, idleCount, waitingCount } = primary.pool
     return {
       name: 'metadata',
       kind: 'postgresql',
@@ -117,12 +111,12 @@ export async function createPostgresMetadataStore(options: PostgresMetadataOptio
         primary: main,
         replication,
         readReplicas: reads,
-        pool: { total: totalCount, idle: idleCount, waiting: waitingCount },
+        pool: primary.poolStats(),
       },
     }
   }
 
-  log.info({ primary: endpoint(options.url), readReplicas: (options.readUrls ?? []).map(endpoint) }, 'metadata store on PostgreSQL')
+  log.info({ primary: describePostgresUrl(options.url), readReplicas: (options.readUrls ?? []).map(describePostgresUrl) }, 'metadata store on PostgreSQL')
   return createSqlMetadataStore(primary, {
     reader: replicas.length > 0 ? createReader(primary, replicas, log) : undefined,
     status,
