@@ -28,7 +28,11 @@ const postgresUrl = z.string().superRefine((v, ctx) => {
     ctx.addIssue({ code: 'custom', message: (err as Error).message })
   }
 })
-const postgresUrls = list.pipe(z.array(postgresUrl))
+/** comma-separated PostgreSQL urls, each of which may itself list hosts: a new url starts at its scheme */
+const postgresUrls = z
+  .string()
+  .transform((v) => v.split(/,(?=\s*postgres(?:ql)?:\/\/)/i).map((s) => s.trim()).filter((s) => s !== ''))
+  .pipe(z.array(postgresUrl))
 /** comma-separated amqp:// or amqps:// urls of the brokers of one cluster */
 const amqpUrls = list.pipe(z.array(z.url({ protocol: /^amqps?$/, error: 'an amqp:// or amqps:// url' })).min(1))
 /** comma-separated IP addresses (v4 or v6) */
