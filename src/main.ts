@@ -59,7 +59,7 @@ program
 program
   .command('download')
   .description('download a file by its id')
-  .argument('<id>')
+  .argument('<id>', 'the file id (an older id that starts with - goes after --: mayfly download -- -AbC…)')
   .option('-o, --output <file>', 'where to save it (default: its name)')
   .option('--password <password>', 'the link password')
   .option('--url <url>', URL_HELP)
@@ -97,7 +97,17 @@ process.once('beforeExit', () => {
 
 program.parseAsync().then(() => (settled = true), (err: unknown) => {
   settled = true
-  process.stderr.write(`mayfly: ${err instanceof Error ? err.message : String(err)}\n`)
+  process.stderr.write(`mayfly: ${describe(err)}\n`)
   // 2 as the services exit on a bad configuration
   process.exit(err instanceof ConfigError ? 2 : 1)
 })
+
+/** What went wrong, in words: a gateway that cannot be reached says where to point the CLI. */
+function describe(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err)
+  const code = (err as { code?: unknown } | null)?.code
+  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return `cannot reach the gateway (${message}): is Mayfly running there? --url or MAYFLY_URL say where it is`
+  }
+  return message
+}

@@ -5,8 +5,16 @@ import { createHash, randomBytes } from 'node:crypto'
 
 export const ID_PATTERN = /^[A-Za-z0-9_-]{22}$/
 
+/**
+ * A new id. None starts with `-`: a command line would take it for an option
+ * (`mayfly download -Tk0…` is refused by every argument parser), so those are
+ * drawn again; that costs well under a bit of the 128.
+ */
 export function newId(): string {
-  return randomBytes(16).toString('base64url')
+  for (;;) {
+    const id = randomBytes(16).toString('base64url')
+    if (!id.startsWith('-')) return id
+  }
 }
 
 export function isId(value: string): boolean {
