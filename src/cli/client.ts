@@ -6,7 +6,7 @@ import { Readable, Transform } from 'node:stream'
 import { SingleBar, Presets } from 'cli-progress'
 import { FormData, request } from 'undici'
 import { formatBytes } from '../core/bytes.ts'
-import { authorization, findClusterSecret, refusedSecretMessage } from './cluster-secret.ts'
+import { authorization, findClusterSecret, keptBackMessage, maySend, refusedSecretMessage } from './cluster-secret.ts'
 
 export interface ClientOptions {
   url: string
@@ -87,11 +87,17 @@ export async function uploadCommand(
 
 export async function statusCommand(options: ClientOptions & { json?: boolean; secretFile?: string }): Promise<void> {
   // without MAYFLY_PUBLIC_STATUS only the cluster secret (or an admin) may look
-  const secret = await findClusterSecret(options.secretFile)
-  const res = await request(`${options.url}/api/cluster`, { headers: authorization(secret) })
+  // asked without the secret first: a gateway that shows the cluster to anyone needs none
+  let res = await request(`${options.url}/api/cluster`)
   if (res.statusCode === 401) {
     await res.body.dump()
-    throw new Error(refusedSecretMessage(secret))
+    const secret = await findClusterSecret(options.secretFile)
+    if (secret !== undefined && !maySend(secret, options.url)) throw new Error(keptBackMessage(secret, options.url))
+    res = await request(`${options.url}/api/cluster`, { headers: authorization(secret) })
+    if (res.statusCode === 401) {
+      await res.body.dump()
+      throw new Error(refusedSecretMessage(secret))
+    }
   }
   if (res.statusCode !== 200) await failure(res)
   const cluster = (await res.body.json()) as {

@@ -3,7 +3,7 @@
 import { Presets, SingleBar } from 'cli-progress'
 import { request } from 'undici'
 import { failure, type ClientOptions } from './client.ts'
-import { authorization, refusedSecretMessage, requireClusterSecret, type FoundSecret } from './cluster-secret.ts'
+import { authorization, keptBackMessage, maySend, refusedSecretMessage, requireClusterSecret, type FoundSecret } from './cluster-secret.ts'
 
 export interface OperatorOptions extends ClientOptions {
   /** where the cluster secret is when MAYFLY_CLUSTER_SECRET is not set */
@@ -31,6 +31,7 @@ const POLL_MS = 500
 
 async function ask(options: OperatorOptions, method: 'POST' | 'DELETE', path: string): Promise<FoundSecret> {
   const secret = await requireClusterSecret(options.secretFile)
+  if (!maySend(secret, options.url)) throw new Error(keptBackMessage(secret, options.url))
   const res = await request(`${options.url}${path}`, { method, headers: authorization(secret) })
   await refuseOn401(res, secret)
   if (res.statusCode >= 300) await failure(res)
