@@ -63,6 +63,21 @@ describe('PostgreSQL members of a multi-host url', { timeout: 120_000 }, () => {
     })
   })
 
+  test('a multi-host read url is read from the member that answers, in recovery or not (no read-write check)', async (t) => {
+    const store = await createPostgresMetadataStore({
+      url: primary.url,
+      readUrls: [`postgres://postgres@${CLOSED},127.0.0.1:${standby.port}/postgres`],
+      log: silent,
+    })
+    t.after(() => store.close())
+    await store.recordHeartbeat({
+      id: `n-${newId()}`, url: 'http://127.0.0.1:9', zone: 'a', version: 'test',
+      capacityBytes: 1, freeBytes: 1, usedBytes: 0, blobCount: 0, quarantined: 0,
+    })
+    // the node is on the primary only: the standby holds no nodes, so an empty list proves the read went there
+    assert.deepEqual(await store.listNodes(), [])
+  })
+
   // last: it promotes the standby
   test('writes go past a closed port and a standby to the primary, to the new primary after a failover, and back after a switchover', async (t) => {
     const url = `postgres://postgres@${CLOSED},127.0.0.1:${standby.port},127.0.0.1:${primary.port}/postgres`

@@ -69,7 +69,8 @@ export async function createPostgresMetadataStore(options: PostgresMetadataOptio
     retryForMs: options.retryForMs,
   }
   const primary = createPgDb({ ...base, url: options.url })
-  const replicas = (options.readUrls ?? []).map((url) => createPgDb({ ...base, url, retryForMs: 0, poolSize: 5 }))
+  // a read endpoint is a replica, or several: any member that answers will do (never the read-write check)
+  const replicas = (options.readUrls ?? []).map((url) => createPgDb({ ...base, url, retryForMs: 0, poolSize: 5, readWrite: false }))
   const closeAll = async () => {
     await Promise.allSettled([primary.close(), ...replicas.map((r) => r.close())])
   }
