@@ -112,4 +112,12 @@ export async function storageNodeCommand(): Promise<void> {
   requireSecret(config)
   const node = await runStorageNode(config, log)
   closeOnSignal(log, { steps: [() => node.close()] })
+  if (process.channel !== undefined) {
+    // started by `mayfly up` in a process group of its own: its end is ours
+    process.channel.unref()
+    process.once('disconnect', () => {
+      log.info('the process that started this node is gone; stopping')
+      process.kill(process.pid, 'SIGTERM')
+    })
+  }
 }

@@ -65,7 +65,12 @@ export async function upCommand(options: UpOptions): Promise<void> {
 let stopping = false
 
 function spawnNode(log: Logger, env: NodeJS.ProcessEnv): ChildProcess {
-  const child = spawn(process.execPath, [MAIN, 'storage-node'], { env, stdio: ['ignore', 'inherit', 'inherit'] })
+  // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground
+  // group) reaches only `up`, which stops the nodes after the gateway has
+  // drained. The IPC channel is the node's lifeline: when this process ends,
+  // even by SIGKILL, the channel closes and the node stops (storage-node command).
+  const child = spawn(process.execPath, [MAIN, 'storage-node'], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true })
+  child.channel?.unref()
   child.on('exit', (code, signal) => {
     if (stopping) return
     log.warn({ port: env.MAYFLY_PORT, code, signal }, 'a storage node exited; the cluster goes on with the others')

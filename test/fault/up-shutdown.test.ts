@@ -122,7 +122,7 @@ describe('mayfly up: SIGTERM under traffic', { timeout: 240_000 }, () => {
 
   async function startUp(dataDir: string, ports: number[]): Promise<MayflyProcess> {
     const [port, ...nodePorts] = ports
-    const up = spawnMayfly(['up', '--data-dir', dataDir, '--port', String(port), '--node-ports', nodePorts.join(',')], {})
+    const up = spawnMayfly(['up', '--data-dir', dataDir, '--port', String(port), '--node-ports', nodePorts.join(',')], {}, { group: true })
     started.push(up)
     await waitFor('mayfly up to be ready', async () => {
       if (!up.alive()) throw new Error(`mayfly up exited (${String(await up.exited)}):\n${up.output()}`)
@@ -132,9 +132,30 @@ describe('mayfly up: SIGTERM under traffic', { timeout: 240_000 }, () => {
     return up
   }
 
-  test('stops accepting first, finishes what is in flight, closes PGlite, and starts again with every file', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'mayfly-up-shutdown-'))
-    const dataDir = join(dir, 'data')
+  test('SIGKILL of up: its storage nodes, in a process group of their own, stop by themselves', async () => {
+    dir ??= await mkdtemp(join(tmpdir(), 'mayfly-up-shutdown-'))
+    const up = await startUp(join(dir, 'data-killed'), await freePorts(4))
+    const children = await childPids(up.pid)
+    assert.equal(children.length, 3)
+    await up.kill('SIGKILL')
+    await waitFor('every storage node of the killed up to stop', async () => {
+      for (const pid of children) if (await isAlive(pid)) return false
+      return true
+    }, 20_000)
+  })
+
+  const stops: [string, (up: MayflyProcess) => Promise<unknown>][] = [
+    ['SIGTERM to up', (up) => up.kill('SIGTERM')],
+    // what a terminal sends to its foreground job, `up` and every child of it
+    // alike: the storage nodes must not stop before the gateway has drained
+    ['Ctrl-C (SIGINT to the process group)', async (up) => {
+      process.kill(-up.pid, 'SIGINT')
+      return up.exited
+    }],
+  ]
+  for (const [how, stop] of stops) test(`${how}: stops accepting first, finishes what is in flight, closes PGlite, and starts again with every file`, async () => {
+    dir ??= await mkdtemp(join(tmpdir(), 'mayfly-up-shutdown-'))
+    const dataDir = join(dir, `data-${how.split(' ')[0]}`)
     const ports = await freePorts(4)
     const base = `http://127.0.0.1:${ports[0]}`
     const up = await startUp(dataDir, ports)
@@ -187,7 +208,7 @@ describe('mayfly up: SIGTERM under traffic', { timeout: 240_000 }, () => {
     const clients = Array.from({ length: 3 }, () => client(base, known, acked, outcomes))
     await waitFor('a little traffic served', () => outcomes.filter((o) => o.kind === 'ok').length >= 6, 30_000)
 
-    const exited = up.kill('SIGTERM')
+    const exited = stop(up)
     await waitFor('the gateway to refuse new connections', () => refuses(ports[0]!), 20_000)
     release.resolve()
 

@@ -45,9 +45,13 @@ export function childEnv(env: Record<string, string>): Record<string, string> {
  * given MAYFLY_* variables. `wrapper`: a command that runs it, its command
  * line appended, and leaves it the process spawned (a tracer: `strace -D …`).
  */
-export function spawnMayfly(args: string[], env: Record<string, string>, options: { wrapper?: string[] } = {}): MayflyProcess {
+export function spawnMayfly(
+  args: string[],
+  env: Record<string, string>,
+  options: { wrapper?: string[]; /** its own process group, as a shell's foreground job: kill(-pid) reaches it and its children */ group?: boolean } = {},
+): MayflyProcess {
   const [command, ...commandArgs] = [...(options.wrapper ?? []), NODE_BIN, MAIN, ...args]
-  const child = spawn(command!, commandArgs, { cwd: ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(command!, commandArgs, { cwd: ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'], detached: options.group === true })
   running.add(child)
   let output = ''
   const keep = (s: string) => {
