@@ -120,6 +120,19 @@ describe('gateway: who sees the cluster, and what a file shows', { timeout: 120_
       assert.ok(Array.isArray((ready.json() as { dependencies: unknown[] }).dependencies))
       assert.equal((await app.inject({ method: 'POST', url: '/api/cluster/rebalance' })).statusCode, 401)
     })
+
+    test('/ready shows each dependency\'s state to anyone, its details (members, hosts, brokers) only as the status routes', async () => {
+      type Ready = { dependencies: { name: string; ok: boolean; detail?: unknown }[] }
+      const names = (r: Ready) => r.dependencies.map((d) => d.name)
+      const closed = gateway()
+      const anyone = (await closed.inject({ url: '/ready' })).json() as Ready
+      assert.deepEqual(names(anyone), ['metadata', 'storage', 'cache', 'queue'])
+      assert.ok(anyone.dependencies.every((d) => typeof d.ok === 'boolean' && d.detail === undefined), JSON.stringify(anyone))
+      const holder = (await closed.inject({ url: '/ready', headers: bearer(secret) })).json() as Ready
+      assert.ok(holder.dependencies.every((d) => d.detail !== undefined), JSON.stringify(holder))
+      const open = (await gateway({ MAYFLY_PUBLIC_STATUS: 'true' }).inject({ url: '/ready' })).json() as Ready
+      assert.ok(open.dependencies.every((d) => d.detail !== undefined))
+    })
   })
 
   describe('the backlog comes from the manager (bug 4)', () => {

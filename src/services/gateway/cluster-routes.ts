@@ -5,7 +5,11 @@ import type { FastifyInstance } from 'fastify'
 import type { DependencyStatus } from '../../ports.ts'
 import type { GatewayDeps } from './deps.ts'
 import { nodeView } from './file-view.ts'
+import { hasClusterSecret } from './status-access.ts'
 import type { ClusterReads } from './replication-overview.ts'
+
+/** how long one look at the dependencies answers /ready */
+const READY_MEMO_MS = 1000
 
 export function registerClusterRoutes(
   app: FastifyInstance,
@@ -16,7 +20,10 @@ export function registerClusterRoutes(
 
   app.get('/health', async () => ({ status: 'ok' }))
 
-  app.get('/ready', async (_req, reply) => {
+  // One look at every dependency serves all readiness probes of a second:
+  // load balancers probe often, and each look queries the database's status.
+  let readiness: { at: number; value: Promise<{ ready: boolean; checks: DependencyStatus[] }> } | null = null
+  const lookReady = async () => {
     const writable = await nodes.writable().catch(() => [])
     const checks: DependencyStatus[] = [
       await metadata.status().catch((err: Error) => failed('metadata', err)),
@@ -30,8 +37,17 @@ export function registerClusterRoutes(
       await queue.status().catch((err: Error) => failed('queue', err)),
     ]
     // cache and queue being down slows things or delays variants; it does not stop uploads
-    const ready = checks[0]!.ok && checks[1]!.ok
-    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', dependencies: checks })
+    return { ready: checks[0]!.ok && checks[1]!.ok, checks }
+  }
+
+  // public, for probes without credentials; but the details (members, hosts,
+  // replicas, brokers) are the cluster's, shown as the status routes are
+  app.get('/ready', async (req, reply) => {
+    if (readiness === null || Date.now() - readiness.at > READY_MEMO_MS) readiness = { at: Date.now(), value: lookReady() }
+    const { ready, checks } = await readiness.value
+    const detailed = settings.publicStatus || hasClusterSecret(req, settings.clusterSecret)
+    const dependencies = detailed ? checks : checks.map(({ name, kind, ok }) => ({ name, kind, ok }))
+    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', dependencies })
   })
 
   app.get('/api/nodes', async () => {
