@@ -22,7 +22,7 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': ['error', {
         patterns: [
-          { group: ['**/adapters/**', '**/cluster/**', '**/wiring.ts', '**/cli/**'], message: 'services import core and ports only; wiring.ts picks adapters' },
+          { group: ['**/adapters/**', '**/cluster/**', '**/wiring.ts', '**/cli/**', '**/services/**'], message: 'services import core and ports only; wiring.ts picks adapters' },
           { group: ['../*/**', '!../../**'], message: 'no service imports another service' },
         ],
       }],

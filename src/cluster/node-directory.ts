@@ -18,12 +18,10 @@ export interface NodeDirectoryOptions {
   refreshMs?: number
   /** how long a node that failed a call here is avoided */
   penaltyMs?: number
-  /** the wall clock, for the failure penalty only */
-  now?: () => Date
+  /** a monotonic clock in ms (tests); default performance.now */
+  clock?: () => number
 }
 
-/** milliseconds from an arbitrary origin; never jumps with the wall clock */
-const monotonic = () => performance.now()
 
 interface Loaded {
   at: number
@@ -33,7 +31,9 @@ interface Loaded {
 export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirectory {
   const refreshMs = options.refreshMs ?? 500
   const penaltyMs = options.penaltyMs ?? 3000
-  const now = options.now ?? (() => new Date())
+  // milliseconds from an arbitrary origin, never jumping with the wall clock:
+  // neither the age of the list nor the failure penalty depends on it
+  const monotonic = options.clock ?? (() => performance.now())
   const failedAt = new Map<string, number>()
   /** the last list read, and when (monotonic) */
   let cached: Loaded | null = null
@@ -59,20 +59,20 @@ export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirector
     return inflight
   }
 
-  function view(node: NodeRecord, heldMs: number, at: Date): NodeView {
+  function view(node: NodeRecord, heldMs: number, at: number): NodeView {
     const failed = failedAt.get(node.id)
     return {
       ...node,
       state: nodeState(node.heartbeatAgeMs + heldMs, options.timings),
-      failing: failed !== undefined && at.getTime() - failed < penaltyMs,
+      failing: failed !== undefined && at - failed < penaltyMs,
     }
   }
 
   return {
     async all() {
       const loaded = await load()
-      const heldMs = Math.max(0, monotonic() - loaded.at)
-      const at = now()
+      const at = monotonic()
+      const heldMs = Math.max(0, at - loaded.at)
       return loaded.nodes.map((n) => view(n, heldMs, at))
     },
     async writable() {
@@ -82,7 +82,7 @@ export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirector
       return (await this.all()).find((n) => n.id === id)
     },
     reportFailure(nodeId) {
-      failedAt.set(nodeId, now().getTime())
+      failedAt.set(nodeId, monotonic())
     },
     reportSuccess(nodeId) {
       failedAt.delete(nodeId)

@@ -1,0 +1,48 @@
+// The node directory reads no wall clock: a node's state comes from the age
+// of its heartbeat as the database measured it plus how long the list has been
+// held, and the failure penalty runs on a monotonic clock (issue 7, bug 7), so
+// a wall clock stepped back by an hour keeps no node out of uploads for an hour.
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { createNodeDirectory } from '../../src/cluster/node-directory.ts'
+import type { NodeRecord } from '../../src/core/node.ts'
+
+const node = (id: string, heartbeatAgeMs: number): NodeRecord => ({
+  id, url: `http://127.0.0.1:9/${id}`, zone: 'a', version: 'test', capacityBytes: 1, freeBytes: 1, usedBytes: 0, blobCount: 0,
+  quarantined: 0, lastHeartbeat: new Date(0), heartbeatAgeMs, draining: false, lostAt: null,
+})
+
+test('states age with the held list, on the monotonic clock', async () => {
+  let t = 1_000
+  const directory = createNodeDirectory({
+    listNodes: async () => [node('a', 500)],
+    timings: { suspectAfterMs: 2_000, downAfterMs: 10_000 },
+    refreshMs: 60_000,
+    clock: () => t,
+  })
+  assert.equal((await directory.byId('a'))?.state, 'up')
+  t += 1_600 // the list is not read again: its age grows by the time held
+  assert.equal((await directory.byId('a'))?.state, 'suspect')
+  t += 9_000
+  assert.equal((await directory.byId('a'))?.state, 'down')
+})
+
+test('a failed call keeps a node out of new work for the penalty, then it is back', async () => {
+  let t = 5_000
+  const directory = createNodeDirectory({
+    listNodes: async () => [node('a', 0), node('b', 0)],
+    timings: { suspectAfterMs: 2_000, downAfterMs: 10_000 },
+    refreshMs: 0,
+    penaltyMs: 3_000,
+    clock: () => t,
+  })
+  directory.reportFailure('a')
+  assert.deepEqual((await directory.writable()).map((n) => n.id), ['b'])
+  t += 2_999
+  assert.equal((await directory.byId('a'))?.failing, true)
+  t += 1
+  assert.deepEqual((await directory.writable()).map((n) => n.id), ['a', 'b'])
+  directory.reportFailure('b')
+  directory.reportSuccess('b')
+  assert.equal((await directory.byId('b'))?.failing, false)
+})
