@@ -34,6 +34,8 @@ const postgresUrls = z
   .transform((v) => v.split(/,(?=\s*postgres(?:ql)?:\/\/)/i).map((s) => s.trim()).filter((s) => s !== ''))
   .pipe(z.array(postgresUrl))
 /** comma-separated amqp:// or amqps:// urls of the brokers of one cluster */
+/** comma-separated http(s) urls, at least one */
+const httpUrls = list.pipe(z.array(z.url({ protocol: /^https?$/, error: 'an http:// or https:// url' })).min(1))
 const amqpUrls = list.pipe(z.array(z.url({ protocol: /^amqps?$/, error: 'an amqp:// or amqps:// url' })).min(1))
 /** comma-separated IP addresses (v4 or v6) */
 const addresses = list.pipe(z.array(z.string().refine((a) => isIP(a) !== 0, 'an IP address')))
@@ -50,8 +52,12 @@ export const configSchema = z
     MAYFLY_ZONE: z.string().regex(/^[a-z0-9-]{1,32}$/, 'lowercase letters, digits and dashes').default('default'),
     /** shared secret between gateways, workers, replicators and storage nodes */
     MAYFLY_CLUSTER_SECRET: z.string().min(16, 'at least 16 characters').optional(),
-    /** where a storage node announces itself and sends heartbeats */
-    MAYFLY_CONTROL_URL: optionalUrl,
+    /**
+     * where a storage node announces itself and sends heartbeats: a gateway,
+     * the load balancer in front of the gateways, or every gateway
+     * (comma-separated: each then hears every node itself)
+     */
+    MAYFLY_CONTROL_URL: z.preprocess(blankIsAbsent, httpUrls.optional()),
     /** the url by which others reach this storage node */
     MAYFLY_ADVERTISE_URL: optionalUrl,
     /** the public url of the gateway, for links in API answers; default: the request's Host */

@@ -382,6 +382,11 @@ export interface NodeDirectory {
   reportFailure(nodeId: string): void
   /** a call to this node succeeded */
   reportSuccess(nodeId: string): void
+  /**
+   * a heartbeat of this node reached this process just now: the node counts
+   * as heard from even before (or without) the metadata store recording it
+   */
+  heard(nodeId: string): void
 }
 
 /** The storage node API (DESIGN §4) as the gateway, workers and the replication manager call it. */

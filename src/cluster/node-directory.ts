@@ -7,7 +7,15 @@
 // A node's state comes from the age of its last heartbeat as the metadata
 // store measured it when the list was read, plus the time this process has
 // held that list (a monotonic clock): no process's wall clock decides
-// (issue 7, bug 7).
+// (issue 7, bug 7). A process that receives heartbeats itself (a gateway)
+// also counts the freshest one it heard: a node is as alive as the newer of
+// the two says, so a metadata store that cannot record heartbeats for a few
+// seconds (a failover) makes no node look suspect (issue 13). Only nodes the
+// store knows are listed: a node is registered by its first recorded beat.
+//
+// The list is refreshed in the background once it is older than refreshMs;
+// callers get the last one at once (only the very first read waits), so a
+// slow or absent metadata store never holds up a request here.
 import { nodeState, type NodeRecord, type NodeTimings } from '../core/node.ts'
 import type { NodeDirectory, NodeView } from '../ports.ts'
 
@@ -35,12 +43,13 @@ export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirector
   // neither the age of the list nor the failure penalty depends on it
   const monotonic = options.clock ?? (() => performance.now())
   const failedAt = new Map<string, number>()
+  /** when this process last heard each node's heartbeat (monotonic) */
+  const heardAt = new Map<string, number>()
   /** the last list read, and when (monotonic) */
   let cached: Loaded | null = null
   let inflight: Promise<Loaded> | null = null
 
-  async function load(): Promise<Loaded> {
-    if (cached !== null && monotonic() - cached.at < refreshMs) return cached
+  function refresh(): Promise<Loaded> {
     // one refresh at a time; concurrent callers share it
     inflight ??= options
       .listNodes()
@@ -48,22 +57,28 @@ export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirector
         cached = { at: monotonic(), nodes }
         return cached
       })
-      .catch((err: unknown) => {
-        // the metadata store is down: keep working from the last list we had (its nodes age on)
-        if (cached !== null) return cached
-        throw err
-      })
       .finally(() => {
         inflight = null
       })
     return inflight
   }
 
+  async function load(): Promise<Loaded> {
+    if (cached === null) return refresh()
+    if (monotonic() - cached.at >= refreshMs) {
+      // a failed refresh (the metadata store is away) leaves the last list, whose nodes age on
+      refresh().catch(() => undefined)
+    }
+    return cached
+  }
+
   function view(node: NodeRecord, heldMs: number, at: number): NodeView {
     const failed = failedAt.get(node.id)
+    const heard = heardAt.get(node.id)
+    const silentMs = Math.min(node.heartbeatAgeMs + heldMs, heard === undefined ? Infinity : at - heard)
     return {
       ...node,
-      state: nodeState(node.heartbeatAgeMs + heldMs, options.timings),
+      state: nodeState(silentMs, options.timings),
       failing: failed !== undefined && at - failed < penaltyMs,
     }
   }
@@ -86,6 +101,9 @@ export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirector
     },
     reportSuccess(nodeId) {
       failedAt.delete(nodeId)
+    },
+    heard(nodeId) {
+      heardAt.set(nodeId, monotonic())
     },
   }
 }

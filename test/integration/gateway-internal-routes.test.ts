@@ -1,5 +1,7 @@
 // The gateway's door for storage nodes, at the route level (app.inject() on
-// buildGateway over the embedded adapters): heartbeats register a node, and
+// buildGateway over the embedded adapters): heartbeats register a node, a
+// node heard stays up while the metadata store cannot record its heartbeats
+// (issue 13), and
 // the lookup a copy's target makes before it fetches from a peer (issue 7,
 // bug 13) answers only with the cluster secret, only for registered nodes,
 // and says whether the node is lost.
@@ -10,22 +12,27 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { Registry } from 'prom-client'
-import { loadConfig } from '../../src/config.ts'
+import { createNodeDirectory } from '../../src/cluster/node-directory.ts'
+import { loadConfig, type Config } from '../../src/config.ts'
+import { Unavailable } from '../../src/core/errors.ts'
 import { createLogger } from '../../src/log.ts'
+import type { MetadataStore } from '../../src/ports.ts'
 import { buildGateway } from '../../src/services/gateway/app.ts'
 import { createInfrastructure, gatewaySettings, type Infrastructure } from '../../src/wiring.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, () => {
   const secret = randomBytes(24).toString('base64url')
   const log = createLogger('silent')
   let dir: string
   let infra: Infrastructure
+  let config: Config
   let app: ReturnType<typeof buildGateway>
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'mayfly-internal-'))
     const env = { MAYFLY_DATA_DIR: dir, MAYFLY_CLUSTER_SECRET: secret, MAYFLY_LOG_LEVEL: 'silent', MAYFLY_NAMESPACE: `t-${randomUUID().slice(0, 8)}` }
-    const config = loadConfig(env)
+    config = loadConfig(env)
     infra = await createInfrastructure(config, log, secret)
     app = buildGateway({
       settings: gatewaySettings(config, secret),
@@ -45,8 +52,9 @@ describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, (
   })
 
   const auth = { authorization: `Bearer ${secret}` }
-  const beat = (id: string, url: string) =>
-    app.inject({
+  const registered = (id: string) => async () => (await infra.metadata.listNodes()).some((n) => n.id === id)
+  const beat = (id: string, url: string, gateway = app) =>
+    gateway.inject({
       method: 'POST',
       url: '/internal/nodes/heartbeat',
       headers: auth,
@@ -55,7 +63,8 @@ describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, (
 
   test('a heartbeat registers the node; a bad one or one without the secret is refused and changes nothing', async () => {
     assert.equal((await beat('node-hb', 'http://127.0.0.1:9001')).statusCode, 204)
-    assert.ok((await infra.metadata.listNodes()).some((n) => n.id === 'node-hb'))
+    // recorded behind the answer
+    await waitFor('node-hb registered', registered('node-hb'), 5_000)
     const unauthorized = await app.inject({ method: 'POST', url: '/internal/nodes/heartbeat', payload: { id: 'node-x' } })
     assert.equal(unauthorized.statusCode, 401)
     const bad = await app.inject({ method: 'POST', url: '/internal/nodes/heartbeat', headers: auth, payload: { id: 'node-x', url: 'not a url' } })
@@ -66,6 +75,7 @@ describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, (
 
   test('GET /internal/nodes/:id: a registered node with its url and whether it is lost; 404 unknown_node otherwise; 401 without the secret', async () => {
     assert.equal((await beat('node-look', 'http://127.0.0.1:9002')).statusCode, 204)
+    await waitFor('node-look registered', registered('node-look'), 5_000)
     const found = await app.inject({ url: '/internal/nodes/node-look', headers: auth })
     assert.equal(found.statusCode, 200)
     assert.deepEqual(found.json(), { id: 'node-look', url: 'http://127.0.0.1:9002', lost: false })
@@ -88,7 +98,47 @@ describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, (
     assert.equal((await app.inject({ url: '/internal/nodes/node-look', headers: auth })).json().lost, true)
     await new Promise((resolve) => setTimeout(resolve, 20))
     assert.equal((await beat('node-look', 'http://127.0.0.1:9002')).statusCode, 204)
-    assert.equal((await app.inject({ url: '/internal/nodes/node-look', headers: auth })).json().lost, false)
+    await waitFor('node-look no longer lost', async () => (await app.inject({ url: '/internal/nodes/node-look', headers: auth })).json().lost === false, 5_000)
     await lease.release()
+  })
+
+  test('a node heard stays up while the metadata store cannot record its heartbeats; the record follows when it can (issue 13)', async () => {
+    let recording = true
+    let refused = 0
+    const store = new Proxy(infra.metadata, {
+      get(target, prop, receiver) {
+        if (prop === 'recordHeartbeat' && !recording) {
+          return async () => {
+            refused++
+            throw new Unavailable('the metadata store is unavailable: paused by the test')
+          }
+        }
+        return Reflect.get(target, prop, receiver) as unknown
+      },
+    }) satisfies MetadataStore
+    const timings = { suspectAfterMs: 400, downAfterMs: 60_000 }
+    const nodes = createNodeDirectory({ listNodes: () => store.listNodes(), timings, refreshMs: 50 })
+    const paused = buildGateway({ settings: gatewaySettings(config, secret), log, metadata: store, cache: infra.cache, queue: infra.queue, blobs: infra.blobs, nodes, metrics: new Registry() })
+    after(() => paused.close())
+    const stateOf = async () => (await nodes.byId('node-paused'))?.state
+    const recordedAgeMs = async () => (await store.listNodes()).find((n) => n.id === 'node-paused')?.heartbeatAgeMs ?? Infinity
+
+    assert.equal((await beat('node-paused', 'http://127.0.0.1:9003', paused)).statusCode, 204)
+    await waitFor('node-paused up', async () => (await stateOf()) === 'up', 5_000)
+
+    recording = false
+    const pausedUntil = Date.now() + 1_500
+    while (Date.now() < pausedUntil) {
+      const res = await beat('node-paused', 'http://127.0.0.1:9003', paused)
+      assert.equal(res.statusCode, 204, 'a heartbeat is answered though the store cannot record it')
+      assert.equal(await stateOf(), 'up', 'heard here: up')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    assert.ok(refused > 0, 'the store was asked and refused')
+    assert.ok((await recordedAgeMs()) > timings.suspectAfterMs, 'the store alone would call it suspect')
+
+    recording = true
+    assert.equal((await beat('node-paused', 'http://127.0.0.1:9003', paused)).statusCode, 204)
+    await waitFor('the heartbeat recorded again', async () => (await recordedAgeMs()) < timings.suspectAfterMs, 5_000)
   })
 })

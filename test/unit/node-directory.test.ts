@@ -46,3 +46,51 @@ test('a failed call keeps a node out of new work for the penalty, then it is bac
   directory.reportSuccess('b')
   assert.equal((await directory.byId('b'))?.failing, false)
 })
+
+test('a heartbeat heard here keeps a node up while the metadata store records none (issue 13)', async () => {
+  let t = 0
+  const directory = createNodeDirectory({
+    // the store's record stops at the age it had: nothing is recorded any more
+    listNodes: async () => [node('a', 0), node('b', 0)],
+    timings: { suspectAfterMs: 2_000, downAfterMs: 10_000 },
+    refreshMs: 60_000,
+    clock: () => t,
+  })
+  assert.equal((await directory.writable()).length, 2)
+  for (let second = 1; second <= 8; second++) {
+    t += 1_000
+    directory.heard('a')
+    directory.heard('unknown') // not in the store: not listed until its first beat is recorded
+  }
+  assert.deepEqual((await directory.writable()).map((n) => n.id), ['a'])
+  assert.equal((await directory.byId('b'))?.state, 'suspect')
+  assert.equal(await directory.byId('unknown'), undefined)
+  t += 2_001 // a is silent here too now
+  assert.equal((await directory.byId('a'))?.state, 'suspect')
+})
+
+test('a refresh that hangs (the metadata store paused) holds no caller: the last list is used', async () => {
+  let t = 0
+  let calls = 0
+  const directory = createNodeDirectory({
+    listNodes: () => (++calls === 1 ? Promise.resolve([node('a', 0)]) : new Promise<NodeRecord[]>(() => {})),
+    timings: { suspectAfterMs: 2_000, downAfterMs: 10_000 },
+    refreshMs: 500,
+    clock: () => t,
+  })
+  assert.equal((await directory.byId('a'))?.state, 'up')
+  t += 1_000
+  for (let i = 0; i < 3; i++) assert.equal((await directory.byId('a'))?.state, 'up')
+  assert.equal(calls, 2, 'one refresh in flight, shared')
+  t += 1_500
+  directory.heard('a')
+  assert.equal((await directory.byId('a'))?.state, 'up')
+})
+
+test('the first read waits for the list; a failed first read fails', async () => {
+  const failing = createNodeDirectory({
+    listNodes: () => Promise.reject(new Error('store down')),
+    timings: { suspectAfterMs: 2_000, downAfterMs: 10_000 },
+  })
+  await assert.rejects(failing.all(), /store down/)
+})

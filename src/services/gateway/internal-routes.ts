@@ -1,11 +1,13 @@
 // The control plane's side for storage nodes (DESIGN §1): the door they
-// announce themselves through (heartbeats), and the lookup a node makes before
+// announce themselves through (heartbeats: heard at once, recorded in the
+// metadata store behind the answer, heartbeat-recorder.ts), and the lookup a node makes before
 // a node-to-node copy, so that it fetches only from a registered node that is
 // not lost (issue 7, bug 13). Both need the cluster secret.
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { Invalid, NotFound } from '../../core/errors.ts'
 import type { GatewayDeps } from './deps.ts'
+import { createHeartbeatRecorder } from './heartbeat-recorder.ts'
 import { requireClusterSecret } from './operator-routes.ts'
 
 /** a node id as heartbeats may carry it */
@@ -26,13 +28,15 @@ const announcementSchema = z.object({
 
 export function registerInternalRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   const { metadata, settings } = deps
-  const now = deps.now ?? (() => new Date())
+  const recorder = createHeartbeatRecorder(metadata, deps.log, deps.now ?? (() => new Date()))
+  app.addHook('onClose', () => recorder.close())
 
   app.post('/internal/nodes/heartbeat', async (req, reply) => {
     requireClusterSecret(req, settings.clusterSecret)
     const parsed = announcementSchema.safeParse(req.body)
     if (!parsed.success) throw new Invalid(`bad heartbeat: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
-    await metadata.recordHeartbeat(parsed.data, now())
+    deps.nodes.heard(parsed.data.id)
+    recorder.record(parsed.data)
     return reply.status(204).send()
   })
 

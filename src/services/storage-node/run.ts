@@ -56,7 +56,7 @@ export async function runStorageNode(config: Config, rootLog: Logger): Promise<R
     clientTimeoutMs: config.MAYFLY_CLIENT_TIMEOUT_MS,
     peerTimeoutMs: timeoutMs,
     dispatcher,
-    sources: createSourceNodes({ controlUrl: config.MAYFLY_CONTROL_URL, secret, dispatcher, timeoutMs }),
+    sources: createSourceNodes({ controlUrls: config.MAYFLY_CONTROL_URL ?? [], secret, dispatcher, timeoutMs }),
   })
   await app.listen({ host: config.MAYFLY_HOST, port: config.MAYFLY_PORT ?? DEFAULT_STORAGE_NODE_PORT })
   const address = app.server.address()
@@ -65,18 +65,19 @@ export async function runStorageNode(config: Config, rootLog: Logger): Promise<R
   log.info({ id: identity.id, zone: identity.zone, url: identity.url, dataDir }, 'storage node started')
 
   const scrubber = startScrubber({ files, intervalMs: config.MAYFLY_SCRUB_INTERVAL_SECONDS * 1000, log })
-  let heartbeat: Heartbeat | null = null
-  if (config.MAYFLY_CONTROL_URL !== undefined) {
-    heartbeat = startHeartbeat({
-      controlUrl: config.MAYFLY_CONTROL_URL,
+  // one heartbeat per control url: with every gateway listed, each hears every node itself
+  const heartbeats: Heartbeat[] = (config.MAYFLY_CONTROL_URL ?? []).map((controlUrl) =>
+    startHeartbeat({
+      controlUrl,
       secret,
       intervalMs: config.MAYFLY_HEARTBEAT_INTERVAL_MS,
       timeoutMs,
       dispatcher,
       describe: () => describeNode(files, identity),
       log,
-    })
-  } else {
+    }),
+  )
+  if (heartbeats.length === 0) {
     log.info('no MAYFLY_CONTROL_URL: not announcing to a control plane, and no node-to-node copy can be made to this node')
   }
 
@@ -86,7 +87,7 @@ export async function runStorageNode(config: Config, rootLog: Logger): Promise<R
     url: identity.url,
     close() {
       closing ??= (async () => {
-        await heartbeat?.stop()
+        await Promise.all(heartbeats.map((h) => h.stop()))
         await scrubber.stop()
         const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS)
         try {

@@ -1,7 +1,8 @@
 // Where a node-to-node copy may come from (issue 7, bug 13): only a storage
 // node the control plane knows and has not declared lost. The caller names
 // the source by node id; this node asks its control plane (MAYFLY_CONTROL_URL,
-// a gateway: GET /internal/nodes/:id) for that node's url. So the cluster
+// a gateway: GET /internal/nodes/:id; with several, the first that answers)
+// for that node's url. So the cluster
 // secret goes to the control plane and to registered nodes only, and a caller
 // cannot make this node probe or fetch an address of its choosing.
 import { request, type Dispatcher } from 'undici'
@@ -18,8 +19,8 @@ export interface SourceNodes {
 }
 
 export interface SourceNodesOptions {
-  /** MAYFLY_CONTROL_URL; without it no copy can be made */
-  controlUrl: string | undefined
+  /** MAYFLY_CONTROL_URL, asked in turn; without one no copy can be made */
+  controlUrls: readonly string[]
   secret: string
   dispatcher: Dispatcher
   timeoutMs: number
@@ -74,14 +75,26 @@ export function createSourceNodes(options: SourceNodesOptions): SourceNodes {
     return { url: body.url, lost: body.lost }
   }
 
+  /** The first control plane's answer that comes; Unavailable when none answers. */
+  async function askAny(id: string): Promise<Known | null> {
+    let failure: unknown
+    for (const controlUrl of options.controlUrls) {
+      try {
+        return await ask(controlUrl, id)
+      } catch (err) {
+        failure = err
+      }
+    }
+    throw failure
+  }
+
   async function lookup(id: string): Promise<Known | null> {
     const hit = cached.get(id)
     if (hit !== undefined && Date.now() - hit.at < ttlMs) return hit.node
-    const controlUrl = options.controlUrl
-    if (controlUrl === undefined) throw unavailable('this node has no MAYFLY_CONTROL_URL, so it cannot look up the source of a copy')
+    if (options.controlUrls.length === 0) throw unavailable('this node has no MAYFLY_CONTROL_URL, so it cannot look up the source of a copy')
     let pending = asking.get(id)
     if (pending === undefined) {
-      pending = ask(controlUrl, id)
+      pending = askAny(id)
         .then((node) => {
           if (node === null) cached.delete(id)
           else cached.set(id, { at: Date.now(), node })
