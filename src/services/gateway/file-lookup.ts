@@ -33,8 +33,10 @@
 //   invalidation is bounded, not prevented, across gateways.
 // - A lost invalidation after a refund may show a link used up for as long:
 //   that errs towards 410, never towards serving.
-// - Downloads of unlimited links are counted in batches and invalidate
-//   nothing: an entry's `downloads` may lag by the TTL (no rule depends on it).
+// - Downloads of unlimited links are counted in batches (download-tally.ts),
+//   and each written batch invalidates its files: `downloads` is shown alike
+//   on every gateway a moment after the batch (no rule depends on it; with
+//   that invalidation lost, it lags by the TTL at most).
 import { performance } from 'node:perf_hooks'
 import type { FileRecord } from '../../core/file.ts'
 import type { Cache, MetadataStore } from '../../ports.ts'
