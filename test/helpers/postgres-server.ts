@@ -21,6 +21,12 @@ export interface PostgresServer {
   promote(): Promise<void>
   /** stops it at once (mode immediate, like a crash) */
   stop(): Promise<void>
+  /**
+   * stops and starts it again: `fast` ends every session with 57P01
+   * (terminating connection due to administrator command), `immediate` drops
+   * them like a crash (the clients see their connections reset)
+   */
+  restart(mode: 'fast' | 'immediate'): Promise<void>
   /** stops it if running and removes its directory */
   cleanup(): Promise<void>
 }
@@ -71,6 +77,10 @@ export async function createPostgresServer(): Promise<PostgresServer> {
       if (!running) return
       await pgCtl('-m', 'immediate', '-w', 'stop')
       running = false
+    },
+    async restart(mode) {
+      await pgCtl('-m', mode, '-w', 'stop')
+      await pgCtl('-l', join(dir, 'log'), '-w', 'start')
     },
     async cleanup() {
       await server.stop().catch(() => undefined)
