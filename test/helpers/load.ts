@@ -45,7 +45,6 @@ export function startMixedLoad(base: string, options: MixedLoadOptions = {}): Mi
       return await fn()
     } catch (err) {
       report.errors.push(`${what}: ${(err as Error).message}`)
-      return undefined
     } finally {
       const ms = Date.now() - started
       if (ms > report.slowestMs) {
@@ -53,6 +52,9 @@ export function startMixedLoad(base: string, options: MixedLoadOptions = {}): Mi
         report.slowest = what
       }
     }
+    // after a failure: a client that fails at once must not spin (it would starve the test's timers)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    return undefined
   }
 
   async function uploader(): Promise<void> {
