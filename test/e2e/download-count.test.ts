@@ -2,9 +2,10 @@
 // downloads are counted in batches off the download path (download-tally.ts);
 // the outside run saw the count stay 0, because the gateways kept showing the
 // cached record, filled before any batch was written, for the cache's TTL.
-// Now a written batch drops the files' entries: downloads through two
-// gateways show up as one total on both, a moment after the last download,
-// while the cache TTL is far longer than the test.
+// Now the views that show the count read the primary's record (file-lookup.ts
+// current()): downloads through two gateways show up as one total on both, a
+// moment after the last download, while the cache TTL is far longer than the
+// test (and the download path still reads the cache).
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'

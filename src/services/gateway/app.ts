@@ -49,9 +49,7 @@ export function buildGateway(deps: GatewayDeps) {
     if (reply.statusCode >= 500) req.log.warn({ url: req.url, status: reply.statusCode }, 'request failed')
   })
   const files = createFileLookup(deps.metadata, deps.cache, deps.settings.cacheTtlMs)
-  const tally = createDownloadTally(deps.metadata, deps.log, async (ids) => {
-    await Promise.all(ids.map((id) => files.invalidate(id)))
-  })
+  const tally = createDownloadTally(deps.metadata, deps.log)
   app.addHook('onClose', () => tally.close())
   registerUploadRoutes(app, deps, metrics, files)
   registerDownloadRoutes(app, deps, files, metrics, tally)

@@ -1,9 +1,7 @@
 // Downloads of links without a limit need no atomic claim, so they are not
 // written on the download path: the gateway adds them up and writes them in
 // one statement per interval (and on close). A crash loses at most one
-// interval of counts of unlimited links, which enforce nothing. Once a batch
-// is written, `written` is told its ids (the gateway drops their cache
-// entries, so every gateway shows the new counts: issue 13).
+// interval of counts of unlimited links, which enforce nothing.
 import type { Logger } from '../../log.ts'
 import type { MetadataStore } from '../../ports.ts'
 
@@ -14,12 +12,7 @@ export interface DownloadTally {
   close(): Promise<void>
 }
 
-export function createDownloadTally(
-  metadata: MetadataStore,
-  log: Logger,
-  written: (fileIds: string[]) => Promise<void>,
-  intervalMs = 1000,
-): DownloadTally {
+export function createDownloadTally(metadata: MetadataStore, log: Logger, intervalMs = 1000): DownloadTally {
   let counts = new Map<string, number>()
   const timer = setInterval(() => void tally.flush(), intervalMs)
   timer.unref()
@@ -36,9 +29,7 @@ export function createDownloadTally(
       } catch (err) {
         log.warn({ err, files: batch.size }, 'download counts not written; keeping them for the next try')
         for (const [id, n] of batch) counts.set(id, (counts.get(id) ?? 0) + n)
-        return
       }
-      await written([...batch.keys()])
     },
     async close() {
       clearInterval(timer)

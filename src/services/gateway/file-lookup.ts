@@ -33,12 +33,14 @@
 //   invalidation is bounded, not prevented, across gateways.
 // - A lost invalidation after a refund may show a link used up for as long:
 //   that errs towards 410, never towards serving.
-// - Downloads of unlimited links are counted in batches (download-tally.ts),
-//   and each written batch invalidates its files: `downloads` is shown alike
-//   on every gateway a moment after the batch (no rule depends on it; with
-//   that invalidation lost, it lags by the TTL at most).
+// - Downloads of unlimited links are counted in batches (download-tally.ts)
+//   and invalidate nothing (entries stay, so downloads go on from the cache
+//   while the metadata store is away): an entry's `downloads` may lag by the
+//   TTL. Views that show the count (file info, the share page) read current(),
+//   the primary's record, so every gateway shows the same count (issue 13).
 import { performance } from 'node:perf_hooks'
 import type { FileRecord } from '../../core/file.ts'
+import { Unavailable } from '../../core/errors.ts'
 import type { Cache, MetadataStore } from '../../ports.ts'
 
 export interface FileEntry {
@@ -58,6 +60,11 @@ export interface FileLookup {
    * which this gateway then enforces even if the cache missed the invalidation.
    */
   invalidate(id: string, change?: { died: boolean }): Promise<void>
+  /**
+   * The primary's record of the file, cache untouched: for views that show
+   * counts. The cached entry's file when the metadata store is unavailable.
+   */
+  current(id: string): Promise<FileRecord | null>
 }
 
 /** How long after its lookup a fill may still land: the read of a miss takes milliseconds, or seconds in a failover. */
@@ -72,7 +79,7 @@ export function createFileLookup(metadata: MetadataStore, cache: Cache, ttlMs: n
   // An entry read before a death was filled by FILL_WINDOW_MS after it at the
   // latest and lapses ttlMs later; a second covers commands in flight.
   const deaths = createRecentDeaths(FILL_WINDOW_MS + ttlMs + 1000, MAX_DEATHS)
-  return {
+  const lookup: FileLookup = {
     async get(id) {
       const key = cacheKey(id)
       const found = await cache.lookup(key, FILL_WINDOW_MS)
@@ -93,7 +100,18 @@ export function createFileLookup(metadata: MetadataStore, cache: Cache, ttlMs: n
       if (change?.died === true) deaths.add(id)
       await cache.delete(cacheKey(id))
     },
+    async current(id) {
+      try {
+        return await metadata.getFile(id)
+      } catch (err) {
+        if (!(err instanceof Unavailable)) throw err
+        const cached = await lookup.get(id).catch(() => null)
+        if (cached === null) throw err
+        return cached.file
+      }
+    },
   }
+  return lookup
 }
 
 /** Neither deleted nor used up (expiry is read from expires_at, which no change touches). */

@@ -46,8 +46,9 @@ export function registerFileRoutes(app: FastifyInstance, deps: GatewayDeps, file
   })
 
   async function knownFile(id: string) {
-    const file = isId(id) ? (await files.get(id))?.file : undefined
-    if (file === undefined || file.purgedAt !== null) throw new NotFound('no such file')
+    // the primary's record: the info shows counts as every gateway does
+    const file = isId(id) ? await files.current(id) : null
+    if (file === null || file.purgedAt !== null) throw new NotFound('no such file')
     return file
   }
 }

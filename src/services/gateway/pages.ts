@@ -104,9 +104,10 @@ export function registerPages(app: FastifyInstance, deps: GatewayDeps, files: Fi
   })
 
   app.get<{ Params: { id: string } }>('/f/:id', async (req, reply) => {
-    const file = isId(req.params.id) ? (await files.get(req.params.id))?.file : undefined
+    // the primary's record: what remains is shown as every gateway shows it
+    const file = isId(req.params.id) ? await files.current(req.params.id) : null
     reply.type('text/html; charset=utf-8').header('cache-control', 'no-store')
-    if (file === undefined || file.purgedAt !== null) {
+    if (file === null || file.purgedAt !== null) {
       return reply.status(404).send(page('Not found', '<h1>This link does not exist</h1>'))
     }
     const status = fileStatus(file, now())
