@@ -234,6 +234,15 @@ export type CacheLookup =
  * land while its reservation stands: at most reserveMs + ttlMs after the change.
  */
 export interface Cache {
+  /**
+   * True when a delete() that returned is seen by every later read, wherever
+   * it is made: one process, nothing in between (the embedded cache). False
+   * for a cache shared over a network, which can lose a delete (Redis
+   * unreachable at that moment, a write lost in a Sentinel failover): then
+   * what the cache says of a source that can change must be confirmed with
+   * the source before it decides anything (FileLookup does so).
+   */
+  readonly coherent: boolean
   /** The value, or null: a miss, a key only reserved, or an unreachable cache. Reserves nothing. */
   get(key: string): Promise<string | null>
   /**

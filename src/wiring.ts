@@ -12,6 +12,8 @@ import { createPostgresMetadataStore } from './adapters/postgres/metadata.ts'
 import { createRabbitQueue } from './adapters/rabbitmq/queue.ts'
 import { createRedisCache } from './adapters/redis/cache.ts'
 import { createRedisLock } from './adapters/redis/lock.ts'
+import type { RedisConnectionOptions } from './adapters/redis/connection.ts'
+import { watchSentinels } from './adapters/redis/sentinels.ts'
 import { createReplicatedBlobStore } from './cluster/blob-store.ts'
 import { createNodeDirectory } from './cluster/node-directory.ts'
 import { createBlobClient } from './adapters/storage-node/client.ts'
@@ -40,7 +42,12 @@ export async function createInfrastructure(config: Config, log: Logger, clusterS
   }
   try {
     const metadata = adopt(await createMetadata(config, log))
-    const redis = redisOptions(config, log)
+    const found = redisOptions(config, log)
+    // one watch of the Sentinels for the cache's and the lock's connections
+    const sentinels = found?.sentinels ?? []
+    const watch = found === null || sentinels.length === 0 ? undefined : watchSentinels({ sentinels, masterName: found.masterName ?? 'mayfly', log: found.log })
+    if (watch !== undefined) closers.push(async () => watch.close())
+    const redis = found === null ? null : { ...found, sentinelWatch: watch }
     if (redis === null) log.info('no MAYFLY_REDIS_URL or MAYFLY_REDIS_SENTINELS: using the embedded cache and lock')
     const cache = adopt(redis === null ? createEmbeddedCache() : createRedisCache(redis))
     const lock = adopt(redis === null ? createEmbeddedLock() : createRedisLock(redis))
@@ -91,7 +98,7 @@ async function createMetadata(config: Config, log: Logger): Promise<MetadataStor
   return createPostgresMetadataStore({ url: config.MAYFLY_DATABASE_URL, readUrls: config.MAYFLY_DATABASE_READ_URLS, log: mlog })
 }
 
-function redisOptions(config: Config, log: Logger) {
+function redisOptions(config: Config, log: Logger): RedisConnectionOptions | null {
   const base = { namespace: config.MAYFLY_NAMESPACE, log: log.child({ svc: 'redis' }) }
   if (config.MAYFLY_REDIS_SENTINELS.length > 0) {
     const sentinels = config.MAYFLY_REDIS_SENTINELS.map((hp) => {

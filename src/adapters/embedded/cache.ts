@@ -43,6 +43,7 @@ export function createEmbeddedCache(opts: EmbeddedCacheOptions = {}): Cache {
   // Every method runs to completion without awaiting, so each is atomic
   // against the others, as the Lua scripts of the Redis adapter are.
   return {
+    coherent: true,
     async get(key) {
       const e = touch(key)
       return e?.kind === 'value' ? e.value : null

@@ -39,6 +39,8 @@ export function createRedisCache(opts: RedisCacheOptions): Cache {
   }
 
   return {
+    // a DEL can be lost (Redis away at that moment, a failover: replication is asynchronous)
+    coherent: false,
     get: (key) =>
       guarded(null, async () => {
         const entry = await client.get(k(key))

@@ -10,6 +10,7 @@ import { Redis, type RedisOptions } from 'ioredis'
 import { redactUrl } from '../redact-url.ts'
 import type { Logger } from '../../log.ts'
 import type { DependencyStatus } from '../../ports.ts'
+import { watchSentinels, type SentinelWatch } from './sentinels.ts'
 
 export interface RedisConnectionOptions {
   /** redis://[user:password@]host:port[/db]; ignored when sentinels are given (its credentials still apply) */
@@ -27,10 +28,14 @@ export interface RedisConnectionOptions {
   connectTimeoutMs?: number
   /** a command without a reply after this long fails (default 500 ms) */
   commandTimeoutMs?: number
+  /** the process's watch of the Sentinels (wiring.ts makes one for all adapters); without it, each connection makes its own */
+  sentinelWatch?: SentinelWatch
 }
 
 export interface RedisConnection {
   client: Redis
+  /** with Sentinels: what they say of the master group */
+  watch: SentinelWatch | null
   /** Resolves once the first connection is ready, or after connectTimeoutMs: never waits twice. */
   firstReady: Promise<void>
   describe(): Record<string, unknown>
@@ -56,13 +61,16 @@ export function connectRedis(opts: RedisConnectionOptions, use: { name: string; 
     reconnectOnError: (err) => err.message.includes('READONLY'),
   }
   const sentinels = opts.sentinels ?? []
+  const masterName = opts.masterName ?? 'mayfly'
   let client: Redis
+  let watch: SentinelWatch | null = null
+  let ownWatch = false
   if (sentinels.length > 0) {
     const auth = opts.url ? new URL(opts.url) : null
     client = new Redis({
       ...common,
       sentinels,
-      name: opts.masterName ?? 'mayfly',
+      name: masterName,
       username: auth?.username ? decodeURIComponent(auth.username) : undefined,
       password: auth?.password ? decodeURIComponent(auth.password) : undefined,
       sentinelRetryStrategy: () => reconnectDelayMs,
@@ -71,8 +79,17 @@ export function connectRedis(opts: RedisConnectionOptions, use: { name: string; 
       // while the client is reconnecting, which leaves the client ended for
       // good (ioredis 6.0.0, seen in test/contract/cache.test.ts). A dead
       // master drops our socket anyway, and we then ask Sentinel every
-      // reconnectDelayMs; a demoted live master answers READONLY (below).
+      // reconnectDelayMs; a demoted live master answers READONLY (above); a
+      // master that stopped answering (frozen, cut off) keeps our socket
+      // open, so the watch below moves a ready client to the master the
+      // Sentinels name once it is another.
       failoverDetector: false,
+    })
+    ownWatch = opts.sentinelWatch === undefined
+    watch = opts.sentinelWatch ?? watchSentinels({ sentinels, masterName, log: opts.log })
+    const moved = client
+    watch.onSwitch((master) => {
+      if (moved.status === 'ready' && connectedTo(moved) !== master) moved.disconnect(true)
     })
   } else {
     client = new Redis(opts.url ?? 'redis://127.0.0.1:6379', common)
@@ -95,14 +112,17 @@ export function connectRedis(opts: RedisConnectionOptions, use: { name: string; 
     })
   })
   const describe = () =>
-    sentinels.length > 0
-      ? { mode: 'sentinel', masterName: opts.masterName ?? 'mayfly', sentinels: sentinels.map((s) => `${s.host}:${s.port}`) }
-      : { mode: 'standalone', url: redactUrl(opts.url ?? 'redis://127.0.0.1:6379') }
+    sentinels.length > 0 ? { mode: 'sentinel', master_name: masterName } : { mode: 'standalone', url: redactUrl(opts.url ?? 'redis://127.0.0.1:6379') }
   const close = () => {
     closing = true
     client.disconnect()
+    if (ownWatch) watch?.close()
   }
-  return { client, firstReady, describe, close }
+  return { client, watch, firstReady, describe, close }
+}
+
+function connectedTo(client: Redis): string | null {
+  return client.stream?.remoteAddress ? `${client.stream.remoteAddress}:${client.stream.remotePort}` : null
 }
 
 /**
@@ -147,25 +167,50 @@ export function createGuard(conn: RedisConnection, log: Logger, what: string) {
   }
 }
 
-/** /ready and /api/cluster view of one Redis connection: role, master and replicas from INFO replication. */
+/**
+ * /ready and /api/cluster view of one Redis connection: the master and its
+ * replicas (state, replication offset behind the master) from the master's
+ * INFO replication; with Sentinels, each Sentinel's view, the quorum and the
+ * last failover this process saw.
+ */
 export async function redisStatus(conn: RedisConnection, name: string, kind: string): Promise<DependencyStatus> {
-  const { client } = conn
-    try {
-    await conn.firstReady
-    const info = parseInfo(await client.info('replication'))
-    const here = client.stream ? `${client.stream.remoteAddress}:${client.stream.remotePort}` : null
-    const role = info.role === 'slave' ? 'replica' : info.role
-    const replicas = Object.entries(info)
-      .filter(([k]) => /^slave\d+$/.test(k))
-      .map(([, v]) => {
-        const f = Object.fromEntries(v.split(',').map((kv) => kv.split('=') as [string, string]))
-        return { address: `${f.ip}:${f.port}`, state: f.state, lag: Number(f.lag) }
-      })
-    const master = role === 'master' ? here : `${info.master_host}:${info.master_port}`
-    return { name, kind, ok: true, detail: { ...conn.describe(), connection: client.status, role, master, connectedTo: here, replicas } }
-  } catch (err) {
-    return { name, kind, ok: false, detail: { ...conn.describe(), connection: client.status, error: err instanceof Error ? err.message : String(err) } }
+  const { client, watch } = conn
+  const sentinelPart = async () => {
+    if (watch === null) return {}
+    const sentinels = await watch.describe()
+    const quorum = sentinels.find((s) => s.quorum !== null)?.quorum ?? null
+    const lastFailover = watch.lastFailoverAt()
+    return {
+      sentinels,
+      quorum,
+      sentinels_seeing_master: sentinels.filter((s) => s.sees_master).length,
+      last_failover_at: lastFailover === null ? null : lastFailover.toISOString(),
+    }
   }
+  const [sentinel, replication] = await Promise.all([
+    sentinelPart(),
+    (async () => {
+      await conn.firstReady
+      return parseInfo(await client.info('replication'))
+    })().catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))),
+  ])
+  const common = { ...conn.describe(), connection: client.status, ...sentinel }
+  if (replication instanceof Error) {
+    const master = watch?.master() ?? null
+    return { name, kind, ok: false, detail: { ...common, master, error: replication.message } }
+  }
+  const info = replication
+  const here = connectedTo(client)
+  const role = info.role === 'slave' ? 'replica' : info.role
+  const masterOffset = Number(info.master_repl_offset)
+  const replicas = Object.entries(info)
+    .filter(([k]) => /^slave\d+$/.test(k))
+    .map(([, v]) => {
+      const f = Object.fromEntries(v.split(',').map((kv) => kv.split('=') as [string, string]))
+      return { address: `${f.ip}:${f.port}`, state: f.state, offset_lag: masterOffset - Number(f.offset), lag_seconds: Number(f.lag) }
+    })
+  const master = role === 'master' ? here : `${info.master_host}:${info.master_port}`
+  return { name, kind, ok: role === 'master', detail: { ...common, role, master, connected_to: here, replicas } }
 }
 
 function parseInfo(text: string): Record<string, string> {

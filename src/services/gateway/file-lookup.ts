@@ -1,5 +1,6 @@
 // File metadata reads through the cache: one entry per file holds its record
-// and the nodes holding its blob, so a download costs one cache read.
+// and the nodes holding its blob, so a download costs one cache read and, with
+// a shared cache, one primary-key read of the record.
 //
 // How an entry stays true (issue 7, bug 2: a fill racing a DELETE wrote the
 // live record back, and the deleted link was served for the whole TTL):
@@ -11,28 +12,33 @@
 // - Every change to a file or its replicas is made in the metadata store
 //   first and invalidate()d after: a deletion, a claimed or refunded download
 //   of a limited link, a late replica recorded.
-// - The gateway remembers, for longer than any entry read before a death can
-//   live (FILL_WINDOW_MS + TTL), the links that died through it (deleted, or
-//   used up by a claim). An entry showing such a link alive is not believed:
-//   the primary decides, and the entry is dropped for every gateway.
+//
+// The cache never overrules the metadata store on whether a link is alive
+// (issue 8). An invalidation sent to a shared cache can be lost: Redis
+// unreachable from this gateway at that moment, or a DEL acknowledged by a
+// master that then died before its replicas had it. So with a cache that is
+// not `coherent` (Redis), a hit is confirmed: the record is read again from
+// the primary (one primary-key read) and only the replicas come from the
+// entry. An entry showing a dead link alive is dropped for every gateway.
+// The embedded cache is coherent (one process: a delete cannot be lost), and
+// its hits are believed as they are.
 //
 // What holds:
-// - Once a DELETE's 204 is sent, no download, HEAD or variant that starts on
-//   the same gateway is served, even if the invalidation was lost (Redis down
-//   at that moment, a write lost in a Sentinel failover). The same after the
-//   claim that used up a limited link.
-// - On other gateways the same holds as long as the invalidation reached the cache.
-// - The cache never decides a limited link's download: each is claimed in the
-//   metadata store, which checks deletion, expiry and the limit in one statement.
-// - Expiry: expires_at never changes, so an entry tells it as the database
-//   would; the gateway's clock decides either way.
+// - Once a DELETE's 204 is sent, or the claim that used up a limited link
+//   returned, no download, HEAD or variant of the link that starts on any
+//   gateway is served, whatever the cache missed.
+// - The limit is decided by the claim in the metadata store, which checks
+//   deletion, expiry and the count in one statement; expiry by expires_at,
+//   which no change touches, on the gateway's clock.
+// - While the metadata store is unreachable a hit is served as the entry says
+//   (downloads go on from the cache during a database pause, issue 13), except
+//   that a link that died through this gateway stays dead here: the gateway
+//   remembers those for longer than any entry read before the death can live
+//   (FILL_WINDOW_MS + TTL).
 // What does not hold:
-// - With a lost invalidation, another gateway may serve an unlimited link that
-//   was deleted (and HEAD or the variants of any dead link) until its entry
-//   lapses: at most FILL_WINDOW_MS + the TTL after the change. A missed
-//   invalidation is bounded, not prevented, across gateways.
-// - A lost invalidation after a refund may show a link used up for as long:
-//   that errs towards 410, never towards serving.
+// - With the store unreachable and an invalidation lost, another gateway may
+//   serve an unlimited link deleted through this one, until the store is back
+//   or the entry lapses. Nothing can be deleted while the store is away.
 // - Downloads of unlimited links are counted in batches (download-tally.ts)
 //   and invalidate nothing (entries stay, so downloads go on from the cache
 //   while the metadata store is away): an entry's `downloads` may lag by the
@@ -84,10 +90,9 @@ export function createFileLookup(metadata: MetadataStore, cache: Cache, ttlMs: n
       const key = cacheKey(id)
       const found = await cache.lookup(key, FILL_WINDOW_MS)
       if (found.hit) {
-        const entry = revive(found.value)
-        if (!(showsAlive(entry.file) && deaths.has(id))) return entry
-        // a link that died here shown alive: an invalidation was lost
-        await cache.delete(key)
+        const confirmed = await confirm(id, revive(found.value))
+        if (confirmed.stale) await cache.delete(key)
+        if (confirmed.entry !== null) return confirmed.entry
       }
       const file = await metadata.getFile(id)
       if (file === null) return null
@@ -111,6 +116,27 @@ export function createFileLookup(metadata: MetadataStore, cache: Cache, ttlMs: n
       }
     },
   }
+  /**
+   * What a hit may answer: the entry, or with a cache that can lose
+   * invalidations the primary's record with the entry's replicas. `stale`:
+   * the entry shows the link alive though it died, drop it. `entry` null:
+   * read it all from the store.
+   */
+  async function confirm(id: string, entry: FileEntry): Promise<{ entry: FileEntry | null; stale: boolean }> {
+    const diedHere = showsAlive(entry.file) && deaths.has(id)
+    if (cache.coherent) return diedHere ? { entry: null, stale: true } : { entry, stale: false }
+    let file: FileRecord | null
+    try {
+      file = await metadata.getFile(id)
+    } catch (err) {
+      // the store away: the entry stands, but for links that died here
+      if (err instanceof Unavailable) return diedHere ? { entry: null, stale: true } : { entry, stale: false }
+      throw err
+    }
+    if (file === null) return { entry: null, stale: true }
+    return { entry: { file, replicas: entry.replicas }, stale: showsAlive(entry.file) && !showsAlive(file) }
+  }
+
   return lookup
 }
 
