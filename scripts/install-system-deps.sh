@@ -4,12 +4,15 @@
 #   nginx           the single-copy WebDAV baseline of `npm run bench`
 #   strace          test/fault/durability.test.ts watches a storage node's
 #                   fsync, rename and 201 in its system calls
+#   redis-sentinel  the Sentinels of scripts/redis-ha.sh (the Redis tier's
+#                   tests and the benchmark's Redis phase)
 # Installs only what is missing; does nothing where all is present.
 set -eu
 missing=""
 command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
 command -v strace >/dev/null 2>&1 || missing="$missing strace"
+command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "install-system-deps: please install:$missing (Debian packages)" >&2
