@@ -30,15 +30,17 @@
 // - The limit is decided by the claim in the metadata store, which checks
 //   deletion, expiry and the count in one statement; expiry by expires_at,
 //   which no change touches, on the gateway's clock.
-// - While the metadata store is unreachable a hit is served as the entry says
-//   (downloads go on from the cache during a database pause, issue 13), except
-//   that a link that died through this gateway stays dead here: the gateway
-//   remembers those for longer than any entry read before the death can live
-//   (FILL_WINDOW_MS + TTL).
+// - While the metadata store is away (a confirming read failed or took over
+//   CONFIRM_WAIT_MS; then for CONFIRM_WAIT_MS more) a hit is served as the
+//   entry says (downloads go on from the cache during a database pause, issue
+//   13), except that a link that died through this gateway stays dead here:
+//   the gateway remembers those for longer than any entry read before the
+//   death can live (FILL_WINDOW_MS + TTL).
 // What does not hold:
 // - With the store unreachable and an invalidation lost, another gateway may
 //   serve an unlimited link deleted through this one, until the store is back
-//   or the entry lapses. Nothing can be deleted while the store is away.
+//   or the entry lapses. Nothing can be deleted while the store is away; a
+//   store so loaded that a read takes over CONFIRM_WAIT_MS counts as away.
 // - Downloads of unlimited links are counted in batches (download-tally.ts)
 //   and invalidate nothing (entries stay, so downloads go on from the cache
 //   while the metadata store is away): an entry's `downloads` may lag by the
@@ -75,6 +77,8 @@ export interface FileLookup {
 
 /** How long after its lookup a fill may still land: the read of a miss takes milliseconds, or seconds in a failover. */
 const FILL_WINDOW_MS = 5000
+/** How long a hit waits for the primary to confirm it before the store counts as away. */
+const CONFIRM_WAIT_MS = 1000
 /** Links that died here, remembered at most (beyond it, no entry showing a link alive is believed for a window). */
 const MAX_DEATHS = 100_000
 
@@ -124,17 +128,39 @@ export function createFileLookup(metadata: MetadataStore, cache: Cache, ttlMs: n
    */
   async function confirm(id: string, entry: FileEntry): Promise<{ entry: FileEntry | null; stale: boolean }> {
     const diedHere = showsAlive(entry.file) && deaths.has(id)
-    if (cache.coherent) return diedHere ? { entry: null, stale: true } : { entry, stale: false }
-    let file: FileRecord | null
-    try {
-      file = await metadata.getFile(id)
-    } catch (err) {
-      // the store away: the entry stands, but for links that died here
-      if (err instanceof Unavailable) return diedHere ? { entry: null, stale: true } : { entry, stale: false }
-      throw err
-    }
+    const file = cache.coherent ? 'unconfirmed' : await readBounded(id)
+    // unconfirmed (the store away, or a coherent cache): the entry stands, but for links that died here
+    if (file === 'unconfirmed') return diedHere ? { entry: null, stale: true } : { entry, stale: false }
     if (file === null) return { entry: null, stale: true }
     return { entry: { file, replicas: entry.replicas }, stale: showsAlive(entry.file) && !showsAlive(file) }
+  }
+
+  // A read that takes longer than CONFIRM_WAIT_MS counts as the store away
+  // (a pause: its reads are retried for seconds), and for CONFIRM_WAIT_MS
+  // after it hits are not confirmed, so that a pause slows the first
+  // downloads by at most that, not every one.
+  let awayUntil = -Infinity
+  async function readBounded(id: string): Promise<FileRecord | null | 'unconfirmed'> {
+    if (performance.now() < awayUntil) return 'unconfirmed'
+    let timer: NodeJS.Timeout | undefined
+    const read = metadata.getFile(id)
+    const late = new Promise<'unconfirmed'>((resolve) => {
+      timer = setTimeout(resolve, CONFIRM_WAIT_MS, 'unconfirmed')
+    })
+    try {
+      const file = await Promise.race([read, late])
+      if (file === 'unconfirmed') {
+        awayUntil = performance.now() + CONFIRM_WAIT_MS
+        read.catch(() => undefined)
+      }
+      return file
+    } catch (err) {
+      if (!(err instanceof Unavailable)) throw err
+      awayUntil = performance.now() + CONFIRM_WAIT_MS
+      return 'unconfirmed'
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   return lookup
