@@ -3,7 +3,8 @@
 # redis-sentinel: a master and two replicas, three Sentinels, on spare
 # loopback ports, everything (configs, logs, pid files) under DIR.
 #
-#   scripts/redis-ha.sh start DIR         start it all; prints the MAYFLY_* lines
+#   scripts/redis-ha.sh start DIR         start it all; prints the MAYFLY_* lines (again on the
+#                                         same ports when every process of DIR's topology is down)
 #   scripts/redis-ha.sh stop DIR          end what `start` (or `restart`) started, nothing else
 #   scripts/redis-ha.sh status DIR        each process: pid, alive, role
 #   scripts/redis-ha.sh restart DIR NAME  start a stopped redis-N again, as a
@@ -142,9 +143,17 @@ case $cmd in
 start)
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
-  [ -f "$dir/topology" ] && die "$dir already holds a topology: stop it first, or give another directory"
   command -v redis-server >/dev/null || die "redis-server is missing (sh scripts/install-system-deps.sh)"
-  base=$(pick_ports)
+  if [ -f "$dir/topology" ]; then
+    # every process gone (killed, the machine restarted): the same ports again, so that clients find it
+    load_topology
+    for name in redis-1 redis-2 redis-3 sentinel-1 sentinel-2 sentinel-3; do
+      ours "$dir/$name.pid" "$(port_of "$name")" && die "$name of $dir is running: stop it first, or give another directory"
+    done
+    base=$REDIS_1_PORT
+  else
+    base=$(pick_ports)
+  fi
   cat > "$dir/topology" <<EOF
 MASTER_NAME=$master_name
 REDIS_1_PORT=$base

@@ -30,6 +30,10 @@ export interface RedisHa {
   signal(name: RedisName, signal: NodeJS.Signals): Promise<void>
   /** starts a stopped node again as a replica of the current master (redis-ha.sh restart) */
   restart(name: RedisName): Promise<void>
+  /** kill -9 of every Redis and Sentinel process of the topology */
+  killEverything(): Promise<void>
+  /** starts the whole topology again on the same ports, once every process is down (redis-ha.sh start) */
+  startAgain(): Promise<void>
   /** a direct client of one node, closed by stop() */
   direct(name: RedisName): Redis
   /** scripts/redis-ha.sh status */
@@ -68,7 +72,7 @@ export async function startRedisHa(): Promise<RedisHa> {
     if (name === undefined) throw new Error(`no node of this topology listens on ${port}`)
     return name
   }
-  const pidOf = async (name: RedisName) => Number((await readFile(join(dir, `${name}.pid`), 'utf8')).trim())
+  const pidOf = async (name: string) => Number((await readFile(join(dir, `${name}.pid`), 'utf8')).trim())
 
   return {
     dir,
@@ -94,6 +98,19 @@ export async function startRedisHa(): Promise<RedisHa> {
     },
     async restart(name) {
       await run('sh', [SCRIPT, 'restart', dir, name], { timeout: 30_000 })
+    },
+    async killEverything() {
+      for (const name of [...REDIS_NAMES, 'sentinel-1', 'sentinel-2', 'sentinel-3']) {
+        const pid = await pidOf(name)
+        try {
+          process.kill(pid, 'SIGKILL')
+        } catch {
+          // gone already
+        }
+      }
+    },
+    async startAgain() {
+      await run('sh', [SCRIPT, 'start', dir], { timeout: 60_000 })
     },
     direct: (name) => quick(ports[name]),
     async status() {

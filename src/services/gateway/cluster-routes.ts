@@ -47,7 +47,9 @@ export function registerClusterRoutes(
     const { ready, checks } = await readiness.value
     const detailed = settings.publicStatus || hasClusterSecret(req, settings.clusterSecret)
     const dependencies = detailed ? checks : checks.map(({ name, kind, ok }) => ({ name, kind, ok }))
-    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', dependencies })
+    // ready, but slower or late: the cache or the queue is down
+    const degraded = checks.filter((c) => !c.ok).map((c) => c.kind)
+    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', degraded, dependencies })
   })
 
   app.get('/api/nodes', async () => {
