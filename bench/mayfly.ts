@@ -79,6 +79,9 @@ export async function startMayfly(o: StartOptions): Promise<MayflyCluster> {
     MAYFLY_NAMESPACE: namespace,
     // the memory phase sends 1 GiB in one upload
     MAYFLY_MAX_UPLOAD_BYTES: String(4 * 1024 ** 3),
+    // the load comes from one address: per-client limits would measure themselves
+    MAYFLY_RATE_LIMIT_UPLOADS: '0',
+    MAYFLY_RATE_LIMIT_DOWNLOADS: '0',
     ...o.env,
   })
   if (o.cpuProfDir !== undefined) {

@@ -37,6 +37,16 @@ const postgresUrls = z
 /** comma-separated http(s) urls, at least one */
 const httpUrls = list.pipe(z.array(z.url({ protocol: /^https?$/, error: 'an http:// or https:// url' })).min(1))
 const amqpUrls = list.pipe(z.array(z.url({ protocol: /^amqps?$/, error: 'an amqp:// or amqps:// url' })).min(1))
+/** a rate limit, "<count>/<seconds>" or "<count>" (per defaultSeconds); 0 turns it off */
+const rateLimit = (defaultSeconds: number) =>
+  z
+    .string()
+    .regex(/^\s*\d+\s*(\/\s*\d+\s*)?$/, 'a count, or count/seconds (e.g. 30/60); 0 turns the limit off')
+    .transform((v) => {
+      const [count, seconds] = v.split('/').map((x) => Number(x.trim()))
+      return { count: count!, windowMs: (seconds ?? defaultSeconds) * 1000 }
+    })
+    .refine((l) => l.count === 0 || l.windowMs > 0, 'the window must be at least 1 second')
 /** comma-separated IP addresses (v4 or v6) */
 const addresses = list.pipe(z.array(z.string().refine((a) => isIP(a) !== 0, 'an IP address')))
 
@@ -108,6 +118,15 @@ export const configSchema = z
     MAYFLY_WORKER_CONCURRENCY: int(1).default(2),
     /** seconds file metadata stays in the cache */
     MAYFLY_CACHE_TTL_SECONDS: int(1).default(30),
+    /**
+     * per client address: uploads, downloads (of the original) and wrong
+     * password guesses on protected links (a right one gives its try back),
+     * "<count>/<seconds>"; 0 turns one off. The cluster's own traffic (the
+     * cluster secret, storage nodes, health checks) is never counted.
+     */
+    MAYFLY_RATE_LIMIT_UPLOADS: rateLimit(60).default({ count: 60, windowMs: 60_000 }),
+    MAYFLY_RATE_LIMIT_DOWNLOADS: rateLimit(60).default({ count: 600, windowMs: 60_000 }),
+    MAYFLY_RATE_LIMIT_PASSWORD_ATTEMPTS: rateLimit(900).default({ count: 10, windowMs: 900_000 }),
     /** PostgreSQL for writes, one url or libpq's multi-host form; absent: embedded PGlite */
     MAYFLY_DATABASE_URL: z.preprocess(blankIsAbsent, postgresUrl.optional()),
     /** comma-separated PostgreSQL read endpoints */

@@ -292,6 +292,34 @@ export interface Lock {
   close(): Promise<void>
 }
 
+/** So many per window: a bucket of `count` that refills `count` per `windowMs`, evenly. */
+export interface RateLimit {
+  count: number
+  windowMs: number
+}
+
+export interface RateDecision {
+  allowed: boolean
+  /** when refused: ms until one more is allowed; 0 when allowed */
+  retryAfterMs: number
+}
+
+/**
+ * Token buckets per key (a client's address and what it does), shared by
+ * every gateway (Redis) or in one process (embedded). A bucket that was never
+ * touched, or was left alone for a window, is full.
+ */
+export interface RateLimiter {
+  /**
+   * Takes one token from the bucket `key` (cost 1), or gives one back (cost
+   * -1, never above full). Refused when the bucket is empty: nothing is taken.
+   * Throws Unavailable when the backend cannot answer; the caller decides
+   * whether that opens or closes the door.
+   */
+  take(key: string, limit: RateLimit, cost?: 1 | -1): Promise<RateDecision>
+  close(): Promise<void>
+}
+
 export interface JobContext {
   /** 1 on first delivery */
   attempt: number

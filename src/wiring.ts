@@ -3,15 +3,17 @@
 import { Registry, collectDefaultMetrics } from 'prom-client'
 import type { Config } from './config.ts'
 import type { Logger } from './log.ts'
-import type { BlobClient, BlobStore, Cache, JobQueue, Lock, MetadataStore, NodeDirectory } from './ports.ts'
+import type { BlobClient, BlobStore, Cache, JobQueue, Lock, MetadataStore, NodeDirectory, RateLimiter } from './ports.ts'
 import { createEmbeddedCache } from './adapters/embedded/cache.ts'
 import { createEmbeddedLock } from './adapters/embedded/lock.ts'
 import { createEmbeddedMetadataStore } from './adapters/embedded/metadata.ts'
 import { createEmbeddedQueue } from './adapters/embedded/queue.ts'
+import { createEmbeddedRateLimiter } from './adapters/embedded/rate-limiter.ts'
 import { createPostgresMetadataStore } from './adapters/postgres/metadata.ts'
 import { createRabbitQueue } from './adapters/rabbitmq/queue.ts'
 import { createRedisCache } from './adapters/redis/cache.ts'
 import { createRedisLock } from './adapters/redis/lock.ts'
+import { createRedisRateLimiter } from './adapters/redis/rate-limiter.ts'
 import type { RedisConnectionOptions } from './adapters/redis/connection.ts'
 import { watchSentinels } from './adapters/redis/sentinels.ts'
 import { createReplicatedBlobStore } from './cluster/blob-store.ts'
@@ -24,6 +26,7 @@ export interface Infrastructure {
   metadata: MetadataStore
   cache: Cache
   lock: Lock
+  rateLimiter: RateLimiter
   queue: JobQueue
   client: BlobClient
   nodes: NodeDirectory
@@ -51,6 +54,7 @@ export async function createInfrastructure(config: Config, log: Logger, clusterS
     if (redis === null) log.info('no MAYFLY_REDIS_URL or MAYFLY_REDIS_SENTINELS: using the embedded cache and lock')
     const cache = adopt(redis === null ? createEmbeddedCache() : createRedisCache(redis))
     const lock = adopt(redis === null ? createEmbeddedLock() : createRedisLock(redis))
+    const rateLimiter = adopt(redis === null ? createEmbeddedRateLimiter() : createRedisRateLimiter(redis))
     const queueOptions = { maxAttempts: config.MAYFLY_JOB_MAX_ATTEMPTS, retryDelayMs: config.MAYFLY_JOB_RETRY_DELAY_MS, log: log.child({ svc: 'queue' }) }
     if (config.MAYFLY_AMQP_URL === undefined) log.info('no MAYFLY_AMQP_URL: using the embedded job queue')
     const queue = adopt(
@@ -78,7 +82,7 @@ export async function createInfrastructure(config: Config, log: Logger, clusterS
     const metrics = new Registry()
     collectDefaultMetrics({ register: metrics })
     return {
-      metadata, cache, lock, queue, client, nodes, blobs, metrics,
+      metadata, cache, lock, rateLimiter, queue, client, nodes, blobs, metrics,
       async close() {
         for (const close of closers.reverse()) await close().catch((err: unknown) => log.warn({ err }, 'close failed'))
       },
@@ -127,5 +131,10 @@ export function gatewaySettings(config: Config, clusterSecret: string): GatewayS
     // `mayfly gateway`'s default; `mayfly up` (a local try-out) opens it unless told otherwise
     publicStatus: config.MAYFLY_PUBLIC_STATUS ?? false,
     trustedProxies: config.MAYFLY_TRUSTED_PROXIES,
+    rateLimits: {
+      upload: config.MAYFLY_RATE_LIMIT_UPLOADS,
+      download: config.MAYFLY_RATE_LIMIT_DOWNLOADS,
+      password: config.MAYFLY_RATE_LIMIT_PASSWORD_ATTEMPTS,
+    },
   }
 }

@@ -14,6 +14,7 @@ export async function startGateway(config: Config, log: Logger, infra: Infrastru
     log,
     metadata: infra.metadata,
     cache: infra.cache,
+    rateLimiter: infra.rateLimiter,
     queue: infra.queue,
     blobs: infra.blobs,
     nodes: infra.nodes,

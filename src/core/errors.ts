@@ -76,6 +76,15 @@ export class Unavailable extends MayflyError {
   }
 }
 
+/** 429 `rate_limited`: this client did too much of something lately; `Retry-After` says when to come back. */
+export class RateLimited extends MayflyError {
+  readonly retryAfterSeconds: number
+  constructor(message: string, retryAfterSeconds: number) {
+    super(429, 'rate_limited', message)
+    this.retryAfterSeconds = retryAfterSeconds
+  }
+}
+
 /** 408: the client sent too slowly or stalled. */
 export class Timeout extends MayflyError {
   constructor(message: string) {

@@ -3,7 +3,7 @@
 // other error is a 500 with a generic body and its stack in the log.
 import type { IncomingMessage } from 'node:http'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { MayflyError } from '../core/errors.ts'
+import { MayflyError, RateLimited } from '../core/errors.ts'
 
 export interface ErrorBody {
   error: string
@@ -40,6 +40,7 @@ export function installErrorHandling(app: FastifyInstance, options: ErrorHandlin
     if (hasUnreadBody(req.raw)) lingerThenClose(req.raw)
     if (err instanceof MayflyError) {
       if (err.status >= 500) req.log.warn({ err }, err.message)
+      if (err instanceof RateLimited) reply.header('retry-after', String(err.retryAfterSeconds))
       return answer(req, reply, err.status, { error: err.code, message: err.message })
     }
     const status = (err as FastifyError).statusCode

@@ -16,6 +16,7 @@ import { startWorker, type Worker } from '../../src/services/worker/worker.ts'
 import { createInfrastructure, VARIANT_TOPIC, type Infrastructure } from '../../src/wiring.ts'
 import { createTestDatabase } from './databases.ts'
 import { deleteTopicQueues } from './rabbit.ts'
+import { NO_RATE_LIMITS } from './no-rate-limits.ts'
 import { deleteNamespaceKeys } from './redis.ts'
 import { startStorageNodeProcess, type StorageNodeProcess } from './storage-node-process.ts'
 
@@ -62,6 +63,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const secret = randomBytes(24).toString('base64url')
   const cleanups: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })]
   const env: Record<string, string> = {
+    ...NO_RATE_LIMITS,
     MAYFLY_DATA_DIR: join(dir, 'gateway'),
     MAYFLY_CLUSTER_SECRET: secret,
     MAYFLY_LOG_LEVEL: process.env.MAYFLY_TEST_LOG_LEVEL ?? 'silent',

@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Registry } from 'prom-client'
 import { createEmbeddedCache } from '../../src/adapters/embedded/cache.ts'
+import { createEmbeddedRateLimiter } from '../../src/adapters/embedded/rate-limiter.ts'
+import { NO_RATE_LIMITS } from './no-rate-limits.ts'
 import { createEmbeddedMetadataStore } from '../../src/adapters/embedded/metadata.ts'
 import { createEmbeddedQueue } from '../../src/adapters/embedded/queue.ts'
 import { createBlobClient } from '../../src/adapters/storage-node/client.ts'
@@ -62,7 +64,7 @@ export interface TestGatewayOptions {
 export async function startTestGateway(options: TestGatewayOptions = {}): Promise<TestGateway> {
   const dir = await mkdtemp(join(tmpdir(), 'mayfly-gateway-app-'))
   const secret = randomBytes(24).toString('base64url')
-  const config = loadConfig({ MAYFLY_DATA_DIR: join(dir, 'gateway'), MAYFLY_CLUSTER_SECRET: secret, ...options.env })
+  const config = loadConfig({ MAYFLY_DATA_DIR: join(dir, 'gateway'), MAYFLY_CLUSTER_SECRET: secret, ...NO_RATE_LIMITS, ...options.env })
   const log = options.log ?? createLogger(process.env.MAYFLY_TEST_LOG_LEVEL ?? 'silent')
   let t = Date.now()
   const clock: TestClock = {
@@ -108,7 +110,8 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
     const cache = createEmbeddedCache()
     closers.push(() => cache.close())
     const settings = gatewaySettings(config, secret)
-    const app = buildGateway({ settings, log, metadata, cache, queue, blobs, nodes: directory, metrics: new Registry(), now: clock.now })
+    const rateLimiter = createEmbeddedRateLimiter({ now: () => clock.now().getTime() })
+    const app = buildGateway({ settings, log, metadata, cache, rateLimiter, queue, blobs, nodes: directory, metrics: new Registry(), now: clock.now })
     closers.push(() => app.close())
     const list = async (path: string) =>
       (await readdir(path, { recursive: true, withFileTypes: true }).catch(() => [])).filter((e) => e.isFile()).map((e) => e.name)

@@ -9,6 +9,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { createServer, type AddressInfo } from 'node:net'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { NO_RATE_LIMITS } from './no-rate-limits.ts'
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)))
 export const NODE_BIN = join(ROOT, 'node_modules', '.bin', 'node')
@@ -31,13 +32,13 @@ process.on('exit', () => {
   for (const child of running) child.kill('SIGKILL')
 })
 
-/** The environment of a child: ours without MAYFLY_* and node:test's variables, plus `env`. */
+/** The environment of a child: ours without MAYFLY_* and node:test's variables, no rate limits (no-rate-limits.ts), plus `env`. */
 export function childEnv(env: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {}
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('MAYFLY_') && !k.startsWith('NODE_TEST') && v !== undefined) out[k] = v
   }
-  return { ...out, ...env }
+  return { ...out, ...NO_RATE_LIMITS, ...env }
 }
 
 /**

@@ -4,6 +4,7 @@ import { Redis } from 'ioredis'
 
 export async function deleteNamespaceKeys(url: string, namespace: string): Promise<void> {
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  client.on('error', () => {}) // a Redis the test made unreachable: the cleanup fails quietly
   try {
     await client.connect()
     let cursor = '0'

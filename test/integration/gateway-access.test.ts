@@ -66,6 +66,7 @@ describe('gateway: who sees the cluster, and what a file shows', { timeout: 120_
       log,
       metadata,
       cache: infra.cache,
+      rateLimiter: infra.rateLimiter,
       queue: infra.queue,
       blobs: infra.blobs,
       nodes: infra.nodes,

@@ -39,6 +39,7 @@ describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, (
       log,
       metadata: infra.metadata,
       cache: infra.cache,
+      rateLimiter: infra.rateLimiter,
       queue: infra.queue,
       blobs: infra.blobs,
       nodes: infra.nodes,
@@ -118,7 +119,7 @@ describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, (
     }) satisfies MetadataStore
     const timings = { suspectAfterMs: 400, downAfterMs: 60_000 }
     const nodes = createNodeDirectory({ listNodes: () => store.listNodes(), timings, refreshMs: 50 })
-    const paused = buildGateway({ settings: gatewaySettings(config, secret), log, metadata: store, cache: infra.cache, queue: infra.queue, blobs: infra.blobs, nodes, metrics: new Registry() })
+    const paused = buildGateway({ settings: gatewaySettings(config, secret), log, metadata: store, cache: infra.cache, rateLimiter: infra.rateLimiter, queue: infra.queue, blobs: infra.blobs, nodes, metrics: new Registry() })
     after(() => paused.close())
     const stateOf = async () => (await nodes.byId('node-paused'))?.state
     const recordedAgeMs = async () => (await store.listNodes()).find((n) => n.id === 'node-paused')?.heartbeatAgeMs ?? Infinity

@@ -10,7 +10,9 @@ import { createDownloadTally } from './download-tally.ts'
 import { createFileLookup } from './file-lookup.ts'
 import { registerFileRoutes } from './file-routes.ts'
 import { registerInternalRoutes } from './internal-routes.ts'
+import { createPasswordCheck } from './link-password.ts'
 import { createGatewayMetrics } from './metrics.ts'
+import { createRateLimits } from './rate-limits.ts'
 import { registerOperatorRoutes } from './operator-routes.ts'
 import { errorPage, registerPages } from './pages.ts'
 import { createClusterReads } from './replication-overview.ts'
@@ -51,9 +53,11 @@ export function buildGateway(deps: GatewayDeps) {
   const files = createFileLookup(deps.metadata, deps.cache, deps.settings.cacheTtlMs)
   const tally = createDownloadTally(deps.metadata, deps.log)
   app.addHook('onClose', () => tally.close())
-  registerUploadRoutes(app, deps, metrics, files)
-  registerDownloadRoutes(app, deps, files, metrics, tally)
-  registerFileRoutes(app, deps, files)
+  const limits = createRateLimits(deps.rateLimiter, deps.settings.rateLimits, deps.settings.clusterSecret, deps.log)
+  const checkPassword = createPasswordCheck(limits)
+  registerUploadRoutes(app, deps, metrics, files, limits)
+  registerDownloadRoutes(app, deps, { files, metrics, tally, limits, checkPassword })
+  registerFileRoutes(app, deps, files, checkPassword)
   registerClusterRoutes(app, deps, reads)
   registerInternalRoutes(app, deps)
   registerOperatorRoutes(app, deps)

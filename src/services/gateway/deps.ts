@@ -2,7 +2,7 @@
 import type { Registry } from 'prom-client'
 import type { PlacementStrategy } from '../../core/placement.ts'
 import type { Logger } from '../../log.ts'
-import type { BlobStore, Cache, JobQueue, MetadataStore } from '../../ports.ts'
+import type { BlobStore, Cache, JobQueue, MetadataStore, RateLimit, RateLimiter } from '../../ports.ts'
 import type { NodeDirectory } from '../../ports.ts'
 
 export interface GatewaySettings {
@@ -22,6 +22,8 @@ export interface GatewaySettings {
   publicStatus: boolean
   /** addresses whose X-Forwarded-* headers are believed; none: the socket's own address and Host header count */
   trustedProxies: string[]
+  /** per client address; a count of 0 turns one off (rate-limits.ts) */
+  rateLimits: { upload: RateLimit; download: RateLimit; password: RateLimit }
 }
 
 export interface GatewayDeps {
@@ -29,6 +31,7 @@ export interface GatewayDeps {
   log: Logger
   metadata: MetadataStore
   cache: Cache
+  rateLimiter: RateLimiter
   queue: JobQueue
   blobs: BlobStore
   nodes: NodeDirectory

@@ -9,7 +9,8 @@ import { contentDisposition, isInlineSafe, servedMime } from '../../core/mime.ts
 import { parseRange } from '../../core/range.ts'
 import type { BlobRecord } from '../../core/file.ts'
 import type { GatewayDeps } from './deps.ts'
-import { checkPassword, passwordFromHeader } from './link-password.ts'
+import { passwordFromHeader, type PasswordCheck } from './link-password.ts'
+import type { RateLimits } from './rate-limits.ts'
 import type { DownloadTally } from './download-tally.ts'
 import type { FileEntry, FileLookup } from './file-lookup.ts'
 import type { GatewayMetrics } from './metrics.ts'
@@ -19,10 +20,9 @@ type IdParams = { Params: { id: string } }
 export function registerDownloadRoutes(
   app: FastifyInstance,
   deps: GatewayDeps,
-  files: FileLookup,
-  metrics: GatewayMetrics,
-  tally: DownloadTally,
+  parts: { files: FileLookup; metrics: GatewayMetrics; tally: DownloadTally; limits: RateLimits; checkPassword: PasswordCheck },
 ): void {
+  const { files, metrics, tally, limits, checkPassword } = parts
   const { metadata, blobs } = deps
   const now = deps.now ?? (() => new Date())
 
@@ -38,7 +38,7 @@ export function registerDownloadRoutes(
 
   app.head<IdParams>('/api/download/:id', async (req, reply) => {
     const { file } = await liveFile(req.params.id)
-    await checkPassword(file, passwordFromHeader(req))
+    await checkPassword(req, file, passwordFromHeader(req))
     setFileHeaders(reply, file)
     return reply.header('content-length', file.size).send()
   })
@@ -54,8 +54,9 @@ export function registerDownloadRoutes(
   })
 
   async function download(req: FastifyRequest<IdParams>, reply: FastifyReply, password: string | undefined, disposition?: 'attachment') {
+    await limits.take(req, 'download')
     const { file, replicas } = await liveFile(req.params.id)
-    await checkPassword(file, password)
+    await checkPassword(req, file, password)
     const limited = file.maxDownloads !== null
     // A limited link is served whole or not at all: Range must not be a way around the limit.
     const range = limited ? { kind: 'none' as const } : parseRange(req.headers.range, file.size)
@@ -102,7 +103,7 @@ export function registerDownloadRoutes(
 
   async function sendVariant(req: FastifyRequest<IdParams>, reply: FastifyReply, name: VariantName) {
     const { file } = await liveFile(req.params.id)
-    await checkPassword(file, passwordFromHeader(req))
+    await checkPassword(req, file, passwordFromHeader(req))
     const variant = (await metadata.listVariants(file.id)).find((v) => v.name === name)
     if (variant === undefined || variant.state !== 'ready' || variant.blob === null) {
       throw new NotFound(`the ${name} of this file is ${variant?.state ?? 'missing'}`, 'variant_not_ready')

@@ -6,12 +6,12 @@ import { tokenMatches } from '../../core/secrets.ts'
 import type { GatewayDeps } from './deps.ts'
 import type { FileLookup } from './file-lookup.ts'
 import { fileInfoView, lockedFileView } from './file-view.ts'
-import { checkPassword, passwordFromHeader } from './link-password.ts'
+import { passwordFromHeader, type PasswordCheck } from './link-password.ts'
 import { publicBase } from './upload-routes.ts'
 
 type IdParams = { Params: { id: string } }
 
-export function registerFileRoutes(app: FastifyInstance, deps: GatewayDeps, files: FileLookup): void {
+export function registerFileRoutes(app: FastifyInstance, deps: GatewayDeps, files: FileLookup, checkPassword: PasswordCheck): void {
   const { metadata } = deps
   const now = deps.now ?? (() => new Date())
 
@@ -23,7 +23,7 @@ export function registerFileRoutes(app: FastifyInstance, deps: GatewayDeps, file
       reply.header('vary', 'X-Mayfly-Password').header('cache-control', 'private, no-store')
       const password = passwordFromHeader(req)
       if (password === undefined) return lockedFileView(base, file, now())
-      await checkPassword(file, password)
+      await checkPassword(req, file, password)
     }
     const [variants, replicas, nodes] = await Promise.all([
       metadata.listVariants(file.id),

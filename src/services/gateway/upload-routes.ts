@@ -12,8 +12,9 @@ import { uploadView } from './file-view.ts'
 import { checkDeclaredLength, CLIENT_GONE, receiveUpload, type ReceivedUpload } from './upload-form.ts'
 import type { GatewayMetrics } from './metrics.ts'
 import type { FileLookup } from './file-lookup.ts'
+import type { RateLimits } from './rate-limits.ts'
 
-export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, metrics: GatewayMetrics, files: FileLookup): void {
+export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, metrics: GatewayMetrics, files: FileLookup, limits: RateLimits): void {
   const { settings, metadata, blobs, queue, log } = deps
   const now = deps.now ?? (() => new Date())
 
@@ -25,6 +26,7 @@ export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, me
       throw new UnsupportedMediaType('send the upload as multipart/form-data with a `file` field (curl -F "file=@photo.jpg")')
     }
     checkDeclaredLength(req.headers['content-length'], settings.maxUploadBytes)
+    await limits.take(req, 'upload')
     const key = newId()
     /** set when the file part begins: a form refused before it leaves nothing to clean */
     const attempt: { begun?: Promise<void>; writing?: Promise<WrittenBlob> } = {}
