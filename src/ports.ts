@@ -397,8 +397,12 @@ export interface BlobStore {
    * it errors only when every replica failed.
    */
   open(blob: BlobRecord, replicas: string[], range?: ByteRange): Promise<Readable>
-  /** Deletes the blob from the given nodes; returns the nodes where it is now gone. */
-  remove(key: string, nodeIds: string[]): Promise<string[]>
+  /**
+   * Deletes the blob from the given nodes; returns the nodes where it is now
+   * gone. With `fence`, a node that saw a later token of that lease refuses
+   * (and is not among those returned).
+   */
+  remove(key: string, nodeIds: string[], options?: { fence?: Fence }): Promise<string[]>
 }
 
 /** A storage node as one process sees it: membership from the metadata, plus its own memory of failed calls. */

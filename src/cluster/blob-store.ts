@@ -349,14 +349,14 @@ export function createReplicatedBlobStore(options: ReplicatedBlobStoreOptions): 
       return out
     },
 
-    async remove(key, nodeIds) {
+    async remove(key, nodeIds, options) {
       const removed: string[] = []
       await Promise.all(
         nodeIds.map(async (id) => {
           const node = await nodes.byId(id)
           if (node === undefined) return
           try {
-            await client.delete(node.url, key)
+            await client.delete(node.url, key, { fence: options?.fence })
             removed.push(id)
           } catch (err) {
             log.warn({ err, node: id, key }, 'blob delete failed; will retry')

@@ -1,6 +1,9 @@
 // The Lock port in one process, with the Redis lock's semantics: a lease
 // lapses after its TTL unless renewed, and every acquisition of a name gets
-// a larger fencing token than the one before.
+// a larger fencing token than the one before. Tokens are the clock in ms (or
+// one more than the last): a process restarted with a fresh lock still hands
+// out tokens above the ones storage nodes remember from before, which a
+// counter starting at 1 again would not.
 import type { Lease, Lock } from '../../ports.ts'
 
 export interface EmbeddedLockOptions {
@@ -25,7 +28,7 @@ export function createEmbeddedLock(opts: EmbeddedLockOptions = {}): Lock {
   return {
     async acquire(name, ttlMs) {
       if (holder(name)) return null
-      const token = (fences.get(name) ?? 0) + 1
+      const token = Math.max(Math.floor(now()), (fences.get(name) ?? 0) + 1)
       fences.set(name, token)
       held.set(name, { token, expiresAt: now() + ttlMs })
       const lease: Lease = {

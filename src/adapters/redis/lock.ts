@@ -4,10 +4,11 @@
 // compare the token first. A Redis lease is only a lease: the work it
 // protects must be idempotent or check the token (STYLE.md, "Ports").
 //
-// Caveat: Redis replication is asynchronous, so a Sentinel failover can lose
-// the newest lease or counter increment. A lease may then be granted twice
-// for up to its TTL, and a token may repeat; fence on the metadata store's
-// own versions where that matters.
+// Redis replication is asynchronous, so a Sentinel failover can lose the
+// newest lease: it may then be granted twice for up to its TTL. Tokens still
+// grow (lock-acquire.lua takes the master's clock), so whatever a lease
+// guards must check the token where the write lands (the sweeper's deletes
+// carry it to the storage nodes, which refuse a lower one than they saw).
 import { readFileSync } from 'node:fs'
 import type { Lease, Lock } from '../../ports.ts'
 import { Unavailable } from '../../core/errors.ts'

@@ -7,7 +7,7 @@
 // drops its rows without its bytes, and the manager's reconciliation deletes
 // those dead copies when it comes back.
 import type { Logger } from '../../log.ts'
-import type { BlobStore, Lease, Lock, MetadataStore, PurgeItem } from '../../ports.ts'
+import type { BlobStore, Fence, Lease, Lock, MetadataStore, PurgeItem } from '../../ports.ts'
 import type { NodeDirectory } from '../../ports.ts'
 
 /** An upload still pending after this long has lost its gateway: its bytes are removed. */
@@ -59,12 +59,12 @@ export function createSweeper(options: SweeperOptions): Sweeper {
     }
   }
 
-  async function purge(item: PurgeItem, { live, lost }: { live: Set<string>; lost: Set<string> }): Promise<number> {
+  async function purge(item: PurgeItem, { live, lost }: { live: Set<string>; lost: Set<string> }, fence: Fence): Promise<number> {
     let removedCount = 0
     let left = 0
     for (const blob of item.blobs) {
       const targets = blob.nodeIds.filter((id) => live.has(id))
-      const removed = await blobs.remove(blob.key, targets)
+      const removed = await blobs.remove(blob.key, targets, { fence })
       // a lost node's row goes without its bytes: they are deleted as dead when it comes back and is reconciled
       const forgotten = blob.nodeIds.filter((id) => lost.has(id))
       for (const nodeId of [...removed, ...forgotten]) await metadata.removeReplica(blob.key, nodeId)
@@ -78,10 +78,12 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   async function sweepWith(lease: Lease): Promise<SweepResult> {
     const result: SweepResult = { purgedFiles: 0, removedReplicas: 0, abandonedUploads: 0, ran: true }
     const nodesNow = await reachable()
+    // every delete carries the lease's token: a node that saw a later holder refuses a sweeper paused past its lease
+    const fence: Fence = { name: options.lockName, token: lease.token }
     const items = await metadata.listPurgeable(new Date(now().getTime() - graceMs), BATCH)
     for (const item of items) {
       if (!(await lease.renew())) return result
-      const removed = await purge(item, nodesNow)
+      const removed = await purge(item, nodesNow, fence)
       result.removedReplicas += removed
       const after = await metadata.getFile(item.fileId)
       if (after?.purgedAt != null) result.purgedFiles++
@@ -91,7 +93,7 @@ export function createSweeper(options: SweeperOptions): Sweeper {
     const everyNode = (await nodes.all()).filter((n) => n.lostAt === null).map((n) => n.id)
     for (const key of stale) {
       if (!(await lease.renew())) return result
-      const removed = await blobs.remove(key, everyNode)
+      const removed = await blobs.remove(key, everyNode, { fence })
       if (removed.length === everyNode.length) {
         await metadata.abandonBlob(key)
         result.abandonedUploads++
