@@ -7,6 +7,9 @@ import { connect } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import sharp from 'sharp'
+import { newId } from '../../src/core/ids.ts'
+import { createLogger } from '../../src/log.ts'
+import { createSweeper } from '../../src/services/worker/sweeper.ts'
 import { startCluster, type Cluster, type Mode } from '../helpers/cluster.ts'
 import { getJson, photoPaths, sha256, upload, waitFor } from '../helpers/http.ts'
 
@@ -182,6 +185,40 @@ export function apiSuite(mode: Mode): void {
         await held.release()
       }
       assert.equal((await sweeper.sweepOnce()).ran, true)
+    })
+
+    test('a sweeper whose lease a later holder used on the nodes deletes nothing (its deletes are fenced there)', async () => {
+      const ns = cluster.config.MAYFLY_NAMESPACE
+      // the cluster's own sweeper held off for the test
+      const held = await waitFor('the sweeper lease', () => cluster.infra.lock.acquire(`${ns}:sweeper`, 60_000).then((l) => l ?? undefined))
+      try {
+        const { body } = await upload(base, Buffer.from('swept by the rightful holder only\n'))
+        const file = (await cluster.infra.metadata.getFile(String(body.id)))!
+        await waitFor('three copies', async () => ((await allBlobs(cluster)).filter((k) => k === file.blobKey).length === 3 ? true : undefined))
+        const del = await fetch(`${base}/api/files/${String(body.id)}`, { method: 'DELETE', headers: { 'x-delete-token': String(body.delete_token) } })
+        assert.equal(del.status, 204)
+        // a later holder of the lease `name` (an hour's worth of tokens ahead) has spoken to every node
+        const name = `${ns}:sweeper-superseded`
+        for (const n of cluster.nodes) await cluster.infra.client.delete(n.url, newId(), { fence: { name, token: Date.now() + 3_600_000 } })
+        const late = createSweeper({
+          metadata: cluster.infra.metadata,
+          blobs: cluster.infra.blobs,
+          nodes: cluster.infra.nodes,
+          lock: cluster.infra.lock,
+          log: createLogger('silent'),
+          graceMs: 1000,
+          intervalMs: 1000,
+          lockName: name,
+        })
+        await new Promise((resolve) => setTimeout(resolve, 1_500)) // past the grace period
+        const result = await late.sweepOnce()
+        assert.equal(result.ran, true)
+        assert.deepEqual([result.purgedFiles, result.removedReplicas], [0, 0])
+        assert.equal((await allBlobs(cluster)).filter((k) => k === file.blobKey).length, 3, 'every copy is still there')
+        assert.equal((await cluster.infra.metadata.getFile(file.id))?.purgedAt, null)
+      } finally {
+        await held.release()
+      }
     })
 
     test('delete needs the token; afterwards the link is gone', async () => {
