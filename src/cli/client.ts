@@ -106,7 +106,7 @@ export async function statusCommand(options: ClientOptions & { json?: boolean; s
       blob_count: number; replicas: number
     }[]
     metadata: { kind: string; ok: boolean }
-    cache: { kind: string; ok: boolean }
+    cache: { kind: string; ok: boolean; detail?: CacheDetail }
     queue: { kind: string; ok: boolean; queues: { queue: string; ready: number; dead: number }[] }
     replication: {
       factor: number; write_quorum: number; blobs_below_factor: number | null; bytes_to_copy: number | null
@@ -128,5 +128,29 @@ export async function statusCommand(options: ClientOptions & { json?: boolean; s
       `replication: factor ${r.factor}, write quorum ${r.write_quorum}, blobs below factor: ${r.blobs_below_factor ?? 'unknown'}` +
       ` (${formatBytes(r.bytes_to_copy ?? 0)} to copy, ${formatBytes(r.copy_rate_bytes_per_second)}/s), manager ${r.manager.active ? 'active' : 'NOT RUNNING'}\n`,
   )
+  const cacheLine = describeCache(cluster.cache.detail)
+  if (cacheLine !== null) process.stdout.write(`${cacheLine}\n`)
   for (const q of cluster.queue.queues) process.stdout.write(`queue ${q.queue}: ${q.ready} ready, ${q.dead} dead\n`)
+}
+
+/** what /api/cluster says of Redis (connection.ts redisStatus); absent for the embedded cache */
+interface CacheDetail {
+  mode?: string
+  master?: string | null
+  replicas?: { address: string; state: string; offset_lag: number }[]
+  sentinels?: unknown[]
+  sentinels_seeing_master?: number
+  quorum?: number | null
+  last_failover_at?: string | null
+  error?: string
+}
+
+/** `redis: master …, replicas …, Sentinels …`: one line for Redis, null for the embedded cache */
+function describeCache(d: CacheDetail | undefined): string | null {
+  if (d?.mode === undefined) return null
+  const parts = [`redis (${d.mode}): master ${d.master ?? 'unknown'}${d.error === undefined ? '' : ` (${d.error})`}`]
+  if (d.replicas !== undefined) parts.push(`replicas ${d.replicas.map((r) => `${r.address} ${r.state}, ${r.offset_lag} bytes behind`).join('; ') || 'none'}`)
+  if (d.sentinels !== undefined) parts.push(`${d.sentinels_seeing_master ?? 0} of ${d.sentinels.length} Sentinels see the master (quorum ${d.quorum ?? '?'})`)
+  if (d.mode === 'sentinel') parts.push(`last failover ${d.last_failover_at ?? 'none seen'}`)
+  return parts.join('; ')
 }

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test'
 import { startCluster, type Cluster } from '../helpers/cluster.ts'
 import { getJson, sha256, upload } from '../helpers/http.ts'
 import { startMixedLoad, type MixedLoad } from '../helpers/load.ts'
-import { freePorts, spawnMayfly, type MayflyProcess } from '../helpers/mayfly-process.ts'
+import { freePorts, runMayfly, spawnMayfly, type MayflyProcess } from '../helpers/mayfly-process.ts'
 import { startRedisHa, type RedisHa } from '../helpers/redis-ha.ts'
 import { waitFor } from '../helpers/wait.ts'
 
@@ -140,6 +140,14 @@ describe('the Redis master killed under load through two gateways', { timeout: 1
       ),
     )
     const promotionCounts = await rush(afterPromotion)
+    // the operator's views say the same: mayfly status, and the gauges of /metrics
+    const status = await runMayfly(['status', '--url', secondUrl], { env: { MAYFLY_CLUSTER_SECRET: cluster.secret } })
+    assert.equal(status.code, 0, status.stderr)
+    assert.match(status.stdout, new RegExp(`redis \\(sentinel\\): master 127\\.0\\.0\\.1:${promoted.port};`), status.stdout)
+    assert.match(status.stdout, /last failover 20\d\d-/, status.stdout)
+    const metrics = await (await fetch(`${cluster.url}/metrics`, { headers: { authorization: `Bearer ${cluster.secret}` } })).text()
+    assert.match(metrics, /^mayfly_cache_up 1$/m)
+    assert.match(metrics, /^mayfly_cache_last_failover_timestamp_seconds \d{10}/m)
 
     // the old master comes back, as a replica of the new one (no persistence: never as an empty master)
     await ha.restart(first.name)

@@ -53,7 +53,9 @@ export function buildGateway(deps: GatewayDeps) {
   const files = createFileLookup(deps.metadata, deps.cache, deps.settings.cacheTtlMs)
   const tally = createDownloadTally(deps.metadata, deps.log)
   app.addHook('onClose', () => tally.close())
-  const limits = createRateLimits(deps.rateLimiter, deps.settings.rateLimits, deps.settings.clusterSecret, deps.log)
+  const limits = createRateLimits(deps.rateLimiter, deps.settings.rateLimits, deps.settings.clusterSecret, deps.log, (action) =>
+    metrics.rateLimited.inc({ action }),
+  )
   const checkPassword = createPasswordCheck(limits)
   registerUploadRoutes(app, deps, metrics, files, limits)
   registerDownloadRoutes(app, deps, { files, metrics, tally, limits, checkPassword })

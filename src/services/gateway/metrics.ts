@@ -10,11 +10,12 @@ export interface GatewayMetrics {
   uploadBytes: Counter
   downloads: Counter<'result'>
   downloadBytes: Counter
+  rateLimited: Counter<'action'>
   requestSeconds: Histogram<'method' | 'route' | 'status'>
 }
 
 export function createGatewayMetrics(
-  deps: Pick<GatewayDeps, 'metrics' | 'nodes'>,
+  deps: Pick<GatewayDeps, 'metrics' | 'nodes' | 'cache'>,
   replication: () => Promise<ReplicationOverview>,
 ): GatewayMetrics {
   const registers: Registry[] = [deps.metrics]
@@ -65,7 +66,53 @@ export function createGatewayMetrics(
       this.set((await replication()).manager === null ? 0 : 1)
     },
   })
+  // one look at the cache per scrape serves all its gauges
+  let cacheLook: { at: number; detail: Promise<{ ok: boolean; detail: Record<string, unknown> }> } | null = null
+  const cache = () => {
+    if (cacheLook === null || Date.now() - cacheLook.at > 1000) {
+      cacheLook = { at: Date.now(), detail: deps.cache.status().catch(() => ({ ok: false, detail: {} })) }
+    }
+    return cacheLook.detail
+  }
+  new Gauge({
+    name: 'mayfly_cache_up',
+    help: '1 while the cache answers (for Redis: connected to a master)',
+    registers,
+    async collect() {
+      this.set((await cache()).ok ? 1 : 0)
+    },
+  })
+  new Gauge({
+    name: 'mayfly_cache_replica_offset_lag_bytes',
+    help: 'Bytes of replication stream each Redis replica is behind its master',
+    labelNames: ['replica', 'state'],
+    registers,
+    async collect() {
+      this.reset()
+      const replicas = ((await cache()).detail.replicas ?? []) as { address: string; state: string; offset_lag: number }[]
+      for (const r of replicas) this.set({ replica: r.address, state: r.state }, r.offset_lag)
+    },
+  })
+  new Gauge({
+    name: 'mayfly_cache_sentinels_seeing_master',
+    help: 'Redis Sentinels that see the master up (NaN without Sentinels)',
+    registers,
+    async collect() {
+      const seeing = (await cache()).detail.sentinels_seeing_master
+      this.set(typeof seeing === 'number' ? seeing : Number.NaN)
+    },
+  })
+  new Gauge({
+    name: 'mayfly_cache_last_failover_timestamp_seconds',
+    help: 'When this gateway saw the Sentinels name another Redis master (NaN: not since it started)',
+    registers,
+    async collect() {
+      const at = (await cache()).detail.last_failover_at
+      this.set(typeof at === 'string' ? Date.parse(at) / 1000 : Number.NaN)
+    },
+  })
   return {
+    rateLimited: new Counter({ name: 'mayfly_rate_limited_total', help: 'Requests refused by a per-client rate limit', labelNames: ['action'], registers }),
     uploads: new Counter({ name: 'mayfly_uploads_total', help: 'Uploads by result', labelNames: ['result'], registers }),
     uploadBytes: new Counter({ name: 'mayfly_upload_bytes_total', help: 'Bytes of acknowledged uploads', registers }),
     downloads: new Counter({ name: 'mayfly_downloads_total', help: 'Downloads by result', labelNames: ['result'], registers }),

@@ -85,6 +85,13 @@ async function refresh() {
     (r.copy_rate_bytes_per_second/2**20).toFixed(1) + ' MiB/s), ' + r.blobs_above_factor + ' above it, ' + r.blobs_without_replica + ' without any copy. ' +
     (m.active ? 'Replication manager ' + m.holder + ', active since ' + m.leader_since + '.' : 'No replication manager is running.')
   document.querySelector('#replication').className = r.blobs_below_factor === 0 && m.active ? 'ok' : 'bad'
+  const d = c.cache.detail ?? {}
+  const cache = document.querySelector('#cache')
+  cache.className = c.cache.ok ? 'ok' : 'bad'
+  cache.textContent = d.mode === undefined ? (c.cache.ok ? 'Embedded cache (one process).' : 'Cache unavailable.') :
+    'Redis (' + d.mode + '): master ' + (d.master ?? 'unknown') + (c.cache.ok ? '' : ', unreachable: ' + (d.error ?? '')) + '. ' +
+    (d.replicas ? 'Replicas: ' + (d.replicas.map((r) => r.address + ' ' + r.state + ', ' + r.offset_lag + ' bytes behind').join('; ') || 'none') + '. ' : '') +
+    (d.sentinels ? d.sentinels_seeing_master + ' of ' + d.sentinels.length + ' Sentinels see the master (quorum ' + d.quorum + '); last failover ' + (d.last_failover_at ?? 'none seen') + '.' : '')
   document.querySelector('#tiers').textContent = JSON.stringify({ metadata: c.metadata, cache: c.cache, queue: c.queue, replication: c.replication, workers: c.workers }, null, 2)
 }
 refresh(); setInterval(refresh, 2000)`
@@ -121,7 +128,7 @@ export function registerPages(app: FastifyInstance, deps: GatewayDeps, files: Fi
 
   app.get('/admin', async (_req, reply) => {
     const body = `<h1>Mayfly cluster</h1><h2>Storage nodes</h2><table id="nodes"></table>
-<h2>Replication</h2><p id="replication"></p><h2>Tiers</h2><pre id="tiers"></pre>`
+<h2>Replication</h2><p id="replication"></p><h2>Cache</h2><p id="cache"></p><h2>Tiers</h2><pre id="tiers"></pre>`
     return reply.type('text/html; charset=utf-8').send(page('Mayfly cluster', body, ADMIN_SCRIPT))
   })
 }

@@ -33,7 +33,13 @@ export interface RateLimits {
 
 const WHAT: Record<LimitedAction, string> = { upload: 'uploads', download: 'downloads', password: 'wrong passwords' }
 
-export function createRateLimits(limiter: RateLimiter, limits: GatewaySettings['rateLimits'], clusterSecret: string, log: Logger): RateLimits {
+export function createRateLimits(
+  limiter: RateLimiter,
+  limits: GatewaySettings['rateLimits'],
+  clusterSecret: string,
+  log: Logger,
+  onRefused: (action: LimitedAction) => void = () => {},
+): RateLimits {
   let away = false
   const counted = (req: FastifyRequest, action: LimitedAction) => limits[action].count > 0 && !hasClusterSecret(req, clusterSecret)
   const key = (req: FastifyRequest, action: LimitedAction) => `${action}:${req.ip}`
@@ -54,6 +60,7 @@ export function createRateLimits(limiter: RateLimiter, limits: GatewaySettings['
         return
       }
       if (!decision.allowed) {
+        onRefused(action)
         const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000))
         throw new RateLimited(`too many ${WHAT[action]} from your address; try again in ${seconds} s`, seconds)
       }
