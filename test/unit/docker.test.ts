@@ -17,7 +17,11 @@ const ROOT = join(import.meta.dirname, '../..')
 const NODE = join(ROOT, 'node_modules/.bin/node')
 const SECRET = 'docker-test-secret-0123456789'
 const IMAGE = 'mayfly:local'
-const INFRA = ['postgres', 'redis', 'rabbitmq']
+const REDIS = ['redis-1', 'redis-2', 'redis-3']
+const SENTINELS = ['sentinel-1', 'sentinel-2', 'sentinel-3']
+const INFRA = ['postgres', ...REDIS, ...SENTINELS, 'rabbitmq']
+/** what Mayfly's processes wait for: they reach Redis through the Sentinels */
+const DEPENDENCIES = ['postgres', ...SENTINELS, 'rabbitmq']
 const NODES = ['storage-node1', 'storage-node2', 'storage-node3']
 const INFRA_URLS = ['MAYFLY_DATABASE_URL', 'MAYFLY_DATABASE_READ_URLS', 'MAYFLY_REDIS_URL', 'MAYFLY_REDIS_SENTINELS', 'MAYFLY_AMQP_URL']
 
@@ -282,7 +286,7 @@ describe('docker-compose.yml', () => {
       mayfly = Object.entries(services).filter(([, s]) => s.image === IMAGE)
     })())
 
-  test('parses, with the production topology: gateway, three storage nodes, workers, replicators, PostgreSQL, Redis, RabbitMQ', async () => {
+  test('parses, with the production topology: gateway, three storage nodes, workers, replicators, PostgreSQL, Redis with three Sentinels, RabbitMQ', async () => {
     await load()
     assert.deepEqual(Object.keys(services).sort(), ['gateway', ...INFRA, ...NODES, 'replicator', 'worker'].sort())
     assert.deepEqual(mayfly.map(([name]) => name).sort(), ['gateway', ...NODES, 'replicator', 'worker'].sort())
@@ -353,26 +357,49 @@ describe('docker-compose.yml', () => {
       assert.equal(decodeURIComponent(db.username), pg.POSTGRES_USER)
       assert.equal(decodeURIComponent(db.password), pg.POSTGRES_PASSWORD)
       assert.equal(db.pathname, `/${pg.POSTGRES_DB}`)
-      assert.equal(new URL(env.MAYFLY_REDIS_URL ?? '').hostname, 'redis', `${name}: MAYFLY_REDIS_URL`)
+      assert.equal(env.MAYFLY_REDIS_URL, undefined, `${name}: no single Redis url`)
+      assert.deepEqual(env.MAYFLY_REDIS_SENTINELS?.split(','), SENTINELS.map((h) => `${h}:26379`), `${name}: every Sentinel`)
+      assert.equal(env.MAYFLY_REDIS_MASTER_NAME, 'mayfly')
       const amqp = new URL(env.MAYFLY_AMQP_URL ?? '')
       assert.equal(amqp.hostname, 'rabbitmq', `${name}: MAYFLY_AMQP_URL`)
       assert.equal(decodeURIComponent(amqp.username), mq.RABBITMQ_DEFAULT_USER, 'not guest: RabbitMQ refuses guest from other hosts')
       assert.equal(decodeURIComponent(amqp.password), mq.RABBITMQ_DEFAULT_PASS)
       const deps = s.depends_on
       assert.ok(deps !== undefined && !Array.isArray(deps), `${name} waits for its dependencies`)
-      for (const dep of INFRA) assert.equal(deps[dep]?.condition, 'service_healthy', `${name} waits for ${dep} to be healthy`)
+      for (const dep of DEPENDENCIES) assert.equal(deps[dep]?.condition, 'service_healthy', `${name} waits for ${dep} to be healthy`)
+    }
+  })
+
+  test('Redis: a master and two replicas without persistence, three Sentinels monitoring them with a quorum of 2', async () => {
+    await load()
+    for (const name of REDIS) {
+      const script = commandOf(services[name]!).join(' ')
+      assert.match(script, /exec redis-server --save "" --appendonly no/, `${name} runs redis-server, keeping nothing`)
+      // a node that starts joins the master the Sentinels name, never comes back as an empty master
+      assert.match(script, /SENTINEL get-master-addr-by-name mayfly/, `${name} asks the Sentinels first`)
+      assert.match(script, /--replicaof/, name)
+      assert.equal(envOf(services[name]!).ME, name, `${name} announces its service name`)
+    }
+    for (const name of SENTINELS) {
+      const script = commandOf(services[name]!).join(' ')
+      assert.match(script, /exec redis-sentinel \/data\/sentinel\.conf/, name)
+      assert.match(script, /sentinel monitor mayfly redis-1 6379 2/, `${name} monitors the group mayfly, quorum 2`)
+      assert.match(script, /\[ -f \/data\/sentinel\.conf \] \|\|/, `${name} keeps the config it rewrote across restarts`)
+      assert.ok(namedVolumes(services[name]!).size > 0, `${name} keeps its config in a volume`)
     }
   })
 
   test('health checks: each infrastructure service has one; workers and replicators, which serve no HTTP, turn off the image\'s', async () => {
     await load()
-    const probes: Record<string, RegExp> = { postgres: /pg_isready/, redis: /redis-cli ping/, rabbitmq: /rabbitmq-diagnostics -q ping/ }
+    const probes: Record<string, RegExp> = { postgres: /pg_isready/, rabbitmq: /rabbitmq-diagnostics -q ping/ }
+    for (const name of REDIS) probes[name] = /redis-cli ping/
+    for (const name of SENTINELS) probes[name] = /redis-cli -p 26379 ping/
     for (const [name, probe] of Object.entries(probes)) {
       const check = services[name]!.healthcheck?.test
       assert.ok(check !== undefined, `${name} has a health check`)
       assert.match(Array.isArray(check) ? check.join(' ') : check, probe, name)
-      assert.ok(namedVolumes(services[name]!).size > 0, `${name} keeps its data in a volume`)
     }
+    for (const name of ['postgres', 'rabbitmq']) assert.ok(namedVolumes(services[name]!).size > 0, `${name} keeps its data in a volume`)
     for (const name of ['worker', 'replicator']) {
       const check = services[name]!.healthcheck
       assert.ok(check?.disable === true || (Array.isArray(check?.test) && check.test[0] === 'NONE'), `${name} health check disabled`)
