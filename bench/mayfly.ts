@@ -103,7 +103,8 @@ export async function startMayfly(o: StartOptions): Promise<MayflyCluster> {
       // named as the RabbitMQ adapter names them for this namespace and the default retry policy
       const policy = loadConfig({})
       cleanups.push(() => deleteTopicQueues(AMQP_URL, namespace, VARIANT_TOPIC, { maxAttempts: policy.MAYFLY_JOB_MAX_ATTEMPTS, retryDelayMs: policy.MAYFLY_JOB_RETRY_DELAY_MS }))
-      Object.assign(env, { MAYFLY_DATABASE_URL: db.url, MAYFLY_REDIS_URL: REDIS_URL, MAYFLY_AMQP_URL: AMQP_URL })
+      // the machine's services, unless the caller names others (the Redis phase does)
+      Object.assign(env, { MAYFLY_DATABASE_URL: db.url, MAYFLY_REDIS_URL: REDIS_URL, MAYFLY_AMQP_URL: AMQP_URL, ...o.env })
       databaseUrl = db.url
     }
     const nodeCount = o.nodes ?? 3

@@ -19,6 +19,10 @@ export interface BenchOptions {
   repairGib: number
   /** MAYFLY_REPAIR_MIB_PER_SECOND in the repair phase */
   repairCap: number
+  /** the Redis phase (bench/redis.ts) */
+  redis: boolean
+  /** only the Redis phase */
+  redisOnly: boolean
 }
 
 export const USAGE = `npm run bench -- [flags]
@@ -37,6 +41,9 @@ export const USAGE = `npm run bench -- [flags]
   --repair-only       only the repair phase (no nginx, throughput, variants or memory)
   --repair-gib N      GiB held by the node that is killed in the repair phase (default 1)
   --repair-cap N      the repair bandwidth cap, MiB/s (default 40, the product's default)
+  --no-redis          skip the Redis phase (default on, off with --quick; needs the real mode's services)
+  --redis             run the Redis phase even with --quick
+  --redis-only        only the Redis phase
   --cpu-prof DIR      V8 CPU profiles of the mayfly processes into DIR (summarise with bench/profile-summary.ts)
   --help`
 
@@ -60,6 +67,9 @@ export function parseOptions(argv: string[]): BenchOptions {
       'repair-gib': { type: 'string' },
       'repair-cap': { type: 'string' },
       'cpu-prof': { type: 'string' },
+      redis: { type: 'boolean' },
+      'no-redis': { type: 'boolean' },
+      'redis-only': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -92,5 +102,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     repairOnly: values['repair-only'],
     repairGib: num(values['repair-gib'], 1, 'repair-gib', 0.01),
     repairCap: num(values['repair-cap'], 40, 'repair-cap', 0.1),
+    redis: values['redis-only'] || (values['no-redis'] === true ? false : (values.redis ?? !quick)),
+    redisOnly: values['redis-only'],
   }
 }

@@ -20,6 +20,7 @@ import { startMayfly, REPO, type MayflyCluster, type Mode } from './mayfly.ts'
 import { measureMemory, type MemoryResult } from './memory.ts'
 import { NGINX, startNginx, type NginxBaseline } from './nginx.ts'
 import { parseOptions, USAGE, type BenchOptions } from './options.ts'
+import { formatRedis, measureRedis, type RedisResult } from './redis.ts'
 import { formatRepair, measureRepair, type RepairResult } from './repair.ts'
 import { formatReport, summarize, type RunResult } from './report.ts'
 import { KiB, MiB } from './stats.ts'
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
     process.exit(2)
   }
   if (opts.repairOnly) return repairOnly(opts)
+  if (opts.redisOnly) return redisOnly(opts)
   if (!existsSync(NGINX)) throw new Error(`${NGINX} not found: run sh scripts/install-system-deps.sh (Debian nginx-light)`)
   const startedAt = new Date()
   const loadBefore = loadavg()
@@ -121,6 +123,7 @@ async function main(): Promise<void> {
     }
 
     const repair = opts.repair ? await using(() => repairCluster(opts, root), (c) => measureRepair(c, repairOptions(opts))) : null
+    const redis = opts.redis && opts.modes.includes('real') ? await measureRedis(redisOptions(opts, root)) : null
 
     const summary = summarize(runs, memory, opts.modes)
     const loadAfter = loadavg()
@@ -130,7 +133,8 @@ async function main(): Promise<void> {
     log('')
     log(formatReport(summary, opts.modes, memory, header))
     if (repair !== null) log(`\n${formatRepair(repair)}`)
-    const file = await writeResults(startedAt, { options: opts, loadBefore, loadAfter, runs, memory, summary, repair })
+    if (redis !== null) log(`\n${formatRedis(redis)}`)
+    const file = await writeResults(startedAt, { options: opts, loadBefore, loadAfter, runs, memory, summary, repair, redis })
     log(`\nresults: ${file}`)
   } finally {
     await rm(root, { recursive: true, force: true })
@@ -149,6 +153,21 @@ function repairCluster(opts: BenchOptions, root: string): Promise<MayflyCluster>
 }
 
 const repairOptions = (opts: BenchOptions) => ({ gib: opts.repairGib, capMiBPerSec: opts.repairCap, log })
+
+const redisOptions = (opts: BenchOptions, root: string) => ({ root, concurrency: opts.concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, log })
+
+/** `--redis-only`: just the Redis phase. */
+async function redisOnly(opts: BenchOptions): Promise<void> {
+  const startedAt = new Date()
+  const root = await mkdtemp(join(tmpdir(), 'mayfly-bench-'))
+  try {
+    const redis: RedisResult = await measureRedis(redisOptions(opts, root))
+    log(`\n${formatRedis(redis)}`)
+    log(`\nresults: ${await writeResults(startedAt, { options: opts, redis })}`)
+  } finally {
+    await rm(root, { recursive: true, force: true })
+  }
+}
 
 /** `--repair-only`: just the repair phase. */
 async function repairOnly(opts: BenchOptions): Promise<void> {

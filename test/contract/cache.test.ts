@@ -2,7 +2,6 @@
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
-import { createServer } from 'node:net'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -16,6 +15,7 @@ import type { Cache } from '../../src/ports.ts'
 import { createEmbeddedCache } from '../../src/adapters/embedded/cache.ts'
 import { createRedisCache } from '../../src/adapters/redis/cache.ts'
 import { createRedisLock } from '../../src/adapters/redis/lock.ts'
+import { freePorts } from '../helpers/mayfly-process.ts'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const silent = createLogger('silent')
@@ -218,7 +218,7 @@ test('redis cache: status reads role and replicas from INFO replication', async 
 })
 
 test('redis cache: an unreachable Redis is a quick miss, never an error, logged once', async (t) => {
-  const port = await closedPort()
+  const [port] = (await freePorts(1)) as [number]
   const lines: string[] = []
   const sink = new Writable({
     write(chunk, _enc, done) {
@@ -245,14 +245,6 @@ test('redis cache: an unreachable Redis is a quick miss, never an error, logged 
   assert.equal(warns.length, 1, JSON.stringify(warns))
 })
 
-async function closedPort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const address = server.address()
-  await new Promise((r) => server.close(r))
-  assert.ok(address && typeof address === 'object')
-  return address.port
-}
 
 test('redis via Sentinel: cache and lock find the master and follow a failover', { timeout: 30_000 }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'mayfly-sentinel-'))
@@ -261,7 +253,7 @@ test('redis via Sentinel: cache and lock find the master and follow a failover',
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
     await rm(dir, { recursive: true, force: true })
   })
-  const [masterPort, replicaPort, sentinelPort] = [await closedPort(), await closedPort(), await closedPort()]
+  const [masterPort, replicaPort, sentinelPort] = (await freePorts(3)) as [number, number, number]
   const redis = (args: string[]) => {
     const p = spawn('redis-server', args, { stdio: 'ignore' })
     procs.push(p)

@@ -4,7 +4,6 @@
 // counted against the cluster's own traffic. Clients are told apart by
 // X-Forwarded-For, believed from 127.0.0.1 (MAYFLY_TRUSTED_PROXIES).
 import assert from 'node:assert/strict'
-import { createServer } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { startGateway } from '../../src/cli/services.ts'
@@ -12,6 +11,7 @@ import { loadConfig } from '../../src/config.ts'
 import { createLogger } from '../../src/log.ts'
 import { createInfrastructure, type Infrastructure } from '../../src/wiring.ts'
 import { startCluster, type Cluster, type Mode } from '../helpers/cluster.ts'
+import { freePorts } from '../helpers/mayfly-process.ts'
 
 const LIMITS = {
   MAYFLY_TRUSTED_PROXIES: '127.0.0.1',
@@ -46,14 +46,6 @@ function assertLimited(r: { status: number; retryAfter: string | null; body: unk
   assert.match(String(body.message), /try again in \d+ s/)
 }
 
-/** A port nobody listens on: bound, then released. */
-async function closedPort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((ready) => server.listen(0, '127.0.0.1', ready))
-  const { port } = server.address() as { port: number }
-  await new Promise((closed) => server.close(closed))
-  return port
-}
 
 for (const mode of ['embedded', 'real'] as Mode[]) {
   describe(`rate limits per client (${mode})`, { timeout: 60_000 }, () => {
@@ -132,7 +124,7 @@ for (const mode of ['embedded', 'real'] as Mode[]) {
 describe('a rate limiter that cannot reach Redis', { timeout: 60_000 }, () => {
   let cluster: Cluster
   before(async () => {
-    cluster = await startCluster({ mode: 'real', worker: false, env: { ...LIMITS, MAYFLY_REDIS_URL: `redis://127.0.0.1:${await closedPort()}` } })
+    cluster = await startCluster({ mode: 'real', worker: false, env: { ...LIMITS, MAYFLY_REDIS_URL: `redis://127.0.0.1:${(await freePorts(1))[0]}` } })
   })
   after(async () => cluster?.close())
 

@@ -2,25 +2,17 @@
 // nor downloads (issue 2, Cache): the cache port answers misses, and limits
 // are enforced by the metadata store, not by the cache.
 import assert from 'node:assert/strict'
-import { createServer } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { startCluster, type Cluster } from '../helpers/cluster.ts'
 import { getJson, sha256, upload } from '../helpers/http.ts'
+import { freePorts } from '../helpers/mayfly-process.ts'
 
-/** A port nobody listens on: bound, then released. */
-async function closedPort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((ready) => server.listen(0, '127.0.0.1', ready))
-  const { port } = server.address() as { port: number }
-  await new Promise((closed) => server.close(closed))
-  return port
-}
 
 describe('with Redis unreachable', { timeout: 120_000 }, () => {
   let cluster: Cluster
 
   before(async () => {
-    cluster = await startCluster({ mode: 'real', env: { MAYFLY_REDIS_URL: `redis://127.0.0.1:${await closedPort()}` } })
+    cluster = await startCluster({ mode: 'real', env: { MAYFLY_REDIS_URL: `redis://127.0.0.1:${(await freePorts(1))[0]}` } })
   })
   after(async () => cluster?.close())
 

@@ -21,11 +21,12 @@ const VALUE = 'v'
 const ms = (n: number) => Math.max(1, Math.ceil(n))
 
 export function createRedisCache(opts: RedisCacheOptions): Cache {
-  // One retry: a command caught by a dropped connection may be sent once more
-  // after the reconnect. Each is safe to repeat: GET, SET and DEL are
-  // idempotent, a repeated lookup carries the same ticket, and a repeated
-  // fill finds its own value and changes nothing.
-  const conn = connectRedis(opts, { name: 'cache', maxRetriesPerRequest: 1 })
+  // A command caught by a dropped connection fails at once (connection.ts) and
+  // the caller reads the metadata store. Each would be safe to repeat (GET,
+  // SET and DEL are idempotent, a lookup carries its ticket), but a retry
+  // waits for the reconnect: with one, every request in flight when the
+  // master died stalled for the 500 ms reconnect delay (the bench's timeline).
+  const conn = connectRedis(opts, 'cache')
   const { client } = conn
   const guard = createGuard(conn, opts.log.child({ adapter: 'redis-cache' }), 'redis cache')
   client.defineCommand('mayflyCacheLookup', { numberOfKeys: 1, lua: script('./cache-lookup.lua') })

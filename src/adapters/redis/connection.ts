@@ -2,7 +2,9 @@
 // Sentinel failover takes seconds, and a write can be lost in it):
 // - no offline queue: while disconnected a command fails at once instead of
 //   waiting, and nothing queued is replayed later (an INCR applied twice);
-// - no resend of commands whose reply was lost, for the same reason;
+// - no resend of commands whose reply was lost, for the same reason, and no
+//   retry of a command caught by a dropped connection: it fails at once
+//   (a retry waits for the reconnect; every request in flight would stall);
 // - a steady reconnect delay: ioredis' default backs off exponentially and
 //   sits idle for seconds after the server is back;
 // - short connect and command timeouts, so a dead master costs a bounded wait.
@@ -42,15 +44,15 @@ export interface RedisConnection {
   close(): void
 }
 
-/** Builds the client. `maxRetriesPerRequest` is per use: 1 for the cache (reads and sets are idempotent), 0 for locks. */
-export function connectRedis(opts: RedisConnectionOptions, use: { name: string; maxRetriesPerRequest: number }): RedisConnection {
+/** Builds the client; `use` names the connection (CLIENT LIST shows mayfly-<use>). */
+export function connectRedis(opts: RedisConnectionOptions, use: string): RedisConnection {
   const reconnectDelayMs = opts.reconnectDelayMs ?? 500
   const connectTimeoutMs = opts.connectTimeoutMs ?? 1000
   const common: RedisOptions = {
-    connectionName: `mayfly-${use.name}`,
+    connectionName: `mayfly-${use}`,
     enableOfflineQueue: false,
     autoResendUnfulfilledCommands: false,
-    maxRetriesPerRequest: use.maxRetriesPerRequest,
+    maxRetriesPerRequest: 0,
     retryStrategy: () => reconnectDelayMs,
     connectTimeout: connectTimeoutMs,
     commandTimeout: opts.commandTimeoutMs ?? 500,

@@ -27,7 +27,7 @@ interface LockCommands {
 export function createRedisLock(opts: RedisLockOptions): Lock {
   // No retry of a command whose reply was lost: the caller gets Unavailable
   // and decides; a replayed acquire would take a lease nobody knows about.
-  const conn = connectRedis(opts, { name: 'lock', maxRetriesPerRequest: 0 })
+  const conn = connectRedis(opts, 'lock')
   const { client } = conn
   const log = opts.log.child({ adapter: 'redis-lock' })
   const guard = createGuard(conn, log, 'redis lock')

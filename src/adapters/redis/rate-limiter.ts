@@ -15,7 +15,7 @@ interface RateCommands {
 }
 
 export function createRedisRateLimiter(opts: RedisConnectionOptions): RateLimiter {
-  const conn = connectRedis(opts, { name: 'rate-limit', maxRetriesPerRequest: 0 })
+  const conn = connectRedis(opts, 'rate-limit')
   const guard = createGuard(conn, opts.log.child({ adapter: 'redis-rate-limit' }), 'redis rate limiter')
   conn.client.defineCommand('mayflyRateTake', { numberOfKeys: 1, lua: script })
   const commands = conn.client as unknown as RateCommands
