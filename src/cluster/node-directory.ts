@@ -13,9 +13,14 @@
 // seconds (a failover) makes no node look suspect (issue 13). Only nodes the
 // store knows are listed: a node is registered by its first recorded beat.
 //
-// The list is refreshed in the background once it is older than refreshMs;
-// callers get the last one at once (only the very first read waits), so a
-// slow or absent metadata store never holds up a request here.
+// The list is refreshed once it is older than refreshMs. The read that finds
+// it due waits for the new one, but at most refreshWaitMs; every other read
+// gets the last list at once (only the very first read waits for good). So a
+// slow or absent metadata store holds up one request per refreshMs by at
+// most refreshWaitMs, and a process that hears no heartbeat itself (a
+// replication manager) still judges nodes by a fresh list, not by one that
+// aged while nobody asked (under load its nodes flapped suspect, and no
+// repair started: test/fault/replicator-failover.test.ts).
 import { nodeState, type NodeRecord, type NodeTimings } from '../core/node.ts'
 import type { NodeDirectory, NodeView } from '../ports.ts'
 
@@ -24,6 +29,8 @@ export interface NodeDirectoryOptions {
   timings: NodeTimings
   /** how long the membership list is reused */
   refreshMs?: number
+  /** how long the read that finds the list due waits for the new one (default 250 ms) */
+  refreshWaitMs?: number
   /** how long a node that failed a call here is avoided */
   penaltyMs?: number
   /** a monotonic clock in ms (tests); default performance.now */
@@ -38,6 +45,7 @@ interface Loaded {
 
 export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirectory {
   const refreshMs = options.refreshMs ?? 500
+  const refreshWaitMs = options.refreshWaitMs ?? 250
   const penaltyMs = options.penaltyMs ?? 3000
   // milliseconds from an arbitrary origin, never jumping with the wall clock:
   // neither the age of the list nor the failure penalty depends on it
@@ -65,11 +73,19 @@ export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirector
 
   async function load(): Promise<Loaded> {
     if (cached === null) return refresh()
-    if (monotonic() - cached.at >= refreshMs) {
-      // a failed refresh (the metadata store is away) leaves the last list, whose nodes age on
-      refresh().catch(() => undefined)
+    if (monotonic() - cached.at < refreshMs || inflight !== null) return cached
+    // a failed or slow refresh (the metadata store is away) leaves the last list, whose nodes age on
+    const last = cached
+    const next = refresh().catch(() => last)
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<Loaded>((resolve) => {
+      timer = setTimeout(resolve, refreshWaitMs, last)
+    })
+    try {
+      return await Promise.race([next, late])
+    } finally {
+      clearTimeout(timer)
     }
-    return cached
   }
 
   function view(node: NodeRecord, heldMs: number, at: number): NodeView {

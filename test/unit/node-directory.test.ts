@@ -69,22 +69,42 @@ test('a heartbeat heard here keeps a node up while the metadata store records no
   assert.equal((await directory.byId('a'))?.state, 'suspect')
 })
 
-test('a refresh that hangs (the metadata store paused) holds no caller: the last list is used', async () => {
+test('a refresh that hangs (the metadata store paused) holds one caller for refreshWaitMs, the others not at all: the last list is used', async () => {
   let t = 0
   let calls = 0
   const directory = createNodeDirectory({
     listNodes: () => (++calls === 1 ? Promise.resolve([node('a', 0)]) : new Promise<NodeRecord[]>(() => {})),
     timings: { suspectAfterMs: 2_000, downAfterMs: 10_000 },
     refreshMs: 500,
+    refreshWaitMs: 100,
     clock: () => t,
   })
   assert.equal((await directory.byId('a'))?.state, 'up')
   t += 1_000
+  const started = performance.now()
   for (let i = 0; i < 3; i++) assert.equal((await directory.byId('a'))?.state, 'up')
+  const waited = performance.now() - started
+  assert.ok(waited >= 90 && waited < 300, `the first read waited for the hung refresh about 100 ms, the others not: ${waited} ms`)
   assert.equal(calls, 2, 'one refresh in flight, shared')
   t += 1_500
   directory.heard('a')
   assert.equal((await directory.byId('a'))?.state, 'up')
+})
+
+test('the read that finds the list due gets the new one when it comes quickly: a process that hears no heartbeat sees fresh ages', async () => {
+  let t = 0
+  let calls = 0
+  const directory = createNodeDirectory({
+    // the node heartbeats all along: each list the store gives says 100 ms old
+    listNodes: async () => [node('a', ++calls === 1 ? 0 : 100)],
+    timings: { suspectAfterMs: 1_000, downAfterMs: 10_000 },
+    refreshMs: 500,
+    clock: () => t,
+  })
+  assert.equal((await directory.byId('a'))?.state, 'up')
+  t += 1_200 // nobody asked for a while: the last list is 1.2 s old
+  assert.equal((await directory.byId('a'))?.state, 'up', 'judged by the new list, not by the one that aged')
+  assert.equal(calls, 2)
 })
 
 test('the first read waits for the list; a failed first read fails', async () => {
