@@ -6,6 +6,8 @@
 #                   fsync, rename and 201 in its system calls
 #   redis-sentinel  the Sentinels of scripts/redis-ha.sh (the Redis tier's
 #                   tests and the benchmark's Redis phase)
+#   patroni, etcd-server  scripts/patroni-ha.sh: three PostgreSQL members
+#                   under Patroni, with etcd (the PostgreSQL tier's tests)
 # Installs only what is missing; does nothing where all is present.
 set -eu
 missing=""
@@ -13,6 +15,8 @@ command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
 command -v strace >/dev/null 2>&1 || missing="$missing strace"
 command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
+[ -x /usr/bin/patroni ] || missing="$missing patroni"
+command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "install-system-deps: please install:$missing (Debian packages)" >&2

@@ -34,48 +34,15 @@ failover_timeout=${REDIS_HA_FAILOVER_TIMEOUT_MS:-5000}
 sentinel_bin=$(command -v redis-sentinel || true)
 [ -n "$sentinel_bin" ] || sentinel_bin="redis-server"
 
-say() { echo "redis-ha: $*" >&2; }
-die() { say "$*"; exit 1; }
-
-# a port nobody listens on, below the kernel's ephemeral range (32768+), so
-# that no outgoing connection takes it between our check and the bind
-port_is_free() { [ -z "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
-pick_ports() {
-  tries=0
-  while [ $tries -lt 50 ]; do
-    tries=$((tries + 1))
-    base=$(( $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 1200 * 10 + 20000 ))
-    ok=1
-    for i in 0 1 2 3 4 5; do port_is_free $((base + i)) || { ok=0; break; }; done
-    [ $ok = 1 ] && { echo "$base"; return; }
-  done
-  die "no six free ports found"
-}
+me=redis-ha
+. "$(dirname "$0")/ha-lib.sh"
 
 ask() { port=$1; shift; redis-cli -h 127.0.0.1 -p "$port" "$@" 2>/dev/null; }
 
-# waits up to $2 tenths of a second for the command "$3…" to succeed
-wait_for() {
-  what=$1; tenths=$2; shift 2
-  i=0
-  until "$@"; do
-    i=$((i + 1))
-    [ $i -ge "$tenths" ] && die "timed out waiting for $what (logs in $dir)"
-    sleep 0.1
-  done
-}
-
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 # the pid file's process is still the one we started: Redis titles itself
 # "redis-server 127.0.0.1:<port>" (Sentinel too, with " [sentinel]")
 ours() { # pidfile port
   pid_alive "$1" && tr '\0' ' ' < "/proc/$(cat "$1")/cmdline" | grep -q "127.0.0.1:$2"
-}
-
-load_topology() {
-  [ -f "$dir/topology" ] || die "$dir holds no topology (run start first)"
-  # shellcheck disable=SC1091
-  . "$dir/topology"
 }
 
 redis_port() { eval "echo \$REDIS_${1#redis-}_PORT"; }
@@ -152,7 +119,7 @@ start)
     done
     base=$REDIS_1_PORT
   else
-    base=$(pick_ports)
+    base=$(pick_ports 6)
   fi
   cat > "$dir/topology" <<EOF
 MASTER_NAME=$master_name

@@ -1,0 +1,186 @@
+#!/bin/sh
+# The PostgreSQL tier of the roadmap on one machine, from Debian's packages:
+# one etcd and three Patroni members of PostgreSQL 15 with
+# synchronous_mode: true, on spare loopback ports, everything (configs, data,
+# logs, pid files) under DIR. PostgreSQL refuses root: the members run as
+# `postgres` (DIR is handed to that user).
+#
+#   scripts/patroni-ha.sh start DIR     start it all; prints MAYFLY_DATABASE_URL
+#   scripts/patroni-ha.sh stop DIR      end what `start` started, nothing else
+#   scripts/patroni-ha.sh status DIR    each member: role, state, lag (patronictl list)
+#
+# DIR/mayfly.env holds MAYFLY_DATABASE_URL in libpq's multi-host form (the
+# three members; Mayfly writes only to the one that accepts writes). DIR/topology
+# lists the ports. Loopback only, trust authentication: a topology to try
+# failover on, not to expose.
+#
+# What bit us (../shared/INFRA-NOTES.md): Patroni's `etcd3:` section (etcd 3.4
+# serves v2 only with a flag), pg_hba lines for replication from 127.0.0.1,
+# `primary_start_timeout: 0` (or a killed postmaster is restarted in place),
+# one unix socket directory per member, Debian's /usr/bin/patroni, and
+# loop_wait + 2 × retry_timeout ≤ ttl (10 here).
+set -eu
+
+usage() {
+  echo "usage: $0 start|stop|status DIR" >&2
+  exit 2
+}
+[ $# -ge 2 ] || usage
+cmd=$1
+dir=$2
+scope=${PATRONI_HA_SCOPE:-mayfly}
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+
+me=patroni-ha
+. "$(dirname "$0")/ha-lib.sh"
+
+# the pid file's process is still the one we started: its command line names DIR
+ours() { pid_alive "$1" && tr '\0' ' ' < "/proc/$(cat "$1")/cmdline" | grep -q -- "$dir/"; }
+
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+# in the background, logging to $1; the pid recorded in $2 is the program's own (exec, no shell in between)
+spawn_as_postgres() {
+  log=$1; pidfile=$2; shift 2
+  (exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@" > "$log" 2>&1) &
+  echo $! > "$pidfile"
+}
+
+member_config() { # n pg-port rest-port
+  n=$1
+  cat <<EOF
+scope: $scope
+name: pg$n
+restapi:
+  listen: 127.0.0.1:$3
+  connect_address: 127.0.0.1:$3
+etcd3:
+  hosts: 127.0.0.1:$ETCD_CLIENT_PORT
+bootstrap:
+  dcs:
+    ttl: 10
+    loop_wait: 2
+    retry_timeout: 4
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: true
+    primary_start_timeout: 0
+    postgresql:
+      use_pg_rewind: true
+      parameters:
+        wal_level: replica
+        hot_standby: "on"
+        max_wal_senders: 10
+        max_replication_slots: 10
+        wal_keep_size: 128MB
+        wal_log_hints: "on"
+  initdb:
+  - encoding: UTF8
+  - data-checksums
+postgresql:
+  listen: 127.0.0.1:$2
+  connect_address: 127.0.0.1:$2
+  data_dir: $dir/pg$n/data
+  bin_dir: $pg_bin
+  pgpass: $dir/pg$n/pgpass
+  authentication:
+    replication:
+      username: replicator
+      password: replicator
+    superuser:
+      username: postgres
+      password: postgres
+    rewind:
+      username: postgres
+      password: postgres
+  parameters:
+    unix_socket_directories: $dir/pg$n
+  pg_hba:
+  - local all all trust
+  - host replication replicator 127.0.0.1/32 trust
+  - host all all 127.0.0.1/32 trust
+EOF
+}
+
+cluster_json() { curl -fsS --max-time 1 "http://127.0.0.1:$1/cluster" 2>/dev/null; }
+# a leader running, and both replicas streaming, one of them the synchronous standby
+healthy() {
+  json=$(cluster_json "$PG1_REST_PORT" || cluster_json "$PG2_REST_PORT" || cluster_json "$PG3_REST_PORT") || return 1
+  [ "$(echo "$json" | jq '[.members[] | select(.role == "leader" and .state == "running")] | length')" = 1 ] &&
+    [ "$(echo "$json" | jq '[.members[] | select(.role != "leader" and (.state == "streaming" or .state == "running"))] | length')" = 2 ] &&
+    [ "$(echo "$json" | jq '[.members[] | select(.role == "sync_standby")] | length')" -ge 1 ]
+}
+
+case $cmd in
+start)
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  [ -f "$dir/topology" ] && die "$dir already holds a topology: stop it first, or give another directory"
+  [ -n "$pg_bin" ] || die "PostgreSQL is missing (sh scripts/install-system-deps.sh)"
+  command -v etcd >/dev/null && [ -x /usr/bin/patroni ] || die "etcd or patroni is missing (sh scripts/install-system-deps.sh)"
+  base=$(pick_ports 8)
+  cat > "$dir/topology" <<EOF
+SCOPE=$scope
+ETCD_CLIENT_PORT=$base
+ETCD_PEER_PORT=$((base + 1))
+PG1_PORT=$((base + 2))
+PG2_PORT=$((base + 3))
+PG3_PORT=$((base + 4))
+PG1_REST_PORT=$((base + 5))
+PG2_REST_PORT=$((base + 6))
+PG3_REST_PORT=$((base + 7))
+EOF
+  load_topology
+  chown postgres: "$dir"
+  mkdir -p "$dir/etcd"
+  chown postgres: "$dir/etcd"
+  spawn_as_postgres "$dir/etcd.log" "$dir/etcd.pid" etcd --name e1 --data-dir "$dir/etcd/data" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "e1=http://127.0.0.1:$ETCD_PEER_PORT" --initial-cluster-state new
+  wait_for "etcd to answer" 100 sh -c "curl -fsS --max-time 1 http://127.0.0.1:$ETCD_CLIENT_PORT/health >/dev/null 2>&1"
+  for n in 1 2 3; do
+    eval "pg_port=\$PG${n}_PORT rest_port=\$PG${n}_REST_PORT"
+    mkdir -p "$dir/pg$n"
+    member_config "$n" "$pg_port" "$rest_port" > "$dir/pg$n.yml"
+    chown -R postgres: "$dir/pg$n" "$dir/pg$n.yml"
+    chmod 700 "$dir/pg$n"
+    spawn_as_postgres "$dir/pg$n.log" "$dir/pg$n.pid" /usr/bin/patroni "$dir/pg$n.yml"
+    # the first member bootstraps alone; the others join it as replicas
+    [ "$n" = 1 ] && wait_for "pg1 to bootstrap as leader" 600 sh -c "curl -fsS --max-time 1 http://127.0.0.1:$rest_port/primary >/dev/null 2>&1"
+  done
+  wait_for "a leader and two streaming replicas, one synchronous" 900 healthy
+  cat > "$dir/mayfly.env" <<EOF
+MAYFLY_DATABASE_URL=postgres://postgres@127.0.0.1:$PG1_PORT,127.0.0.1:$PG2_PORT,127.0.0.1:$PG3_PORT/postgres
+EOF
+  say "members 127.0.0.1:$PG1_PORT :$PG2_PORT :$PG3_PORT (REST :$PG1_REST_PORT :$PG2_REST_PORT :$PG3_REST_PORT), etcd :$ETCD_CLIENT_PORT"
+  cat "$dir/mayfly.env"
+  ;;
+stop)
+  [ -f "$dir/topology" ] || exit 0
+  # Patroni first (each stops its PostgreSQL), etcd last
+  for name in pg1 pg2 pg3 etcd; do
+    ours "$dir/$name.pid" && kill -TERM "$(cat "$dir/$name.pid")" 2>/dev/null || true
+  done
+  for name in pg1 pg2 pg3 etcd; do
+    i=0
+    while ours "$dir/$name.pid" && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
+    if ours "$dir/$name.pid"; then kill -KILL "$(cat "$dir/$name.pid")" 2>/dev/null || true; fi
+    rm -f "$dir/$name.pid"
+  done
+  # a postmaster left behind by a killed Patroni (an orphan primary) is ours too: its data directory is under DIR
+  for n in 1 2 3; do
+    pidfile="$dir/pg$n/data/postmaster.pid"
+    [ -f "$pidfile" ] || continue
+    pid=$(head -1 "$pidfile")
+    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$dir/pg$n/data"; then
+      as_postgres "$pg_bin/pg_ctl" -D "$dir/pg$n/data" -m immediate stop >/dev/null 2>&1 || kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -f "$dir/topology"
+  ;;
+status)
+  load_topology
+  cluster_json "$PG1_REST_PORT" || cluster_json "$PG2_REST_PORT" || cluster_json "$PG3_REST_PORT" || die "no member answers"
+  echo
+  ;;
+*) usage ;;
+esac
