@@ -26,7 +26,7 @@ export async function downloadCommand(id: string, options: DownloadOptions): Pro
 
   const head = await request(url, { method: 'HEAD', headers })
   await head.body.dump()
-  if (head.statusCode !== 200) throw new Error(await refusal(options, id, head.statusCode))
+  if (head.statusCode !== 200) throw new Error(await refusal(options, id, head.statusCode, String(head.headers['retry-after'] ?? '')))
   const size = Number(head.headers['content-length'] ?? 0)
   const target = await targetPath(options.output, nameFrom(String(head.headers['content-disposition'] ?? '')) ?? id)
   const temp = await openBeside(target, size)
@@ -76,8 +76,12 @@ export async function downloadCommand(id: string, options: DownloadOptions): Pro
 }
 
 /** What a refused HEAD means (a HEAD answer has no body to read the gateway's message from). */
-async function refusal(options: DownloadOptions, id: string, status: number): Promise<string> {
+async function refusal(options: DownloadOptions, id: string, status: number, retryAfter: string): Promise<string> {
   if (status === 404) return `no file with the id ${id}`
+  if (status === 429) {
+    const when = /^\d+$/.test(retryAfter) ? `in ${retryAfter} s` : 'later'
+    return `too many attempts from this address (wrong passwords or downloads): try again ${when}`
+  }
   if (status === 401) {
     return options.password === undefined ? 'this file is protected by a password: give it with --password' : 'wrong password'
   }

@@ -11,7 +11,7 @@ import { loadConfig } from '../../src/config.ts'
 import { createLogger } from '../../src/log.ts'
 import { createInfrastructure, type Infrastructure } from '../../src/wiring.ts'
 import { startCluster, type Cluster, type Mode } from '../helpers/cluster.ts'
-import { freePorts } from '../helpers/mayfly-process.ts'
+import { freePorts, runMayfly } from '../helpers/mayfly-process.ts'
 
 const LIMITS = {
   MAYFLY_TRUSTED_PROXIES: '127.0.0.1',
@@ -107,6 +107,16 @@ for (const mode of ['embedded', 'real'] as Mode[]) {
       assertLimited(await info(4, 'correct horse', guesser), 'even the right password, once guessing was stopped')
       assertLimited(await get(`${via(5)}/api/download/${String(up.body.id)}`, guesser, { 'x-mayfly-password': 'guess 5' }), 'a guess through the download')
       assert.equal((await info(6, 'correct horse', owner)).status, 200, 'the owner is not held back')
+    })
+
+    test('mayfly download, once this address guessed too often, says so and when to come back', async () => {
+      const up = await uploadAs(cluster.url, client(), { password: 'right' })
+      const url = `${cluster.url}/api/download/${String(up.body.id)}`
+      // the CLI's own address, 127.0.0.1 (no X-Forwarded-For), guesses wrong three times
+      for (let i = 0; i < 3; i++) assert.equal((await fetch(url, { headers: { 'x-mayfly-password': `no ${i}` } })).status, 401)
+      const run = await runMayfly(['download', String(up.body.id), '--url', cluster.url, '--password', 'right', '-o', '/dev/null'])
+      assert.notEqual(run.code, 0)
+      assert.match(run.stderr, /too many attempts from this address \(wrong passwords or downloads\): try again in \d+ s/, run.stderr)
     })
 
     test('the cluster\'s own traffic is never limited: health checks, readiness, node heartbeats', async () => {
