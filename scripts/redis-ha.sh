@@ -53,16 +53,21 @@ port_of() { # redis-N or sentinel-N
   esac
 }
 
+# what every process of the topology is told: its port, loopback, a daemon with its files under DIR
+process_conf() { # name port
+  mkdir -p "$dir/$1"
+  echo "port $2"
+  echo "bind 127.0.0.1"
+  echo "daemonize yes"
+  echo "pidfile $dir/$1.pid"
+  echo "logfile $dir/$1.log"
+  echo "dir $dir/$1"
+}
+
 start_redis() { # name port [master-port]
   name=$1; port=$2
-  mkdir -p "$dir/$name"
   {
-    echo "port $port"
-    echo "bind 127.0.0.1"
-    echo "daemonize yes"
-    echo "pidfile $dir/$name.pid"
-    echo "logfile $dir/$name.log"
-    echo "dir $dir/$name"
+    process_conf "$name" "$port"
     echo 'save ""'
     echo "appendonly no"
     # replicas answer reads of stale data while resyncing; Mayfly writes only to the master
@@ -75,14 +80,8 @@ start_redis() { # name port [master-port]
 
 start_sentinel() { # name port master-port
   name=$1; port=$2
-  mkdir -p "$dir/$name"
   {
-    echo "port $port"
-    echo "bind 127.0.0.1"
-    echo "daemonize yes"
-    echo "pidfile $dir/$name.pid"
-    echo "logfile $dir/$name.log"
-    echo "dir $dir/$name"
+    process_conf "$name" "$port"
     echo "sentinel monitor $master_name 127.0.0.1 $3 2"
     echo "sentinel down-after-milliseconds $master_name $down_after"
     echo "sentinel failover-timeout $master_name $failover_timeout"

@@ -7,39 +7,30 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
-import { startCluster, type Cluster } from '../helpers/cluster.ts'
+import type { Cluster } from '../helpers/cluster.ts'
 import { getJson, upload } from '../helpers/http.ts'
 import { startMixedLoad } from '../helpers/load.ts'
-import { freePorts, spawnMayfly, type MayflyProcess } from '../helpers/mayfly-process.ts'
-import { startRedisHa, type RedisHa } from '../helpers/redis-ha.ts'
+import { type MayflyProcess } from '../helpers/mayfly-process.ts'
+import type { RedisHa } from '../helpers/redis-ha.ts'
+import { startSentinelCluster, type SentinelCluster } from '../helpers/sentinel-cluster.ts'
 import { waitFor } from '../helpers/wait.ts'
 
 const LIMIT = 2
 const DOWN_MS = 5_000
 
 describe('every Redis process down, then back', { timeout: 180_000 }, () => {
+  let sc: SentinelCluster
   let ha: RedisHa
   let cluster: Cluster
   let second: MayflyProcess
-  let secondUrl: string
-  const cleanups: (() => Promise<unknown>)[] = []
 
   before(async () => {
-    ha = await startRedisHa()
-    cleanups.push(() => ha.stop())
-    cluster = await startCluster({ mode: 'real', worker: false, env: { ...ha.env, MAYFLY_CACHE_TTL_SECONDS: '60' } })
-    cleanups.push(() => cluster.close())
-    const [port] = await freePorts(1)
-    second = spawnMayfly(['gateway'], { ...cluster.env, MAYFLY_HOST: '127.0.0.1', MAYFLY_PORT: String(port) })
-    cleanups.push(() => second.kill('SIGTERM'))
-    secondUrl = `http://127.0.0.1:${port}`
-    await waitFor('the second gateway ready', async () => (await fetch(`${secondUrl}/ready`).catch(() => null))?.status === 200, 30_000)
+    sc = await startSentinelCluster({ worker: false })
+    ;({ ha, cluster, second } = sc)
   })
-  after(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined)
-  })
+  after(() => sc?.close())
 
-  const gateways = () => [cluster.url, secondUrl]
+  const gateways = () => sc.gateways
   const ready = (base: string) => getJson(`${base}/ready`, { headers: { authorization: `Bearer ${cluster.secret}` } })
 
   /** `LIMIT + 3` downloads of a fresh limited link at once, across both gateways: how many got the bytes */
@@ -60,7 +51,7 @@ describe('every Redis process down, then back', { timeout: 180_000 }, () => {
   test('uploads and downloads go on, limits hold, /ready is 200 and degraded; caching resumes when Redis is back', async () => {
     const ns = cluster.config.MAYFLY_NAMESPACE
     const load = gateways().map((base) => startMixedLoad(base, { clients: 3, maxBytes: 32 * 1024 }))
-    cleanups.push(() => Promise.all(load.map((l) => l.stop())))
+    sc.onClose(() => Promise.all(load.map((l) => l.stop())))
     await waitFor('uploads through both gateways', () => load.every((l) => l.acked.size >= 10), 30_000)
     for (const base of gateways()) assert.deepEqual((await ready(base)).body.degraded, [])
 

@@ -8,41 +8,30 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
-import { startCluster, type Cluster } from '../helpers/cluster.ts'
-import { getJson, sha256, upload } from '../helpers/http.ts'
+import type { Cluster } from '../helpers/cluster.ts'
+import { sha256, upload } from '../helpers/http.ts'
 import { startMixedLoad, type MixedLoad } from '../helpers/load.ts'
-import { freePorts, runMayfly, spawnMayfly, type MayflyProcess } from '../helpers/mayfly-process.ts'
-import { startRedisHa, type RedisHa } from '../helpers/redis-ha.ts'
+import { runMayfly, type MayflyProcess } from '../helpers/mayfly-process.ts'
+import type { RedisHa } from '../helpers/redis-ha.ts'
+import { startSentinelCluster, type SentinelCluster } from '../helpers/sentinel-cluster.ts'
 import { waitFor } from '../helpers/wait.ts'
 
 const LIMIT = 3
 
 describe('the Redis master killed under load through two gateways', { timeout: 180_000 }, () => {
+  let sc: SentinelCluster
   let ha: RedisHa
   let cluster: Cluster
   let second: MayflyProcess
   let secondUrl: string
-  const cleanups: (() => Promise<unknown>)[] = []
 
   before(async () => {
-    ha = await startRedisHa()
-    cleanups.push(() => ha.stop())
-    cluster = await startCluster({ mode: 'real', worker: true, env: { ...ha.env, MAYFLY_CACHE_TTL_SECONDS: '60' } })
-    cleanups.push(() => cluster.close())
-    const [port] = await freePorts(1)
-    second = spawnMayfly(['gateway'], { ...cluster.env, MAYFLY_HOST: '127.0.0.1', MAYFLY_PORT: String(port) })
-    cleanups.push(() => second.kill('SIGTERM'))
-    secondUrl = `http://127.0.0.1:${port}`
-    await waitFor('the second gateway ready', async () => (await fetch(`${secondUrl}/ready`).catch(() => null))?.status === 200, 30_000)
+    sc = await startSentinelCluster({ worker: true })
+    ;({ ha, cluster, second, secondUrl } = sc)
   })
-  after(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined)
-  })
+  after(() => sc?.close())
 
-  const cacheOf = async (base: string) => {
-    const { body } = await getJson(`${base}/api/cluster`, { headers: { authorization: `Bearer ${cluster.secret}` } })
-    return body.cache as { ok: boolean; detail: Record<string, unknown> }
-  }
+
 
   /** Downloads every id `LIMIT + 2` times at once, alternating gateways: how many of each got the bytes. */
   async function rush(ids: string[]): Promise<number[]> {
@@ -75,7 +64,7 @@ describe('the Redis master killed under load through two gateways', { timeout: 1
     const first = await ha.master()
     assert.equal(first.name, 'redis-1')
     for (const base of [cluster.url, secondUrl]) {
-      const cache = await cacheOf(base)
+      const cache = await sc.cacheOf(base)
       assert.equal(cache.detail.master, `127.0.0.1:${first.port}`, JSON.stringify(cache))
       assert.equal(cache.detail.mode, 'sentinel')
       assert.equal((cache.detail.sentinels as unknown[]).length, 3)
@@ -107,7 +96,7 @@ describe('the Redis master killed under load through two gateways', { timeout: 1
     })()
 
     const loads: MixedLoad[] = [cluster.url, secondUrl].map((base) => startMixedLoad(base, { clients: 4, maxBytes: 64 * 1024 }))
-    cleanups.push(() => Promise.all(loads.map((l) => l.stop())))
+    sc.onClose(() => Promise.all(loads.map((l) => l.stop())))
     await waitFor('20 acknowledged uploads through each gateway', () => loads.every((l) => l.acked.size >= 20), 30_000)
     const beforeKill = await limitedLinks(6)
     const duringOutage = await limitedLinks(6)
@@ -132,7 +121,7 @@ describe('the Redis master killed under load through two gateways', { timeout: 1
     await Promise.all(
       [cluster.url, secondUrl].map((base) =>
         waitFor(`${base} to name the new master`, async () => {
-          const cache = await cacheOf(base)
+          const cache = await sc.cacheOf(base)
           if (cache.detail.master !== `127.0.0.1:${promoted.port}`) return false
           named[base] = Date.now() - promotedAt
           return true

@@ -9,39 +9,28 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
-import { startCluster, type Cluster } from '../helpers/cluster.ts'
-import { getJson, upload } from '../helpers/http.ts'
+import type { Cluster } from '../helpers/cluster.ts'
+import { upload } from '../helpers/http.ts'
 import { startMixedLoad } from '../helpers/load.ts'
-import { freePorts, spawnMayfly, type MayflyProcess } from '../helpers/mayfly-process.ts'
-import { startRedisHa, type RedisHa } from '../helpers/redis-ha.ts'
+import { type MayflyProcess } from '../helpers/mayfly-process.ts'
+import type { RedisHa } from '../helpers/redis-ha.ts'
+import { startSentinelCluster, type SentinelCluster } from '../helpers/sentinel-cluster.ts'
 import { waitFor } from '../helpers/wait.ts'
 
 describe('the Redis master frozen past down-after, then resumed', { timeout: 180_000 }, () => {
+  let sc: SentinelCluster
   let ha: RedisHa
   let cluster: Cluster
   let second: MayflyProcess
   let secondUrl: string
-  const cleanups: (() => Promise<unknown>)[] = []
 
   before(async () => {
-    ha = await startRedisHa()
-    cleanups.push(() => ha.stop())
-    cluster = await startCluster({ mode: 'real', worker: false, env: { ...ha.env, MAYFLY_CACHE_TTL_SECONDS: '60' } })
-    cleanups.push(() => cluster.close())
-    const [port] = await freePorts(1)
-    second = spawnMayfly(['gateway'], { ...cluster.env, MAYFLY_HOST: '127.0.0.1', MAYFLY_PORT: String(port) })
-    cleanups.push(() => second.kill('SIGTERM'))
-    secondUrl = `http://127.0.0.1:${port}`
-    await waitFor('the second gateway ready', async () => (await fetch(`${secondUrl}/ready`).catch(() => null))?.status === 200, 30_000)
+    sc = await startSentinelCluster({ worker: false })
+    ;({ ha, cluster, second, secondUrl } = sc)
   })
-  after(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined)
-  })
+  after(() => sc?.close())
 
-  const cacheOf = async (base: string) => {
-    const { body } = await getJson(`${base}/api/cluster`, { headers: { authorization: `Bearer ${cluster.secret}` } })
-    return (body.cache as { detail: Record<string, unknown> }).detail
-  }
+
   const status = async (base: string, id: string) => {
     const res = await fetch(`${base}/api/download/${id}`)
     await res.arrayBuffer()
@@ -51,7 +40,7 @@ describe('the Redis master frozen past down-after, then resumed', { timeout: 180
   test('every gateway leaves the frozen master for the promoted one; the old one wakes as a replica; nothing it took meanwhile is believed', async () => {
     const first = await ha.master()
     const load = [cluster.url, secondUrl].map((base) => startMixedLoad(base, { clients: 3, maxBytes: 32 * 1024 }))
-    cleanups.push(() => Promise.all(load.map((l) => l.stop())))
+    sc.onClose(() => Promise.all(load.map((l) => l.stop())))
     await waitFor('uploads through both gateways', () => load.every((l) => l.acked.size >= 10), 30_000)
 
     // cached on both gateways before the freeze
@@ -76,7 +65,7 @@ describe('the Redis master frozen past down-after, then resumed', { timeout: 180
     const moved: number[] = []
     for (const base of [cluster.url, secondUrl]) {
       await waitFor(`${base} connected to the new master while the old one is frozen`, async () => {
-        const cache = await cacheOf(base)
+        const cache = (await sc.cacheOf(base)).detail
         return cache.connection === 'ready' && cache.connected_to === `127.0.0.1:${promoted.port}`
       }, 10_000, 50)
       moved.push(Date.now() - promotedAt)

@@ -67,6 +67,7 @@ export function createRateLimits(
     },
     async giveBack(req, action) {
       if (!counted(req, action)) return
+      // best effort: a give-back the limiter cannot take costs this client one try of its window
       await limiter.take(key(req, action), limits[action], -1).catch(() => undefined)
     },
   }
