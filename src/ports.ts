@@ -30,7 +30,8 @@ export interface NewFile {
 }
 
 export type ClaimResult =
-  | { ok: true; file: FileRecord }
+  /** `claim` names this claim; a refund passes it back */
+  | { ok: true; file: FileRecord; claim: string }
   | { ok: false; reason: 'not_found' }
   | { ok: false; reason: 'expired' | 'download_limit_reached' | 'deleted'; file: FileRecord }
 
@@ -53,24 +54,33 @@ export interface MetadataStore {
   /** Pending blobs begun before `before`: uploads whose gateway died. */
   listStalePendingBlobs(before: Date, limit: number): Promise<string[]>
 
-  /** In one transaction: the blob becomes active with its replicas, the file and its variant rows exist. Throws Conflict on a duplicate id. */
+  /**
+   * In one transaction: the blob becomes active with its replicas, the file
+   * and its variant rows exist. Throws Conflict on a duplicate id (another
+   * file's; a retry of this very call whose answer was lost returns the file).
+   */
   createFile(file: NewFile): Promise<FileRecord>
   /** The file, dead or alive, or null when the id is unknown (or purged long ago). */
   getFile(id: string): Promise<FileRecord | null>
   /**
    * Atomically counts one download if the link is alive and below its limit.
    * With N concurrent callers and max_downloads = N - k, exactly N - k get ok.
-   * The claim that takes the last download sets exhaustedAt.
+   * The claim that takes the last download sets exhaustedAt. Counted once
+   * even when the store retries it after losing its answer.
    */
   claimDownload(id: string, now: Date): Promise<ClaimResult>
   /**
    * Adds downloads (file id -> count) of links without a limit. Not atomic
    * with anything: such links need no claim, so the gateway counts them in
-   * batches off the download path. Ids of limited or unknown files are ignored.
+   * batches off the download path. Ids of limited or unknown files are
+   * ignored. A batch counts once per `receipt` (the caller's name for it),
+   * however often it is sent: resend a batch that failed under its receipt.
    */
-  addDownloads(counts: Map<string, number>): Promise<void>
-  /** Gives back a claimed download that failed before any byte was sent. */
-  refundDownload(id: string): Promise<void>
+  addDownloads(counts: Map<string, number>, receipt: string): Promise<void>
+  /** Gives back a claimed download (`claim` from its ClaimResult) that failed before any byte was sent; once, however often called. */
+  refundDownload(id: string, claim: string): Promise<void>
+  /** Forgets up to `limit` receipts of writes older than `before` (a claim can no longer be refunded after); how many. */
+  forgetReceipts(before: Date, limit: number): Promise<number>
   /** Kills the link (deletedAt = now). Idempotent; false when the id is unknown. */
   deleteFile(id: string, now: Date): Promise<boolean>
 

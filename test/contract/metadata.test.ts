@@ -129,23 +129,47 @@ function metadataContract(name: string, makeHarness: () => Promise<Harness>): vo
       assert.notEqual(after?.exhaustedAt, null)
     })
 
-    test('a refund gives the download back and revives an exhausted link', async () => {
-      const file = await store.createFile(newFile({ maxDownloads: 1 }))
-      assert.ok((await store.claimDownload(file.id, new Date())).ok)
-      await store.refundDownload(file.id)
+    test('a refund gives the download back and revives an exhausted link, once per claim', async () => {
+      const file = await store.createFile(newFile({ maxDownloads: 2 }))
+      const first = await store.claimDownload(file.id, new Date())
+      const second = await store.claimDownload(file.id, new Date())
+      assert.ok(first.ok && second.ok)
+      assert.notEqual(first.claim, second.claim, 'every claim has its own name')
+      assert.notEqual((await store.getFile(file.id))?.exhaustedAt, null)
+      await store.refundDownload(file.id, second.claim)
+      await store.refundDownload(file.id, second.claim) // a replayed refund gives nothing more back
       const refunded = await store.getFile(file.id)
-      assert.equal(refunded?.downloads, 0)
+      assert.equal(refunded?.downloads, 1)
       assert.equal(refunded?.exhaustedAt, null)
       assert.ok((await store.claimDownload(file.id, new Date())).ok)
-      await store.refundDownload(newId()) // unknown: nothing to do
+      await store.refundDownload(newId(), first.claim) // another file's claim: nothing to do
+      await store.refundDownload(file.id, newId()) // an unknown claim: nothing to do
+      assert.equal((await store.getFile(file.id))?.downloads, 2)
     })
 
-    test('addDownloads counts batches on unlimited links and ignores limited and unknown ones', async () => {
+    test('receipts older than a bound are forgotten: their claims are no longer refundable', async () => {
+      const file = await store.createFile(newFile({ maxDownloads: 3 }))
+      const claim = await store.claimDownload(file.id, new Date(Date.now() - 3 * 24 * 3600_000))
+      assert.ok(claim.ok)
+      // other tests' receipts may be as old; forget in batches until this one is gone
+      while ((await store.forgetReceipts(new Date(Date.now() - 24 * 3600_000), 1000)) > 0);
+      await store.refundDownload(file.id, claim.claim)
+      assert.equal((await store.getFile(file.id))?.downloads, 1, 'a forgotten claim is not refunded')
+      const fresh = await store.claimDownload(file.id, new Date())
+      assert.ok(fresh.ok)
+      assert.equal(await store.forgetReceipts(new Date(Date.now() - 24 * 3600_000), 1000), 0)
+      await store.refundDownload(file.id, fresh.claim)
+      assert.equal((await store.getFile(file.id))?.downloads, 1, 'a fresh claim still is')
+    })
+
+    test('addDownloads counts batches on unlimited links, each once, and ignores limited and unknown ones', async () => {
       const open = await store.createFile(newFile())
       const limited = await store.createFile(newFile({ maxDownloads: 5 }))
-      await store.addDownloads(new Map([[open.id, 3], [limited.id, 2], [newId(), 1]]))
-      await store.addDownloads(new Map([[open.id, 2]]))
-      await store.addDownloads(new Map())
+      await store.addDownloads(new Map([[open.id, 3], [limited.id, 2], [newId(), 1]]), newId())
+      const batch = newId()
+      await store.addDownloads(new Map([[open.id, 2]]), batch)
+      await store.addDownloads(new Map([[open.id, 2]]), batch) // sent again: counted once
+      await store.addDownloads(new Map(), newId())
       assert.equal((await store.getFile(open.id))?.downloads, 5)
       assert.equal((await store.getFile(limited.id))?.downloads, 0)
     })

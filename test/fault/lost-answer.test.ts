@@ -1,7 +1,9 @@
-// An upload whose file record committed in PostgreSQL but whose answer was
-// lost on the way back (a metadata failover between commit and reply): the
-// client gets an error, and the cleanup of the failed upload must not delete
-// the bytes the committed record points to (upload-routes.ts, forget()).
+// Writes that committed in PostgreSQL but whose answer was lost on the way
+// back (a metadata failover between commit and reply) are looked up, not
+// applied twice: the upload's file record, a limited link's download claim
+// and a batch of counts of an unlimited one. The store replays them on a new
+// connection, and each one's key (the file id, the claim's and the batch's
+// receipts, migrations/005) turns the replay into a lookup.
 //
 // The fault is real: a gateway process talks to PostgreSQL through a proxy
 // (test/helpers/pg-proxy.ts) that lets the file's insert commit and then
@@ -17,10 +19,7 @@ import { startPgProxy, type CutStatement, type PgProxy } from '../helpers/pg-pro
 import { blobFilePath } from '../helpers/storage-node-process.ts'
 import { waitFor } from '../helpers/wait.ts'
 
-/** what the gateway logs when the cleanup finds the failed upload recorded after all */
-const KEPT = /a failed upload was recorded after all/
-
-describe('a createFile that committed but whose answer was lost', { timeout: 120_000 }, () => {
+describe('writes that committed but whose answers were lost', { timeout: 120_000 }, () => {
   let cluster: Cluster
   let proxy: PgProxy
   let gateway: MayflyProcess
@@ -61,47 +60,83 @@ describe('a createFile that committed but whose answer was lost', { timeout: 120
     return held.filter(Boolean).length
   }
 
-  test('the upload fails, and the recorded file keeps its bytes', async () => {
+  /** Arms the proxy's cut for the next statement matching `pattern`; resolves to what it cut. */
+  function armCut(pattern: RegExp): () => Promise<CutStatement> {
     let cut: CutStatement | Error | undefined
-    proxy.cutAfterCommit(/INSERT INTO files\b/).then(
+    proxy.cutAfterCommit(pattern).then(
       (statement) => (cut = statement),
       (err: Error) => (cut = err),
     )
-    const data = randomBytes(200_000)
-    const res = await upload(base, data).catch((err: unknown) => {
-      // a gateway that dies of the lost connection answers nothing: say so, with its last words
+    return async () => {
+      const statement = await waitFor(`the proxy to cut the connection of ${pattern}`, () => cut, 5000)
+      if (statement instanceof Error) throw statement
+      return statement
+    }
+  }
+
+  /** the request's answer, or the gateway's last words if it gave none */
+  async function answered<T>(request: Promise<T>): Promise<T> {
+    return request.catch((err: unknown) => {
       const state = gateway.alive() ? 'alive' : 'exited'
-      throw new Error(`the upload got no answer; the gateway has ${state}:\n${gateway.output().slice(-4000)}`, { cause: err })
+      throw new Error(`no answer; the gateway has ${state}:\n${gateway.output().slice(-4000)}`, { cause: err })
     })
-    const statement = await waitFor("the proxy to cut the connection of the file's insert", () => cut, 5000)
-    if (statement instanceof Error) throw statement
+  }
+
+  test('an upload whose record committed is acknowledged once, with its bytes', async () => {
+    const cut = armCut(/INSERT INTO files\b/)
+    const data = randomBytes(200_000)
+    const res = await answered(upload(base, data))
+    const statement = await cut()
     // CREATE_FILE's parameters: $1 the file's id, $2 its blob's key
     const [id, key] = statement.params
     assert.ok(id != null && key != null)
-
-    // pg-db.ts retries a write only when the server provably did nothing; a
-    // connection lost after the commit is not that, so the gateway does not
-    // try again and the client hears that the metadata store failed
-    assert.equal(res.status, 503, JSON.stringify(res.body))
-    assert.equal(res.body.error, 'unavailable')
-    // ...while the database has the file the client was not told about
+    assert.equal(res.status, 201, JSON.stringify(res.body))
+    assert.equal(res.body.id, id, 'the acknowledged id is the recorded one')
     const recorded = await cluster.infra.metadata.getFile(id)
-    assert.ok(recorded !== null, 'the insert committed')
-    assert.equal(recorded.blobKey, key)
-    assert.equal(recorded.sha256, sha256(data))
-
-    // the cleanup of the failed upload starts once every copy has settled:
-    // wait until it decided, one way or the other
-    const decision = await waitFor("the failed upload's cleanup to keep or remove the bytes", async () => {
-      if (KEPT.test(gateway.output())) return 'kept'
-      return (await copiesOnDisk(key)) === 0 ? 'removed' : undefined
-    }, 30_000)
-    assert.equal(decision, 'kept', 'the cleanup removed the bytes of a recorded file')
-
+    assert.equal(recorded?.blobKey, key)
+    assert.equal(recorded?.sha256, sha256(data))
     assert.ok((await copiesOnDisk(key)) >= 2, 'the copies stay on the nodes')
     assert.ok((await cluster.infra.metadata.listReplicas(key)).length >= 2, 'the copies stay recorded')
     const download = await fetch(`${base}/api/download/${id}`)
     assert.equal(download.status, 200)
     assert.equal(sha256(Buffer.from(await download.arrayBuffer())), sha256(data), 'the recorded file reads whole')
+  })
+
+  test("a download claim whose answer was lost counts once: the link's last download is served", async () => {
+    const data = randomBytes(50_000)
+    const up = await upload(base, data, { max_downloads: '2' })
+    assert.equal(up.status, 201)
+    const id = String(up.body.id)
+    assert.equal((await fetch(`${base}/api/download/${id}`).then(async (r) => (await r.arrayBuffer(), r.status))), 200)
+    const cut = armCut(/WITH claimed AS/)
+    const last = await answered(fetch(`${base}/api/download/${id}`))
+    await cut()
+    assert.equal(last.status, 200, 'the replayed claim found its receipt: the second of two downloads')
+    assert.equal(sha256(Buffer.from(await last.arrayBuffer())), sha256(data))
+    assert.equal((await cluster.infra.metadata.getFile(id))?.downloads, 2, 'counted once')
+    const third = await fetch(`${base}/api/download/${id}`)
+    await third.body?.cancel()
+    assert.equal(third.status, 410, 'the link is used up')
+  })
+
+  test("a batch of counts whose answer was lost counts once", async () => {
+    const up = await upload(base, randomBytes(10_000))
+    assert.equal(up.status, 201)
+    const id = String(up.body.id)
+    const cut = armCut(/UPDATE files SET downloads = files\.downloads \+ c\.n/)
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${base}/api/download/${id}`)
+      await res.arrayBuffer()
+      assert.equal(res.status, 200)
+    }
+    await cut()
+    const counted = await waitFor('the batch to be counted', async () => {
+      const file = await cluster.infra.metadata.getFile(id)
+      return file !== null && file.downloads > 0 ? file.downloads : undefined
+    }, 10_000)
+    // one more interval of the tally: a batch sent twice would show now
+    await new Promise((resolve) => setTimeout(resolve, 2500))
+    assert.equal((await cluster.infra.metadata.getFile(id))?.downloads, 3)
+    assert.equal(counted, 3)
   })
 })

@@ -8,7 +8,8 @@
 //   3. markPurged(fileId) -> purged only once no blob of the file has a replica
 //      left; otherwise nothing changes and the file comes back in step 1 (a node
 //      that was down, a variant that became ready in between).
-import { NotFound } from '../../core/errors.ts'
+import { randomUUID } from 'node:crypto'
+import { Conflict, NotFound } from '../../core/errors.ts'
 import { fileStatus, type FileRecord, type VariantRecord } from '../../core/file.ts'
 import type { NodeAnnouncement, NodeRecord } from '../../core/node.ts'
 import type { ClaimResult, DependencyStatus, MetadataStore, NewFile, PurgeItem } from '../../ports.ts'
@@ -42,14 +43,24 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
     return rows[0] === undefined ? null : toFile(rows[0])
   }
 
+  // Idempotent by its receipt (q.CLAIM_DOWNLOAD): the executor may replay it
+  // after a lost answer, and the outcome is then read back, never counted twice.
   async function claimDownload(id: string, now: Date): Promise<ClaimResult> {
+    const claim = randomUUID()
     for (let attempt = 1; ; attempt++) {
-      // not idempotent: retried by the executor only when provably not applied
-      const claimed = await db.query<FileRow>(q.CLAIM_DOWNLOAD, [id, now])
-      if (claimed[0] !== undefined) return { ok: true, file: toFile(claimed[0]) }
-      const rows = await db.query<FileRow>(q.GET_FILE, [id], idempotent)
+      let claimed: FileRow[]
+      try {
+        claimed = await db.query<FileRow>(q.CLAIM_DOWNLOAD, [id, now, claim], idempotent)
+      } catch (err) {
+        // a replay met the receipt of its first run, which committed meanwhile
+        if (!(err instanceof Conflict)) throw err
+        claimed = []
+      }
+      if (claimed[0] !== undefined) return { ok: true, file: toFile(claimed[0]), claim }
+      const rows = await db.query<FileRow & { claimed: boolean }>(q.CLAIM_OUTCOME, [id, claim], idempotent)
       if (rows[0] === undefined) return { ok: false, reason: 'not_found' }
       const file = toFile(rows[0])
+      if (rows[0].claimed) return { ok: true, file, claim }
       const status = fileStatus(file, now)
       if (status !== 'active') return { ok: false, reason: status, file }
       // purged rows are dead by construction; only a concurrent refund gets here
@@ -57,15 +68,24 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
     }
   }
 
+  // Idempotent too: a replay after a lost answer meets the file's own row
+  // (files' key) and returns it; a different file under the id is a Conflict.
   async function createFile(file: NewFile): Promise<FileRecord> {
     const { blob, variants } = file
-    const rows = await db.query<FileRow>(q.CREATE_FILE, [
-      file.id, blob.key, file.name, file.mime, blob.size, blob.sha256, file.createdAt, file.expiresAt,
-      file.maxDownloads, file.passwordHash, file.deleteTokenHash, file.replicas,
-      variants.map((v) => v.name), variants.map((v) => v.state), variants.map((v) => v.reason),
-    ])
-    if (rows[0] === undefined) throw new Error(`createFile ${file.id} returned no row`)
-    return toFile(rows[0])
+    try {
+      const rows = await db.query<FileRow>(q.CREATE_FILE, [
+        file.id, blob.key, file.name, file.mime, blob.size, blob.sha256, file.createdAt, file.expiresAt,
+        file.maxDownloads, file.passwordHash, file.deleteTokenHash, file.replicas,
+        variants.map((v) => v.name), variants.map((v) => v.state), variants.map((v) => v.reason),
+      ], idempotent)
+      if (rows[0] === undefined) throw new Error(`createFile ${file.id} returned no row`)
+      return toFile(rows[0])
+    } catch (err) {
+      if (!(err instanceof Conflict)) throw err
+      const existing = await getFile(file.id)
+      if (existing?.blobKey !== blob.key || existing.deleteTokenHash !== file.deleteTokenHash) throw err
+      return existing
+    }
   }
 
   async function setVariant(variant: VariantRecord, replicas: string[]): Promise<void> {
@@ -119,13 +139,16 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
     createFile,
     getFile,
     claimDownload,
-    async addDownloads(counts) {
+    async addDownloads(counts, receipt) {
       if (counts.size === 0) return
-      await db.query(q.ADD_DOWNLOADS, [[...counts.keys()], [...counts.values()]])
+      await db.query(q.ADD_DOWNLOADS, [[...counts.keys()], [...counts.values()], receipt], idempotent)
     },
-
-    async refundDownload(id) {
-      await db.query(q.REFUND_DOWNLOAD, [id])
+    async refundDownload(id, claim) {
+      await db.query(q.REFUND_DOWNLOAD, [id, claim], idempotent)
+    },
+    async forgetReceipts(before, limit) {
+      const rows = await db.query(q.FORGET_RECEIPTS, [before, limit], idempotent)
+      return rows.length
     },
     async deleteFile(id, now) {
       const rows = await db.query(q.DELETE_FILE, [id, now], idempotent)

@@ -104,39 +104,73 @@ export const GET_FILE = `
 SELECT ${FILE_COLUMNS} FROM files WHERE id = $1::text`
 
 /**
- * in: $1 id, $2 now. out: the updated file row, or none when the link is not
- * alive (unknown, deleted, expired or at its limit).
+ * in: $1 id, $2 now, $3 receipt id. out: the updated file row, or none when
+ * the link is not alive (unknown, deleted, expired or at its limit) or the
+ * receipt exists (this claim was applied already: see CLAIM_OUTCOME).
  * ONE statement, so concurrent claims on the same row serialize on its row
  * lock and each re-checks the limit against the committed count: exactly
- * max_downloads succeed. The claim that takes the last download sets exhausted_at.
+ * max_downloads succeed. The claim that takes the last download sets
+ * exhausted_at. Its receipt commits with it; a replay of the same claim
+ * (its answer was lost) counts nothing: it sees the receipt, or, when the
+ * first run was still in flight, fails on the receipt's key.
  */
 export const CLAIM_DOWNLOAD = `
-UPDATE files SET
-  downloads = downloads + 1,
-  exhausted_at = CASE WHEN max_downloads IS NOT NULL AND downloads + 1 >= max_downloads
-                      THEN $2::timestamptz ELSE exhausted_at END
-WHERE id = $1::text
-  AND deleted_at IS NULL AND purged_at IS NULL
-  AND expires_at > $2::timestamptz
-  AND (max_downloads IS NULL OR downloads < max_downloads)
-RETURNING ${FILE_COLUMNS}`
+WITH claimed AS (
+  UPDATE files SET
+    downloads = downloads + 1,
+    exhausted_at = CASE WHEN max_downloads IS NOT NULL AND downloads + 1 >= max_downloads
+                        THEN $2::timestamptz ELSE exhausted_at END
+  WHERE id = $1::text
+    AND deleted_at IS NULL AND purged_at IS NULL
+    AND expires_at > $2::timestamptz
+    AND (max_downloads IS NULL OR downloads < max_downloads)
+    AND NOT EXISTS (SELECT 1 FROM write_receipts WHERE id = $3::text)
+  RETURNING ${FILE_COLUMNS}
+), receipt AS (
+  INSERT INTO write_receipts (id, file_id, created_at) SELECT $3::text, id, $2::timestamptz FROM claimed
+)
+SELECT ${FILE_COLUMNS} FROM claimed`
+
+/** in: $1 id, $2 receipt id. out: the file row and whether the claim with that receipt was applied, or none. */
+export const CLAIM_OUTCOME = `
+SELECT ${FILE_COLUMNS}, EXISTS (SELECT 1 FROM write_receipts WHERE id = $2::text) AS claimed
+FROM files WHERE id = $1::text`
 
 /**
- * in: $1 id. out: none. Gives one download back; the link lives again if the
- * refunded claim had exhausted it. Nothing once the bytes are purged.
+ * in: $1 id, $2 the claim's receipt id. out: none. Gives the claimed
+ * download back, once: the receipt goes with it, so a replay finds nothing.
+ * The link lives again if the refunded claim had exhausted it. Nothing once
+ * the bytes are purged.
  */
 export const REFUND_DOWNLOAD = `
+WITH receipt AS (
+  DELETE FROM write_receipts WHERE id = $2::text AND file_id = $1::text RETURNING file_id
+)
 UPDATE files SET downloads = downloads - 1, exhausted_at = NULL
-WHERE id = $1::text AND downloads > 0 AND purged_at IS NULL`
+FROM receipt
+WHERE files.id = receipt.file_id AND downloads > 0 AND purged_at IS NULL`
 
 /**
- * in: $1 ids (text[]), $2 counts (int[]), pairwise. out: none.
- * Adds downloads of links without a limit, counted in batches off the download path.
+ * in: $1 ids (text[]), $2 counts (int[]), pairwise, $3 receipt id. out: none.
+ * Adds downloads of links without a limit, counted in batches off the
+ * download path. A replayed batch (its answer was lost) adds nothing: its
+ * receipt is there, or is being written (the insert waits for it).
  */
 export const ADD_DOWNLOADS = `
+WITH receipt AS (
+  INSERT INTO write_receipts (id, created_at) VALUES ($3::text, now())
+  ON CONFLICT (id) DO NOTHING
+  RETURNING id
+)
 UPDATE files SET downloads = files.downloads + c.n
-FROM unnest($1::text[], $2::int[]) AS c(id, n)
+FROM unnest($1::text[], $2::int[]) AS c(id, n), receipt
 WHERE files.id = c.id AND files.max_downloads IS NULL`
+
+/** in: $1 before, $2 limit. out: id of each receipt forgotten. */
+export const FORGET_RECEIPTS = `
+DELETE FROM write_receipts WHERE id IN (
+  SELECT id FROM write_receipts WHERE created_at < $1::timestamptz ORDER BY created_at LIMIT $2::int
+) RETURNING id`
 
 /** in: $1 id, $2 now. out: id, or none when unknown. A second delete keeps the first time. */
 export const DELETE_FILE = `

@@ -15,12 +15,17 @@ const fenceHolds = (name: string, token: string) => `
 
 // ---- leases --------------------------------------------------------------
 
-/** in: $1 name, $2 holder, $3 ttl ms. out: token, or none when someone holds a live lease. */
+/**
+ * in: $1 name, $2 holder, $3 ttl ms. out: token, or none when someone else
+ * holds a live lease. The same holder (one per process) takes it again with
+ * a new token: a replay after a lost answer supersedes the token it never
+ * heard of rather than waiting out the ttl.
+ */
 export const ACQUIRE_LEASE = `
 INSERT INTO leases AS l (name, holder, token, expires_at)
 VALUES ($1::text, $2::text, 1, now() + $3::int * interval '1 millisecond')
 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, token = l.token + 1, expires_at = EXCLUDED.expires_at
-WHERE l.expires_at <= now()
+WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
 RETURNING token`
 
 /** in: $1 name, $2 token, $3 ttl ms. out: token, or none when the lease lapsed (then it is lost). */

@@ -25,8 +25,8 @@ function requireFence(ok: boolean | undefined, fence: Fence): void {
 
 export function createSqlReplicationStore(db: SqlDb): ReplicationStore {
   async function acquireLease(name: string, holder: string, ttlMs: number): Promise<Lease | null> {
-    // not idempotent: a retry after a lost answer would take a second token
-    const rows = await db.query<{ token: string | number }>(q.ACQUIRE_LEASE, [name, holder, Math.round(ttlMs)])
+    // a replay after a lost answer takes a newer token for the same holder (q.ACQUIRE_LEASE)
+    const rows = await db.query<{ token: string | number }>(q.ACQUIRE_LEASE, [name, holder, Math.round(ttlMs)], idempotent)
     if (rows[0] === undefined) return null
     const token = Number(rows[0].token)
     let held = true

@@ -63,14 +63,14 @@ export function registerDownloadRoutes(
     if (range.kind === 'unsatisfiable') {
       return reply.status(416).header('content-range', `bytes */${file.size}`).send({ error: 'range_not_satisfiable', message: `the file has ${file.size} bytes` })
     }
-    if (limited) await claim(file.id)
+    const claimed = limited ? await claim(file.id) : null
     let body
     try {
       body = await blobs.open(blobOf(file), replicas, range.kind === 'range' ? range.range : undefined)
     } catch (err) {
-      if (limited) {
+      if (claimed !== null) {
         // the download failed before a byte was sent: give it back (a failed refund costs the link one download)
-        await metadata.refundDownload(file.id).catch((e: unknown) => req.log.warn({ err: e, fileId: file.id }, 'download not refunded'))
+        await metadata.refundDownload(file.id, claimed).catch((e: unknown) => req.log.warn({ err: e, fileId: file.id }, 'download not refunded'))
         await files.invalidate(file.id)
       }
       metrics.downloads.inc({ result: 'unavailable' })
@@ -90,8 +90,8 @@ export function registerDownloadRoutes(
     return reply.send(body)
   }
 
-  /** Counts one download of a limited link, atomically in the metadata store (the limit's only judge). */
-  async function claim(id: string): Promise<void> {
+  /** Counts one download of a limited link, atomically in the metadata store (the limit's only judge); the claim's name. */
+  async function claim(id: string): Promise<string> {
     const result = await metadata.claimDownload(id, now())
     // the count changed; a claim that used the link up or found it dead killed it for this gateway's cache too
     await files.invalidate(id, { died: !result.ok || fileStatus(result.file, now()) !== 'active' })
@@ -99,6 +99,7 @@ export function registerDownloadRoutes(
       metrics.downloads.inc({ result: result.reason })
       throw result.reason === 'not_found' ? new NotFound('no such file') : deadError(result.reason)
     }
+    return result.claim
   }
 
   async function sendVariant(req: FastifyRequest<IdParams>, reply: FastifyReply, name: VariantName) {

@@ -12,6 +12,8 @@ import type { NodeDirectory } from '../../ports.ts'
 
 /** An upload still pending after this long has lost its gateway: its bytes are removed. */
 const STALE_UPLOAD_MS = 12 * 3600_000
+/** A write's receipt (a counted download's) is kept this long: a claim is refundable, and a lost answer resolvable, for a day. */
+const RECEIPT_KEEP_MS = 24 * 3600_000
 const BATCH = 100
 
 export interface SweeperOptions {
@@ -31,6 +33,8 @@ export interface SweepResult {
   purgedFiles: number
   removedReplicas: number
   abandonedUploads: number
+  /** receipts of writes older than a day, forgotten */
+  forgottenReceipts: number
   /** false when another process holds the sweeper lease */
   ran: boolean
 }
@@ -76,7 +80,7 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   }
 
   async function sweepWith(lease: Lease): Promise<SweepResult> {
-    const result: SweepResult = { purgedFiles: 0, removedReplicas: 0, abandonedUploads: 0, ran: true }
+    const result: SweepResult = { purgedFiles: 0, removedReplicas: 0, abandonedUploads: 0, forgottenReceipts: 0, ran: true }
     const nodesNow = await reachable()
     // every delete carries the lease's token: a node that saw a later holder refuses a sweeper paused past its lease
     const fence: Fence = { name: options.lockName, token: lease.token }
@@ -99,12 +103,13 @@ export function createSweeper(options: SweeperOptions): Sweeper {
         result.abandonedUploads++
       }
     }
+    result.forgottenReceipts = await metadata.forgetReceipts(new Date(now().getTime() - RECEIPT_KEEP_MS), BATCH * 10)
     return result
   }
 
   async function sweepOnce(): Promise<SweepResult> {
     const lease = await lock.acquire(options.lockName, leaseMs)
-    if (lease === null) return { purgedFiles: 0, removedReplicas: 0, abandonedUploads: 0, ran: false }
+    if (lease === null) return { purgedFiles: 0, removedReplicas: 0, abandonedUploads: 0, forgottenReceipts: 0, ran: false }
     try {
       const result = await sweepWith(lease)
       if (result.purgedFiles + result.abandonedUploads > 0) log.info(result, 'swept dead files')
