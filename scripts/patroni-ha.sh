@@ -7,7 +7,12 @@
 #
 #   scripts/patroni-ha.sh start DIR     start it all; prints MAYFLY_DATABASE_URL
 #   scripts/patroni-ha.sh stop DIR      end what `start` started, nothing else
-#   scripts/patroni-ha.sh status DIR    each member: role, state, lag (patronictl list)
+#   scripts/patroni-ha.sh status DIR    each member: role, state, lag (Patroni's /cluster)
+#   scripts/patroni-ha.sh start-member DIR N
+#                                       start member N's Patroni again (after a kill); it
+#                                       rejoins as a replica, rewinding an orphaned primary
+#   scripts/patroni-ha.sh switchover DIR
+#                                       a planned switchover to the synchronous standby
 #
 # DIR/mayfly.env holds MAYFLY_DATABASE_URL in libpq's multi-host form (the
 # three members; Mayfly writes only to the one that accepts writes). DIR/topology
@@ -22,7 +27,7 @@
 set -eu
 
 usage() {
-  echo "usage: $0 start|stop|status DIR" >&2
+  echo "usage: $0 start|stop|status|switchover DIR, or start-member DIR N" >&2
   exit 2
 }
 [ $# -ge 2 ] || usage
@@ -181,6 +186,26 @@ status)
   load_topology
   cluster_json "$PG1_REST_PORT" || cluster_json "$PG2_REST_PORT" || cluster_json "$PG3_REST_PORT" || die "no member answers"
   echo
+  ;;
+start-member)
+  [ $# -eq 3 ] || usage
+  n=$3
+  case $n in 1|2|3) ;; *) die "the member is 1, 2 or 3, not $n" ;; esac
+  dir=$(cd "$dir" && pwd)
+  load_topology
+  ours "$dir/pg$n.pid" && die "pg$n's Patroni runs already (pid $(cat "$dir/pg$n.pid"))"
+  spawn_as_postgres "$dir/pg$n.log.$(date +%s)" "$dir/pg$n.pid" /usr/bin/patroni "$dir/pg$n.yml"
+  eval "rest_port=\$PG${n}_REST_PORT"
+  wait_for "pg$n's Patroni to answer" 300 sh -c "curl -fsS --max-time 1 http://127.0.0.1:$rest_port/health >/dev/null 2>&1 || curl -sS --max-time 1 -o /dev/null http://127.0.0.1:$rest_port/patroni"
+  ;;
+switchover)
+  load_topology
+  json=$(cluster_json "$PG1_REST_PORT" || cluster_json "$PG2_REST_PORT" || cluster_json "$PG3_REST_PORT") || die "no member answers"
+  leader=$(echo "$json" | jq -r '.members[] | select(.role == "leader") | .name')
+  candidate=$(echo "$json" | jq -r '[.members[] | select(.role == "sync_standby")][0].name')
+  [ -n "$leader" ] && [ "$candidate" != null ] || die "no leader and synchronous standby to switch between"
+  as_postgres /usr/bin/patronictl -c "$dir/pg1.yml" switchover --leader "$leader" --candidate "$candidate" --force >/dev/null
+  say "switched over from $leader to $candidate"
   ;;
 *) usage ;;
 esac

@@ -14,6 +14,20 @@ export interface LoadReport {
   /** the longest request, ms */
   slowestMs: number
   slowest: string
+  /** when each successful upload and download ended (Date.now()), in order */
+  uploadedAt: number[]
+  downloadedAt: number[]
+}
+
+/** The longest time in [from, to] without an entry of `times` (sorted), and where it began. */
+export function longestGap(times: number[], from: number, to: number): { ms: number; from: number } {
+  let last = from
+  let best = { ms: 0, from }
+  for (const t of [...times.filter((x) => x > from && x < to), to]) {
+    if (t - last > best.ms) best = { ms: t - last, from: last }
+    last = t
+  }
+  return best
 }
 
 export interface MixedLoad {
@@ -36,7 +50,7 @@ export function startMixedLoad(base: string, options: MixedLoadOptions = {}): Mi
   const minBytes = options.minBytes ?? 1024
   const maxBytes = options.maxBytes ?? 300 * 1024
   const acked = new Map<string, string>()
-  const report: LoadReport = { uploads: 0, downloads: 0, errors: [], slowestMs: 0, slowest: '' }
+  const report: LoadReport = { uploads: 0, downloads: 0, errors: [], slowestMs: 0, slowest: '', uploadedAt: [], downloadedAt: [] }
   let stopped = false
 
   async function timed<T>(what: string, fn: () => Promise<T>): Promise<T | undefined> {
@@ -65,6 +79,7 @@ export function startMixedLoad(base: string, options: MixedLoadOptions = {}): Mi
         if (res.status !== 201) throw new Error(`status ${res.status} ${JSON.stringify(res.body)}`)
         acked.set(String(res.body.id), sha256(data))
         report.uploads++
+        report.uploadedAt.push(Date.now())
       })
     }
   }
@@ -83,6 +98,7 @@ export function startMixedLoad(base: string, options: MixedLoadOptions = {}): Mi
         if (res.status !== 200) throw new Error(`status ${res.status} ${body.toString().slice(0, 200)}`)
         if (sha256(body) !== acked.get(id)) throw new Error(`wrong bytes (${body.length} bytes)`)
         report.downloads++
+        report.downloadedAt.push(Date.now())
       })
     }
   }

@@ -126,7 +126,7 @@ export async function startRedisHa(): Promise<RedisHa> {
   }
 }
 
-function parseEnvFile(text: string): Record<string, string> {
+export function parseEnvFile(text: string): Record<string, string> {
   const out: Record<string, string> = {}
   for (const line of text.split('\n')) {
     const i = line.indexOf('=')

@@ -1,0 +1,186 @@
+// Which member of a multi-host url is the primary (libpq's
+// target_session_attrs=read-write, and one step further). Every member is
+// asked on its own small connection, every PROBE_MS while a primary is known
+// and every FAST_PROBE_MS while none is, whether it takes writes and on which
+// timeline. Of the members that take writes the one on the highest timeline
+// wins: a promoted replica starts a new timeline, so an orphaned primary (its
+// Patroni killed, its postmaster still accepting writes that no synchronous
+// replica confirms any more) loses to the new one as soon as both answer.
+// A member that does not answer within PROBE_TIMEOUT_MS (frozen, gone) takes
+// no writes. When the primary changes, `onSwitch` hears of it and the
+// executor drops every connection to the old one (pg-db.ts).
+import pg from 'pg'
+import type { Logger } from '../../log.ts'
+
+/** between probes while a primary is known (ms): a new one is found within about this much of taking writes */
+const PROBE_MS = 400
+/** between probes while none is (ms) */
+const FAST_PROBE_MS = 100
+/** a member that answers no probe within this long takes no writes (ms) */
+const PROBE_TIMEOUT_MS = 1000
+
+/** in: none. out: in_recovery, read_only (transaction_read_only), wal_file (the current one, on a primary). */
+const PROBE = `
+SELECT pg_is_in_recovery() AS in_recovery, current_setting('transaction_read_only') AS read_only,
+  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS wal_file`
+
+export interface MemberState {
+  /** host:port */
+  name: string
+  role: 'primary' | 'replica' | 'unreachable'
+  /** the timeline a primary writes on (the first 8 hex digits of its WAL file names) */
+  timeline: number | null
+  error: string | null
+}
+
+export interface PrimaryLocator {
+  /** the index of the member to write to, or null while none is known */
+  primary(): number | null
+  /** the primary's index as soon as one is known, or null after `ms` */
+  primaryWithin(ms: number): Promise<number | null>
+  /** `index` failed or refused a write: no work goes there until a probe confirms it, which starts now */
+  suspect(index: number): void
+  /** what the last probe found of every member */
+  members(): MemberState[]
+  /** when the primary last changed from one member to another */
+  lastSwitchAt(): Date | null
+  close(): Promise<void>
+}
+
+export interface PrimaryLocatorOptions {
+  /** one single-host url per member */
+  urls: string[]
+  names: string[]
+  log: Logger
+  onSwitch(from: number | null, to: number): void
+}
+
+interface Prober {
+  client: pg.Client | null
+  state: MemberState
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms).unref())
+
+export function createPrimaryLocator(options: PrimaryLocatorOptions): PrimaryLocator {
+  const { urls, names, log } = options
+  const probers: Prober[] = urls.map((_, i) => ({
+    client: null,
+    state: { name: names[i]!, role: 'unreachable', timeline: null, error: 'not probed yet' },
+  }))
+  let primary: number | null = null
+  /** the member last found primary, remembered across a spell without one */
+  let lastPrimary: number | null = null
+  let switchedAt: Date | null = null
+  let closed = false
+  /** wakes the loop early (a suspect) */
+  let kick: (() => void) | null = null
+  /** waiters for the next probe round */
+  let roundDone: (() => void)[] = []
+
+  function drop(prober: Prober): void {
+    const client = prober.client
+    prober.client = null
+    // end() destroys the socket when a query hangs (a frozen server)
+    client?.end().catch(() => undefined)
+  }
+
+  async function probeOne(i: number): Promise<MemberState> {
+    const prober = probers[i]!
+    const name = names[i]!
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${PROBE_TIMEOUT_MS} ms`)), PROBE_TIMEOUT_MS)
+    })
+    try {
+      if (prober.client === null) {
+        const client = new pg.Client({ connectionString: urls[i], connectionTimeoutMillis: PROBE_TIMEOUT_MS, application_name: 'mayfly-probe' })
+        client.on('error', () => undefined) // a server that goes away: the next probe says so
+        prober.client = client
+        await Promise.race([client.connect(), timeout])
+      }
+      const { rows } = await Promise.race([
+        prober.client.query<{ in_recovery: boolean; read_only: string; wal_file: string | null }>(PROBE),
+        timeout,
+      ])
+      const row = rows[0]!
+      if (row.in_recovery || row.wal_file === null) return { name, role: 'replica', timeline: null, error: null }
+      if (row.read_only !== 'off') return { name, role: 'replica', timeline: null, error: 'read-only session (default_transaction_read_only)' }
+      return { name, role: 'primary', timeline: Number.parseInt(row.wal_file.slice(0, 8), 16), error: null }
+    } catch (err) {
+      drop(prober)
+      return { name, role: 'unreachable', timeline: null, error: err instanceof Error ? err.message : String(err) }
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Of the members that take writes, the one on the highest timeline; the current one on a tie. */
+  function choose(states: MemberState[]): number | null {
+    let best: number | null = null
+    states.forEach((s, i) => {
+      if (s.role !== 'primary') return
+      const bestTimeline = best === null ? -1 : states[best]!.timeline!
+      if (s.timeline! > bestTimeline || (s.timeline === bestTimeline && i === primary)) best = i
+    })
+    return best
+  }
+
+  async function round(): Promise<void> {
+    const states = await Promise.all(probers.map((_, i) => probeOne(i)))
+    states.forEach((s, i) => (probers[i]!.state = s))
+    const chosen = choose(states)
+    const from = primary ?? lastPrimary
+    if (chosen !== null && chosen !== from) {
+      if (from !== null) {
+        switchedAt = new Date()
+        log.warn({ from: names[from], to: names[chosen], timeline: states[chosen]!.timeline }, 'the PostgreSQL primary moved')
+      }
+      options.onSwitch(from, chosen)
+    }
+    if (chosen !== null) lastPrimary = chosen
+    primary = chosen
+    const waiters = roundDone
+    roundDone = []
+    for (const resolve of waiters) resolve()
+  }
+  async function loop(): Promise<void> {
+    while (!closed) {
+      await round().catch((err: unknown) => log.warn({ err }, 'probing the PostgreSQL members failed'))
+      if (closed) break
+      await Promise.race([sleep(primary === null ? FAST_PROBE_MS : PROBE_MS), new Promise<void>((resolve) => (kick = resolve))])
+      kick = null
+    }
+  }
+  const running = loop()
+
+  const nextRound = () => new Promise<void>((resolve) => roundDone.push(resolve))
+
+  return {
+    primary: () => primary,
+    async primaryWithin(ms) {
+      const deadline = Date.now() + ms
+      while (primary === null && !closed) {
+        const left = deadline - Date.now()
+        if (left <= 0) return null
+        await Promise.race([nextRound(), sleep(left)])
+      }
+      return primary
+    },
+    suspect(index) {
+      if (primary !== index) return
+      primary = null
+      kick?.()
+    },
+    members: () => probers.map((p) => ({ ...p.state })),
+    lastSwitchAt: () => switchedAt,
+    async close() {
+      closed = true
+      kick?.()
+      for (const resolve of roundDone) resolve()
+      roundDone = []
+      await running
+      for (const prober of probers) drop(prober)
+    },
+  }
+}
