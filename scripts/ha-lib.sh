@@ -40,3 +40,9 @@ load_topology() {
   # shellcheck disable=SC1091
   . "$dir/topology"
 }
+
+# PostgreSQL refuses root: its programs run as `postgres` (from /, which that user may enter)
+as_postgres() { (cd / && exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"); }
+
+# Patroni's /cluster from the member whose REST API is on port $1
+patroni_cluster() { curl -fsS --max-time 1 "http://127.0.0.1:$1/cluster" 2>/dev/null; }

@@ -13,11 +13,19 @@
 #                                       rejoins as a replica, rewinding an orphaned primary
 #   scripts/patroni-ha.sh switchover DIR
 #                                       a planned switchover to the synchronous standby
+#   scripts/patroni-ha.sh maintenance DIR on|off
+#                                       Patroni's pause: no failover, and no member touched
+#                                       (a replica's replay stays paused by hand, say)
 #
 # DIR/mayfly.env holds MAYFLY_DATABASE_URL in libpq's multi-host form (the
 # three members; Mayfly writes only to the one that accepts writes). DIR/topology
 # lists the ports. Loopback only, trust authentication: a topology to try
 # failover on, not to expose.
+#
+# Every member archives its WAL (archive_mode: always, so nothing is missing
+# after a failover) into DIR/backups/wal, or PATRONI_HA_BACKUP_DIR/wal:
+# scripts/pg-backup.sh takes base backups there and restores to a point in
+# time (docs/ha.md, "Backups").
 #
 # What bit us (../shared/INFRA-NOTES.md): Patroni's `etcd3:` section (etcd 3.4
 # serves v2 only with a flag), pg_hba lines for replication from 127.0.0.1,
@@ -27,7 +35,7 @@
 set -eu
 
 usage() {
-  echo "usage: $0 start|stop|status|switchover DIR, or start-member DIR N" >&2
+  echo "usage: $0 start|stop|status|switchover DIR, start-member DIR N, or maintenance DIR on|off" >&2
   exit 2
 }
 [ $# -ge 2 ] || usage
@@ -37,12 +45,12 @@ scope=${PATRONI_HA_SCOPE:-mayfly}
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 
 me=patroni-ha
-. "$(dirname "$0")/ha-lib.sh"
+scripts=$(cd "$(dirname "$0")" && pwd)
+. "$scripts/ha-lib.sh"
 
 # the pid file's process is still the one we started: its command line names DIR
 ours() { pid_alive "$1" && tr '\0' ' ' < "/proc/$(cat "$1")/cmdline" | grep -q -- "$dir/"; }
 
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
 # in the background, logging to $1; the pid recorded in $2 is the program's own (exec, no shell in between)
 spawn_as_postgres() {
   log=$1; pidfile=$2; shift 2
@@ -77,6 +85,13 @@ bootstrap:
         max_replication_slots: 10
         wal_keep_size: 128MB
         wal_log_hints: "on"
+        # every member archives what it has (a standby too: a segment the dead
+        # primary had not archived yet is archived by the replicas that got it);
+        # pg-backup.sh accepts the same segment twice; a quiet database still
+        # archives once a minute, which bounds what losing every member loses
+        archive_mode: "always"
+        archive_command: "sh $scripts/pg-backup.sh archive-wal $BACKUP_DIR/wal %p %f"
+        archive_timeout: 60
   initdb:
   - encoding: UTF8
   - data-checksums
@@ -105,10 +120,9 @@ postgresql:
 EOF
 }
 
-cluster_json() { curl -fsS --max-time 1 "http://127.0.0.1:$1/cluster" 2>/dev/null; }
 # a leader running, and both replicas streaming, one of them the synchronous standby
 healthy() {
-  json=$(cluster_json "$PG1_REST_PORT" || cluster_json "$PG2_REST_PORT" || cluster_json "$PG3_REST_PORT") || return 1
+  json=$(patroni_cluster "$PG1_REST_PORT" || patroni_cluster "$PG2_REST_PORT" || patroni_cluster "$PG3_REST_PORT") || return 1
   [ "$(echo "$json" | jq '[.members[] | select(.role == "leader" and .state == "running")] | length')" = 1 ] &&
     [ "$(echo "$json" | jq '[.members[] | select(.role != "leader" and (.state == "streaming" or .state == "running"))] | length')" = 2 ] &&
     [ "$(echo "$json" | jq '[.members[] | select(.role == "sync_standby")] | length')" -ge 1 ]
@@ -122,8 +136,11 @@ start)
   [ -n "$pg_bin" ] || die "PostgreSQL is missing (sh scripts/install-system-deps.sh)"
   command -v etcd >/dev/null && [ -x /usr/bin/patroni ] || die "etcd or patroni is missing (sh scripts/install-system-deps.sh)"
   base=$(pick_ports 8)
+  backups=${PATRONI_HA_BACKUP_DIR:-$dir/backups}
+  case "$dir$backups$scripts" in *[!A-Za-z0-9/._+-]*) die "the directories may hold only letters, digits and / . _ + - (they go into archive_command)" ;; esac
   cat > "$dir/topology" <<EOF
 SCOPE=$scope
+BACKUP_DIR=$backups
 ETCD_CLIENT_PORT=$base
 ETCD_PEER_PORT=$((base + 1))
 PG1_PORT=$((base + 2))
@@ -137,6 +154,9 @@ EOF
   chown postgres: "$dir"
   mkdir -p "$dir/etcd"
   chown postgres: "$dir/etcd"
+  mkdir -p "$BACKUP_DIR/wal" "$BACKUP_DIR/base"
+  chown postgres: "$BACKUP_DIR" "$BACKUP_DIR/wal" "$BACKUP_DIR/base"
+  chmod 700 "$BACKUP_DIR"
   spawn_as_postgres "$dir/etcd.log" "$dir/etcd.pid" etcd --name e1 --data-dir "$dir/etcd/data" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
@@ -184,7 +204,7 @@ stop)
   ;;
 status)
   load_topology
-  cluster_json "$PG1_REST_PORT" || cluster_json "$PG2_REST_PORT" || cluster_json "$PG3_REST_PORT" || die "no member answers"
+  patroni_cluster "$PG1_REST_PORT" || patroni_cluster "$PG2_REST_PORT" || patroni_cluster "$PG3_REST_PORT" || die "no member answers"
   echo
   ;;
 start-member)
@@ -200,12 +220,19 @@ start-member)
   ;;
 switchover)
   load_topology
-  json=$(cluster_json "$PG1_REST_PORT" || cluster_json "$PG2_REST_PORT" || cluster_json "$PG3_REST_PORT") || die "no member answers"
+  json=$(patroni_cluster "$PG1_REST_PORT" || patroni_cluster "$PG2_REST_PORT" || patroni_cluster "$PG3_REST_PORT") || die "no member answers"
   leader=$(echo "$json" | jq -r '.members[] | select(.role == "leader") | .name')
   candidate=$(echo "$json" | jq -r '[.members[] | select(.role == "sync_standby")][0].name')
   [ -n "$leader" ] && [ "$candidate" != null ] || die "no leader and synchronous standby to switch between"
   as_postgres /usr/bin/patronictl -c "$dir/pg1.yml" switchover --leader "$leader" --candidate "$candidate" --force >/dev/null
   say "switched over from $leader to $candidate"
+  ;;
+maintenance)
+  [ $# -eq 3 ] || usage
+  load_topology
+  case $3 in on) what=pause ;; off) what=resume ;; *) usage ;; esac
+  as_postgres /usr/bin/patronictl -c "$dir/pg1.yml" "$what" --wait >/dev/null
+  say "cluster management ${what}d"
   ;;
 *) usage ;;
 esac

@@ -38,6 +38,11 @@ export interface ClusterOptions {
   replicator?: boolean
   /** more MAYFLY_* settings for the storage nodes */
   nodeEnv?: Record<string, string>
+  /**
+   * data directories of the first nodes, one per zone, which close() leaves
+   * alone: a later cluster starts the same nodes on them (the restore drill)
+   */
+  nodeDirs?: string[]
 }
 
 export interface Cluster {
@@ -127,7 +132,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {})
   }
   try {
-    await Promise.all(zones.map((z) => addNode(z)))
+    await Promise.all(zones.map((z, i) => addNode(z, options.nodeDirs?.[i])))
     await waitForWritableNodes(zones.length)
     worker =
       options.worker === false
