@@ -131,6 +131,12 @@ export const configSchema = z
     MAYFLY_DATABASE_URL: z.preprocess(blankIsAbsent, postgresUrl.optional()),
     /** comma-separated PostgreSQL read endpoints */
     MAYFLY_DATABASE_READ_URLS: postgresUrls.default([]),
+    /** a read replica further behind the primary than this is skipped (ms) */
+    MAYFLY_DATABASE_MAX_REPLICA_LAG_MS: int(0).default(1000),
+    /** connections per process to the primary */
+    MAYFLY_DATABASE_POOL_SIZE: int(1).default(10),
+    /** the server cancels a statement running longer (ms); a failover wait is bounded apart from it (15 s) */
+    MAYFLY_DATABASE_STATEMENT_TIMEOUT_MS: int(100).default(15_000),
     /** Redis; absent (and no sentinels): embedded cache and lock */
     MAYFLY_REDIS_URL: optionalUrl,
     /** host:port,… of Redis Sentinels */

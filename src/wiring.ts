@@ -99,7 +99,14 @@ async function createMetadata(config: Config, log: Logger): Promise<MetadataStor
     log.info({ dataDir: config.MAYFLY_DATA_DIR }, 'no MAYFLY_DATABASE_URL: using embedded PGlite metadata')
     return createEmbeddedMetadataStore({ dataDir: config.MAYFLY_DATA_DIR, log: mlog })
   }
-  return createPostgresMetadataStore({ url: config.MAYFLY_DATABASE_URL, readUrls: config.MAYFLY_DATABASE_READ_URLS, log: mlog })
+  return createPostgresMetadataStore({
+    url: config.MAYFLY_DATABASE_URL,
+    readUrls: config.MAYFLY_DATABASE_READ_URLS,
+    maxReplicaLagMs: config.MAYFLY_DATABASE_MAX_REPLICA_LAG_MS,
+    poolSize: config.MAYFLY_DATABASE_POOL_SIZE,
+    statementTimeoutMs: config.MAYFLY_DATABASE_STATEMENT_TIMEOUT_MS,
+    log: mlog,
+  })
 }
 
 function redisOptions(config: Config, log: Logger): RedisConnectionOptions | null {

@@ -105,7 +105,7 @@ export async function statusCommand(options: ClientOptions & { json?: boolean; s
       id: string; zone: string; state: string; draining: boolean; url: string; used_bytes: number; free_bytes: number
       blob_count: number; replicas: number
     }[]
-    metadata: { kind: string; ok: boolean }
+    metadata: { kind: string; ok: boolean; detail?: MetadataDetail }
     cache: { kind: string; ok: boolean; detail?: CacheDetail }
     queue: { kind: string; ok: boolean; queues: { queue: string; ready: number; dead: number }[] }
     replication: {
@@ -128,9 +128,39 @@ export async function statusCommand(options: ClientOptions & { json?: boolean; s
       `replication: factor ${r.factor}, write quorum ${r.write_quorum}, blobs below factor: ${r.blobs_below_factor ?? 'unknown'}` +
       ` (${formatBytes(r.bytes_to_copy ?? 0)} to copy, ${formatBytes(r.copy_rate_bytes_per_second)}/s), manager ${r.manager.active ? 'active' : 'NOT RUNNING'}\n`,
   )
+  const metadataLine = describeMetadata(cluster.metadata.detail)
+  if (metadataLine !== null) process.stdout.write(`${metadataLine}\n`)
   const cacheLine = describeCache(cluster.cache.detail)
   if (cacheLine !== null) process.stdout.write(`${cacheLine}\n`)
   for (const q of cluster.queue.queues) process.stdout.write(`queue ${q.queue}: ${q.ready} ready, ${q.dead} dead\n`)
+}
+
+/** what /api/cluster says of PostgreSQL (adapters/postgres/metadata.ts status); absent for the embedded store */
+interface MetadataDetail {
+  url?: string
+  primary?: string | null
+  timeline?: number | null
+  last_failover_at?: string | null
+  replicas?: { address: string; state: string; lag_bytes: number | null; lag_seconds: number | null }[]
+  read_replicas?: { url: string; lag_ms: number | null; skipped: boolean; error: string | null }[]
+  error?: string
+}
+
+/** `postgresql: primary …, replicas …, read replicas …`: one line for PostgreSQL, null for the embedded store */
+function describeMetadata(d: MetadataDetail | undefined): string | null {
+  if (d?.url === undefined) return null
+  const primary = d.primary == null ? `no primary takes writes (${d.error ?? 'unknown'})` : `primary ${d.primary} (timeline ${d.timeline ?? '?'})`
+  const parts = [`postgresql ${d.url}: ${primary}`]
+  const behind = (r: { lag_bytes: number | null; lag_seconds: number | null }) =>
+    r.lag_bytes === null ? 'lag unknown' : `${formatBytes(r.lag_bytes)} behind${r.lag_seconds === null ? '' : ` (${r.lag_seconds.toFixed(1)} s)`}`
+  if (d.replicas !== undefined) parts.push(`replicas ${d.replicas.map((r) => `${r.address} ${r.state}, ${behind(r)}`).join('; ') || 'none'}`)
+  if (d.read_replicas !== undefined && d.read_replicas.length > 0) {
+    const read = (r: { url: string; lag_ms: number | null; skipped: boolean; error: string | null }) =>
+      `${r.url} ${r.skipped ? `SKIPPED (${r.error ?? `${r.lag_ms ?? '?'} ms behind`})` : `${r.lag_ms} ms behind`}`
+    parts.push(`read replicas ${d.read_replicas.map(read).join('; ')}`)
+  }
+  parts.push(`last failover ${d.last_failover_at ?? 'none seen'}`)
+  return parts.join('; ')
 }
 
 /** what /api/cluster says of Redis (connection.ts redisStatus); absent for the embedded cache */

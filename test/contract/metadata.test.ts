@@ -9,6 +9,7 @@ import { setImmediate } from 'node:timers/promises'
 import pg from 'pg'
 import { createTestDatabase, POSTGRES_ADMIN_URL } from '../helpers/databases.ts'
 import { newFile, readyVariant } from '../helpers/metadata-fixtures.ts'
+import { waitFor } from '../helpers/wait.ts'
 import { pino } from 'pino'
 import { PGlite } from '@electric-sql/pglite'
 import { createLogger } from '../../src/log.ts'
@@ -493,7 +494,7 @@ describe('metadata on PostgreSQL: failures', () => {
     while ((await admin.query(`SELECT count(*)::int AS n ${others}`, [db])).rows[0].n > 0) await setImmediate()
     // idempotent reads take every pooled connection, so the dead ones are found and replaced by these
     await Promise.all(Array.from({ length: 10 }, () => store.listNodes()))
-    // a claim is not idempotent: it may only be retried because 25006 proves nothing was applied
+    // 25006 proves nothing was applied: the claim is retried (its receipt would make even a replay count once)
     const claim = store.claimDownload(file.id, new Date())
     const begin = store.beginBlob(newId(), new Date())
     await warned('PostgreSQL unavailable, retrying 25006')
@@ -514,10 +515,15 @@ describe('metadata on PostgreSQL: failures', () => {
       assert.equal((await store.getFile(file.id))?.id, file.id)
       assert.equal((await store.replication.backlog(3, 0)).blobsBelowFactor, 1)
     }
+    // the replicas are probed in the background: the first answer comes within a probe's time
+    const reads = await waitFor('both read replicas probed', async () => {
+      const status = await store.status()
+      assert.equal(status.ok, true)
+      const found = status.detail.read_replicas as { ok: boolean; skipped: boolean; error: string | null }[]
+      return found.every((r) => r.error !== 'not probed yet') ? found : undefined
+    }, 5000)
+    assert.deepEqual(reads.map((r) => [r.ok, r.skipped]), [[true, false], [false, true]])
     const status = await store.status()
-    assert.equal(status.ok, true)
-    const reads = status.detail.readReplicas as { ok: boolean }[]
-    assert.deepEqual(reads.map((r) => r.ok), [true, false])
     assert.equal(JSON.stringify(status).includes('postgres://'), false)
   })
 

@@ -9,11 +9,18 @@
 // and every one served exactly its limit in the end, and uploads resume
 // within about a second of the new primary taking writes. One topology
 // serves all of them (heal() between), each test a database of its own.
+// Also: what /api/cluster, /metrics and `mayfly status` say of the tier,
+// reads on a read replica whose replay is paused, and two replication
+// managers across a primary kill in the middle of a repair.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
+import pg from 'pg'
 import { startCluster, type Cluster } from '../helpers/cluster.ts'
-import { sha256, upload } from '../helpers/http.ts'
+import { getJson, sha256, upload } from '../helpers/http.ts'
+import { CONTROL_DOCUMENTS, type ReplicatorStatus } from '../../src/core/replication.ts'
+import { runMayfly, spawnMayfly, waitForOutput, type MayflyProcess } from '../helpers/mayfly-process.ts'
+import { assertFilesRead, FAST_MEMBERSHIP, waitForFactor, waitForLost } from '../helpers/replication.ts'
 import { longestGap, startMixedLoad } from '../helpers/load.ts'
 import { startPatroniHa, type MemberName, type PatroniHa } from '../helpers/patroni-ha.ts'
 import { waitFor } from '../helpers/wait.ts'
@@ -22,6 +29,9 @@ import { waitFor } from '../helpers/wait.ts'
 const LIMIT = 6
 /** how long uploads may stop after the new primary takes writes: the bound of DESIGN §5.7 plus this machine's slack */
 const RESUME_BOUND_MS = 2000
+
+/** the status routes answer holders of the cluster secret */
+const asCluster = (cluster: Cluster) => ({ headers: { authorization: `Bearer ${cluster.secret}` } })
 
 interface LimitedHammer {
   /** 200s per file id */
@@ -40,6 +50,7 @@ function hammerLimited(base: string, ids: string[], clientsPerFile = 2): Limited
       const res = await fetch(`${base}/api/download/${id}`).catch((err: Error) => err)
       if (res instanceof Error) {
         errors.push(`limited ${id}: ${res.message}`)
+        await new Promise((resolve) => setTimeout(resolve, 150))
         continue
       }
       const body = await res.arrayBuffer()
@@ -80,6 +91,7 @@ describe('PostgreSQL failover under load (three Patroni members)', { timeout: 90
       worker: false,
       env: { MAYFLY_DATABASE_URL: await ha.database() },
     })
+    let stopLoad = async () => {}
     try {
       const limited: string[] = []
       for (let i = 0; i < 4; i++) {
@@ -91,8 +103,21 @@ describe('PostgreSQL failover under load (three Patroni members)', { timeout: 90
       await new Promise((resolve) => setTimeout(resolve, 3000))
       const leader = (await ha.leader()).name as MemberName
       const hammer = hammerLimited(cluster.url, limited)
+      stopLoad = async () => {
+        await load.stop()
+        await hammer.stop()
+      }
       const faultAt = Date.now()
       const promoted = await fault(leader)
+      if (promoted !== null) {
+        // what an operator sees follows within 3 s (DESIGN §3)
+        const address = `127.0.0.1:${ha.portOf(promoted.name)}`
+        await waitFor(`/api/cluster to name ${address} the primary`, async () => {
+          const { body } = await getJson(`${cluster.url}/api/cluster`, asCluster(cluster))
+          const detail = (body.metadata as { detail: { primary: string | null; last_failover_at: string | null } }).detail
+          return detail.primary === address && detail.last_failover_at !== null
+        }, Math.max(500, promoted.at + 3000 - Date.now()), 100)
+      }
       // uploads go on after it: at least a few after the new primary
       const settledAfter = Date.now()
       await waitFor('uploads after the fault', () => load.acked.size > 0 && Date.now() - settledAfter > 4000, 30_000)
@@ -137,6 +162,7 @@ describe('PostgreSQL failover under load (three Patroni members)', { timeout: 90
         assert.equal((await cluster.infra.metadata.getFile(id))?.downloads, LIMIT, `${id}: its count is its limit`)
       }
     } finally {
+      await stopLoad() // a failed check must not leave clients spinning on a closed cluster
       await cluster.close()
       await ha.heal()
     }
@@ -172,5 +198,135 @@ describe('PostgreSQL failover under load (three Patroni members)', { timeout: 90
       await ha.switchover()
       return ha.newPrimaryAt(leader)
     }, 1500)
+  })
+
+  test('what an operator sees of the tier; a read replica whose replay is paused is skipped, and read-your-writes holds', async () => {
+    const url = await ha.database()
+    const all = await ha.members()
+    const leader = all.find((m) => m.role === 'leader')!
+    const asyncReplica = all.find((m) => m.role === 'replica') ?? all.find((m) => m.role === 'sync_standby')!
+    const readUrl = `postgres://postgres@127.0.0.1:${asyncReplica.port}/${url.split('/').pop()!}`
+    const cluster = await startCluster({
+      mode: 'real',
+      worker: false,
+      env: { MAYFLY_DATABASE_URL: url, MAYFLY_DATABASE_READ_URLS: readUrl, MAYFLY_DATABASE_MAX_REPLICA_LAG_MS: '1000' },
+    })
+    const replica = new pg.Client({ host: '127.0.0.1', port: asyncReplica.port, user: 'postgres', database: 'postgres' })
+    await replica.connect()
+    try {
+      type Detail = {
+        primary: string | null; timeline: number | null
+        replicas: { address: string; state: string; lag_bytes: number | null }[]
+        read_replicas: { address: string; lag_ms: number | null; skipped: boolean }[]
+      }
+      const detail = async () => ((await getJson(`${cluster.url}/api/cluster`, asCluster(cluster))).body.metadata as { detail: Detail }).detail
+      const seen = await waitFor('the read replica in use', async () => {
+        const d = await detail()
+        return d.read_replicas[0]?.skipped === false ? d : undefined
+      }, 10_000)
+      assert.equal(seen.primary, `127.0.0.1:${leader.port}`)
+      assert.ok(typeof seen.timeline === 'number' && seen.timeline >= 1)
+      assert.deepEqual(seen.replicas.map((r) => r.address).sort(), all.filter((m) => m !== leader).map((m) => `127.0.0.1:${m.port}`).sort())
+      assert.ok(seen.replicas.every((r) => r.state === 'streaming'), JSON.stringify(seen.replicas))
+      const status = await runMayfly(['status', '--url', cluster.url], { env: { MAYFLY_CLUSTER_SECRET: cluster.secret } })
+      assert.equal(status.code, 0, status.stderr)
+      assert.match(status.stdout, new RegExp(`postgresql .*primary 127\\.0\\.0\\.1:${leader.port} \\(timeline \\d+\\)`))
+      const metrics = await (await fetch(`${cluster.url}/metrics`, asCluster(cluster))).text()
+      assert.match(metrics, /^mayfly_metadata_up 1$/m)
+      assert.match(metrics, /^mayfly_metadata_timeline \d+$/m)
+      assert.match(metrics, new RegExp(`^mayfly_metadata_read_replica_lag_seconds\\{replica="127\\.0\\.0\\.1:${asyncReplica.port}/[a-z0-9_]+",skipped="false"\\}`, 'm'))
+
+      // the replica stops replaying: writes go on, and it falls behind (Patroni would resume its replay but in maintenance)
+      await ha.maintenance(true)
+      await replica.query('SELECT pg_wal_replay_pause()')
+      const up = await upload(cluster.url, randomBytes(5000))
+      assert.equal(up.status, 201)
+      // read-your-writes: the upload's own info page, at once
+      const info = await getJson(`${cluster.url}/api/files/${String(up.body.id)}`)
+      assert.equal(info.status, 200, 'the info page of a fresh upload never 404s because a replica lags')
+      const skipped = await waitFor('the paused replica skipped', async () => {
+        const r = (await detail()).read_replicas[0]
+        // the tally and heartbeats write all the time: the pause shows as lag
+        return r?.skipped === true ? r : undefined
+      }, 10_000)
+      assert.ok(skipped.lag_ms === null || skipped.lag_ms > 1000, JSON.stringify(skipped))
+      // a node the replica has not seen: stale-tolerant reads come from the primary while it is skipped
+      const nodeId = `node-paused-${Date.now()}`
+      await cluster.infra.metadata.recordHeartbeat({
+        id: nodeId, url: 'http://127.0.0.1:9', zone: 'z', version: 'test', capacityBytes: 1, freeBytes: 1, usedBytes: 0, blobCount: 0, quarantined: 0,
+      })
+      for (let i = 0; i < 4; i++) {
+        assert.ok((await cluster.infra.metadata.listNodes()).some((n) => n.id === nodeId), 'the node list does not come from the paused replica')
+      }
+
+      await replica.query('SELECT pg_wal_replay_resume()')
+      await waitFor('the replica back in use', async () => (await detail()).read_replicas[0]?.skipped === false, 10_000)
+    } finally {
+      await replica.query('SELECT pg_wal_replay_resume()').catch(() => undefined)
+      await ha.maintenance(false).catch(() => undefined)
+      await replica.end()
+      await cluster.close()
+    }
+  })
+
+  test('two replication managers across a primary kill mid-repair: one reign at a time, and the repair finishes', async () => {
+    const cluster = await startCluster({
+      mode: 'real', zones: ['a', 'b', 'c', 'c'], worker: false, env: { ...FAST_MEMBERSHIP, MAYFLY_DATABASE_URL: await ha.database() },
+    })
+    const managers: MayflyProcess[] = []
+    try {
+      // slow repair (1 MiB/s), so that the primary dies in the middle of it
+      for (let i = 0; i < 2; i++) {
+        managers.push(spawnMayfly(['replicator'], { ...cluster.env, MAYFLY_LOG_LEVEL: 'info', MAYFLY_REPAIR_MIB_PER_SECOND: '1' }))
+      }
+      await Promise.all(managers.map((m) => waitForOutput(m, /this is the active replication manager|standing by/, 20_000)))
+      const files = new Map<string, string>()
+      for (let i = 0; i < 16; i++) {
+        const data = randomBytes(512 * 1024)
+        const res = await upload(cluster.url, data)
+        assert.equal(res.status, 201)
+        files.set(String(res.body.id), sha256(data))
+      }
+      await waitForFactor(cluster)
+      const usage = await cluster.infra.metadata.replication.nodeUsage()
+      const most = usage.reduce((a, b) => (b.bytes > a.bytes ? b : a))
+      const lost = cluster.nodes.find((n) => n.id === most.nodeId)!
+      await lost.kill('SIGKILL')
+      await waitForLost(cluster, lost.id)
+      const status = async () => {
+        const doc = await cluster.infra.metadata.replication.readControl(CONTROL_DOCUMENTS.status)
+        return doc === null ? null : (doc.value as ReplicatorStatus)
+      }
+      await waitFor('the repair under way', async () => ((await status())?.copies ?? 0) > 0, 20_000)
+      assert.ok((await cluster.infra.metadata.replication.backlog(3, 0)).blobsBelowFactor > 0, 'the primary dies with repair work left')
+
+      const leader = (await ha.leader()).name as MemberName
+      process.kill(await ha.postmasterPid(leader), 'SIGKILL')
+      await ha.newPrimaryAt(leader)
+      await waitForFactor(cluster, 90_000)
+      await assertFilesRead(cluster, files)
+
+      // the reigns, as the managers logged them: tokens rise, each belongs to one manager
+      const reigns = managers.flatMap((m, index) =>
+        m.output().split('\n').flatMap((line) => {
+          try {
+            const entry = JSON.parse(line) as { msg?: string; token?: number; time?: number }
+            return entry.msg === 'this is the active replication manager' ? [{ index, token: entry.token!, at: entry.time! }] : []
+          } catch {
+            return []
+          }
+        }),
+      ).sort((a, b) => a.at - b.at)
+      console.log(`replication managers across a primary kill: reigns ${JSON.stringify(reigns.map((r) => `manager ${r.index} #${r.token}`))}`)
+      for (let i = 1; i < reigns.length; i++) assert.ok(reigns[i]!.token > reigns[i - 1]!.token, 'each reign has a larger token')
+      assert.equal(new Set(reigns.map((r) => r.token)).size, reigns.length, 'no token held twice')
+      assert.ok(managers.every((m) => m.alive()), 'both managers live through it')
+      const final = await status()
+      assert.ok(final !== null && final.token === reigns.at(-1)!.token, 'the last reign is the one publishing')
+    } finally {
+      for (const m of managers) if (m.alive()) await m.kill('SIGKILL')
+      await cluster.close()
+      await ha.heal()
+    }
   })
 })

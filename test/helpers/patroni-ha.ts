@@ -51,6 +51,8 @@ export interface PatroniHa {
   newPrimaryAt(old: MemberName, timeoutMs?: number): Promise<{ name: MemberName; at: number }>
   /** a planned switchover to the synchronous standby (patronictl) */
   switchover(): Promise<void>
+  /** Patroni's maintenance mode (patronictl pause/resume): it touches no member, fails nothing over */
+  maintenance(on: boolean): Promise<void>
   /** every member's Patroni running (a killed one started again), a leader and two streaming replicas */
   heal(): Promise<void>
   stop(): Promise<void>
@@ -175,6 +177,9 @@ export async function startPatroniHa(): Promise<PatroniHa> {
     },
     async switchover() {
       await run('sh', [SCRIPT, 'switchover', dir], { timeout: 60_000 })
+    },
+    async maintenance(on) {
+      await run('sh', [SCRIPT, 'maintenance', dir, on ? 'on' : 'off'], { timeout: 60_000 })
     },
     async heal() {
       for (const name of [...frozen]) {

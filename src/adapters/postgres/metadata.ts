@@ -1,64 +1,65 @@
-// MetadataStore on PostgreSQL (production; Patroni behind HAProxy or a
-// primary-routing endpoint). Writes and every read that must be current go to
-// `url`; `readUrls` (replicas) serve only stale-tolerant reads: listNodes.
-// getFile is not one: it decides whether a link is alive (issue 7).
+// MetadataStore on PostgreSQL (production: one server, HAProxy in front of
+// Patroni, or the Patroni members in libpq's multi-host form, pg-db.ts).
+// Writes and every read that must be current go to the primary; the read
+// replicas (read-replicas.ts) serve only reads that tolerate staleness: the
+// node list and the dashboard's counts. getFile is not one: it decides
+// whether a link is alive (issue 7), and a client reads back what it just
+// changed from the primary (read-your-writes).
 import type { Logger } from '../../log.ts'
 import type { DependencyStatus, MetadataStore } from '../../ports.ts'
 import { createSqlMetadataStore } from '../sql/metadata-store.ts'
 import { migrate } from '../sql/migrate.ts'
-import type { QueryOptions, SqlDb, SqlTx } from '../sql/sql-db.ts'
+import type { QueryOptions } from '../sql/sql-db.ts'
 import { describePostgresUrl } from './hosts.ts'
-import { createPgDb, type PgDb, type PgDbOptions } from './pg-db.ts'
+import { createPgDb, type PgDbOptions } from './pg-db.ts'
+import { createReplicaReader } from './read-replicas.ts'
 
 export interface PostgresMetadataOptions {
   /** the primary (writes): one url, or libpq's multi-host form, of which the member that accepts writes is used */
   url: string
   /** read replicas */
   readUrls?: string[]
+  /** a read replica further behind than this is skipped (ms) */
+  maxReplicaLagMs?: number
   log: Logger
   poolSize?: number
   statementTimeoutMs?: number
   retryForMs?: number
 }
 
-/** in: none. out: in_recovery, version, replay_lag_s (null on a primary or before any replay). */
+/** in: none. out: in_recovery, version, timeline (on a primary), lsn. */
 const SERVER_STATE = `
 SELECT pg_is_in_recovery() AS in_recovery, current_setting('server_version') AS version,
-  CASE WHEN pg_is_in_recovery()
-       THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS replay_lag_s`
+  CASE WHEN pg_is_in_recovery() THEN NULL
+       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline`
 
 /** in: none. out: the primary's streaming replicas (empty without pg_monitor rights or replicas). */
 const REPLICATION = `
 SELECT application_name AS name, client_addr::text AS addr, state, sync_state,
-  extract(epoch FROM replay_lag)::float8 AS replay_lag_s
+  pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8 AS lag_bytes,
+  COALESCE(extract(epoch FROM replay_lag)::float8, 0) AS lag_seconds
 FROM pg_stat_replication ORDER BY application_name`
 
 interface ServerState {
   in_recovery: boolean
   version: string
-  replay_lag_s: number | null
+  timeline: number | null
 }
 
-const STATUS_OPTIONS: QueryOptions = { idempotent: false } // no retries: status must answer fast
+const STATUS_OPTIONS: QueryOptions = { fast: true }
+/** how long status waits for the primary's answer (a frozen server answers nothing) */
+const STATUS_TIMEOUT_MS = 2_000
 
-/** Round-robin over the replicas; a replica that fails sends the read to the primary. */
-function createReader(primary: SqlDb, replicas: PgDb[], log: Logger): SqlDb {
-  let next = 0
-  return {
-    async query<T>(text: string, params?: readonly unknown[], options?: QueryOptions) {
-      const replica = replicas[next++ % replicas.length]
-      if (replica === undefined) return primary.query<T>(text, params, options)
-      try {
-        return await replica.query<T>(text, params, { idempotent: false })
-      } catch (err) {
-        log.warn({ err }, 'read replica failed; reading from the primary')
-        return primary.query<T>(text, params, options)
-      }
-    },
-    exec: (text: string) => primary.exec(text),
-    transaction: <T>(fn: (tx: SqlTx) => Promise<T>, options?: QueryOptions) => primary.transaction(fn, options),
-  }
+/** `work`, or a rejection after `ms` */
+function within<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)
+  })
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer))
 }
+/** a read replica's statements: a slow one falls back to the primary sooner than a write would give up */
+const REPLICA_STATEMENT_TIMEOUT_MS = 3_000
 
 export async function createPostgresMetadataStore(options: PostgresMetadataOptions): Promise<MetadataStore> {
   const log = options.log.child({ adapter: 'postgres-metadata' })
@@ -70,9 +71,15 @@ export async function createPostgresMetadataStore(options: PostgresMetadataOptio
   }
   const primary = createPgDb({ ...base, url: options.url })
   // a read endpoint is a replica, or several: any member that answers will do (never the read-write check)
-  const replicas = (options.readUrls ?? []).map((url) => createPgDb({ ...base, url, retryForMs: 0, poolSize: 5, readWrite: false }))
+  const readUrls = options.readUrls ?? []
+  const replicas = readUrls.map((url) => ({
+    url: describePostgresUrl(url),
+    db: createPgDb({ ...base, url, retryForMs: 0, poolSize: 5, readWrite: false, statementTimeoutMs: REPLICA_STATEMENT_TIMEOUT_MS }),
+  }))
+  const reader = createReplicaReader({ primary, replicas, maxLagMs: options.maxReplicaLagMs ?? 1000, log })
   const closeAll = async () => {
-    await Promise.allSettled([primary.close(), ...replicas.map((r) => r.close())])
+    await reader.close()
+    await Promise.allSettled([primary.close(), ...replicas.map((r) => r.db.close())])
   }
   try {
     await migrate(primary, log)
@@ -81,45 +88,49 @@ export async function createPostgresMetadataStore(options: PostgresMetadataOptio
     throw err
   }
 
-  /** `endpoint`: the member in use (of several, the one that answered), `url`: every member and the db */
-  async function serverStatus(db: PgDb, url: string) {
-    try {
-      const [state] = await db.query<ServerState>(SERVER_STATE, [], STATUS_OPTIONS)
-      return {
-        endpoint: db.member(), url: describePostgresUrl(url), ok: true,
-        inRecovery: state?.in_recovery, version: state?.version, replayLagSeconds: state?.replay_lag_s ?? null,
-      }
-    } catch (err) {
-      return { endpoint: db.member(), url: describePostgresUrl(url), ok: false, error: err instanceof Error ? err.message : String(err) }
-    }
-  }
-
   async function status(): Promise<DependencyStatus> {
-    const [main, ...reads] = await Promise.all([
-      serverStatus(primary, options.url),
-      ...replicas.map((r, i) => serverStatus(r, options.readUrls?.[i] ?? '')),
-    ])
-    let replication: unknown[] = []
-    if (main?.ok === true && main.inRecovery === false) {
-      replication = await primary.query(REPLICATION, [], STATUS_OPTIONS).catch(() => [])
-    }
+    let problem: string | null = null
+    const [state] = await within(primary.query<ServerState>(SERVER_STATE, [], STATUS_OPTIONS), STATUS_TIMEOUT_MS).catch((err: Error) => {
+      problem = err.message
+      return []
+    })
+    const writable = state !== undefined && !state.in_recovery
+    const topology = primary.topology()
+    // with several members every one is probed already; one url (a server, HAProxy) reports its replicas itself
+    const members = topology !== null
+      ? topology.members.map((m) => ({
+          address: m.name, role: m.role, timeline: m.timeline, state: m.receiver ?? (m.role === 'primary' ? 'running' : m.role),
+          lag_bytes: m.lagBytes, lag_seconds: m.lagSeconds, error: m.error,
+        }))
+      : null
+    const replication = writable && members === null
+      ? await within(primary.query<{ name: string; addr: string; state: string; sync_state: string; lag_bytes: number | null; lag_seconds: number }>(REPLICATION, [], STATUS_OPTIONS), STATUS_TIMEOUT_MS).catch(() => [])
+      : []
     return {
       name: 'metadata',
       kind: 'postgresql',
       // writes need a primary; a reachable server in recovery cannot take them
-      ok: main?.ok === true && main.inRecovery === false,
+      ok: writable,
       detail: {
-        primary: main,
-        replication,
-        readReplicas: reads,
+        url: describePostgresUrl(options.url),
+        primary: writable ? primary.member() : null,
+        version: state?.version ?? null,
+        timeline: state?.timeline ?? null,
+        last_failover_at: topology?.lastSwitchAt?.toISOString() ?? null,
+        members,
+        replicas: members !== null
+          ? members.filter((m) => m.role !== 'primary').map(({ address, state: s, lag_bytes, lag_seconds, error }) => ({ address, state: s, lag_bytes, lag_seconds, error }))
+          : replication.map((r) => ({ address: `${r.addr} (${r.name})`, state: r.state, sync_state: r.sync_state, lag_bytes: r.lag_bytes, lag_seconds: r.lag_seconds, error: null })),
+        read_replicas: reader.states().map((r) => ({ url: r.url, address: r.address, ok: r.ok, lag_ms: r.lagMs, skipped: r.skipped, error: r.error })),
         pool: primary.poolStats(),
+        ...(writable ? {} : { error: problem ?? 'the server is in recovery: it takes no writes' }),
       },
     }
   }
 
-  log.info({ primary: describePostgresUrl(options.url), readReplicas: (options.readUrls ?? []).map(describePostgresUrl) }, 'metadata store on PostgreSQL')
+  log.info({ primary: describePostgresUrl(options.url), readReplicas: readUrls.map(describePostgresUrl) }, 'metadata store on PostgreSQL')
   return createSqlMetadataStore(primary, {
-    reader: replicas.length > 0 ? createReader(primary, replicas, log) : undefined,
+    reader: replicas.length > 0 ? reader : undefined,
     status,
     close: closeAll,
   })

@@ -197,7 +197,7 @@ export function createPgDb(options: PgDbOptions): PgDb {
 
   /** Runs `attempt` with retries; every failure leaves as a core error. */
   async function withRetry<T>(attempt: (deadline: number) => Promise<T>, opts: QueryOptions | undefined): Promise<T> {
-    const deadline = Date.now() + retryForMs
+    const deadline = Date.now() + (opts?.fast === true ? 0 : retryForMs)
     // with a locator the waiting is done in connect(), which hears of a new primary at once
     const maxDelay = locator === null ? 500 : 100
     for (let delay = 50; ; delay = Math.min(delay * 2, maxDelay)) {

@@ -19,10 +19,24 @@ const FAST_PROBE_MS = 100
 /** a member that answers no probe within this long takes no writes (ms) */
 const PROBE_TIMEOUT_MS = 1000
 
-/** in: none. out: in_recovery, read_only (transaction_read_only), wal_file (the current one, on a primary). */
+/**
+ * in: none. out: in_recovery, read_only (transaction_read_only), wal_file
+ * (the current one, on a primary), lsn (a primary's current WAL position, a
+ * replica's replayed one), replay_age_s (a replica: since the last replayed
+ * commit), receiver (a replica's WAL receiver state).
+ */
 const PROBE = `
 SELECT pg_is_in_recovery() AS in_recovery, current_setting('transaction_read_only') AS read_only,
-  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS wal_file`
+  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS wal_file,
+  (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn,
+  CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS replay_age_s,
+  (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver`
+
+/** a WAL position ("16/B374D848") as a number of bytes */
+export function lsnBytes(lsn: string): number {
+  const [high, low] = lsn.split('/')
+  return Number.parseInt(high ?? '0', 16) * 2 ** 32 + Number.parseInt(low ?? '0', 16)
+}
 
 export interface MemberState {
   /** host:port */
@@ -30,6 +44,13 @@ export interface MemberState {
   role: 'primary' | 'replica' | 'unreachable'
   /** the timeline a primary writes on (the first 8 hex digits of its WAL file names) */
   timeline: number | null
+  /** a primary's current WAL position, a replica's replayed one */
+  lsn: string | null
+  /** a replica: bytes of WAL behind the primary of the same probe, and seconds (0 when caught up) */
+  lagBytes: number | null
+  lagSeconds: number | null
+  /** a replica's WAL receiver: streaming, … (null: none, or not allowed to see it) */
+  receiver: string | null
   error: string | null
 }
 
@@ -60,13 +81,17 @@ interface Prober {
   state: MemberState
 }
 
+function unreachable(name: string, error: string): MemberState {
+  return { name, role: 'unreachable', timeline: null, lsn: null, lagBytes: null, lagSeconds: null, receiver: null, error }
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms).unref())
 
 export function createPrimaryLocator(options: PrimaryLocatorOptions): PrimaryLocator {
   const { urls, names, log } = options
   const probers: Prober[] = urls.map((_, i) => ({
     client: null,
-    state: { name: names[i]!, role: 'unreachable', timeline: null, error: 'not probed yet' },
+    state: unreachable(names[i]!, 'not probed yet'),
   }))
   let primary: number | null = null
   /** the member last found primary, remembered across a spell without one */
@@ -100,16 +125,22 @@ export function createPrimaryLocator(options: PrimaryLocatorOptions): PrimaryLoc
         await Promise.race([client.connect(), timeout])
       }
       const { rows } = await Promise.race([
-        prober.client.query<{ in_recovery: boolean; read_only: string; wal_file: string | null }>(PROBE),
+        prober.client.query<{
+          in_recovery: boolean; read_only: string; wal_file: string | null; lsn: string | null
+          replay_age_s: number | null; receiver: string | null
+        }>(PROBE),
         timeout,
       ])
       const row = rows[0]!
-      if (row.in_recovery || row.wal_file === null) return { name, role: 'replica', timeline: null, error: null }
-      if (row.read_only !== 'off') return { name, role: 'replica', timeline: null, error: 'read-only session (default_transaction_read_only)' }
-      return { name, role: 'primary', timeline: Number.parseInt(row.wal_file.slice(0, 8), 16), error: null }
+      const seen = { lsn: row.lsn, lagBytes: null, lagSeconds: row.replay_age_s, receiver: row.receiver }
+      if (row.in_recovery || row.wal_file === null) return { name, role: 'replica', timeline: null, ...seen, error: null }
+      if (row.read_only !== 'off') {
+        return { name, role: 'replica', timeline: null, ...seen, error: 'read-only session (default_transaction_read_only)' }
+      }
+      return { name, role: 'primary', timeline: Number.parseInt(row.wal_file.slice(0, 8), 16), ...seen, lagSeconds: null, error: null }
     } catch (err) {
       drop(prober)
-      return { name, role: 'unreachable', timeline: null, error: err instanceof Error ? err.message : String(err) }
+      return unreachable(name, err instanceof Error ? err.message : String(err))
     } finally {
       clearTimeout(timer)
     }
@@ -128,8 +159,16 @@ export function createPrimaryLocator(options: PrimaryLocatorOptions): PrimaryLoc
 
   async function round(): Promise<void> {
     const states = await Promise.all(probers.map((_, i) => probeOne(i)))
-    states.forEach((s, i) => (probers[i]!.state = s))
     const chosen = choose(states)
+    const primaryLsn = chosen === null ? null : states[chosen]!.lsn
+    states.forEach((s, i) => {
+      if (s.role === 'replica' && s.lsn !== null && primaryLsn !== null) {
+        s.lagBytes = Math.max(0, lsnBytes(primaryLsn) - lsnBytes(s.lsn))
+        // a replica that replayed all there is is not behind, however long ago the last commit was
+        if (s.lagBytes === 0) s.lagSeconds = 0
+      }
+      probers[i]!.state = s
+    })
     const from = primary ?? lastPrimary
     if (chosen !== null && chosen !== from) {
       if (from !== null) {

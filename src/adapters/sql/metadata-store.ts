@@ -19,7 +19,7 @@ import { createSqlReplicationStore } from './replication-store.ts'
 import type { SqlDb } from './sql-db.ts'
 
 export interface SqlMetadataStoreOptions {
-  /** where stale-tolerant reads go (read replicas): the node list only; default: `db` */
+  /** where stale-tolerant reads go (read replicas): the node list and the dashboard's counts; default: `db` */
   reader?: SqlDb
   status(): Promise<DependencyStatus>
   close(): Promise<void>
@@ -192,7 +192,7 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
       return rows.map(toNode)
     },
 
-    replication: createSqlReplicationStore(db),
+    replication: createSqlReplicationStore(db, reader),
 
     status: () => options.status(),
     close: () => options.close(),

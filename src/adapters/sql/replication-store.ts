@@ -23,7 +23,8 @@ function requireFence(ok: boolean | undefined, fence: Fence): void {
   if (ok !== true) throw new LeaseLost(`lease ${fence.name} #${fence.token} is no longer held`)
 }
 
-export function createSqlReplicationStore(db: SqlDb): ReplicationStore {
+/** `reader` serves what only informs (the backlog, each node's usage), never what decides a copy or a delete */
+export function createSqlReplicationStore(db: SqlDb, reader: SqlDb = db): ReplicationStore {
   async function acquireLease(name: string, holder: string, ttlMs: number): Promise<Lease | null> {
     // a replay after a lost answer takes a newer token for the same holder (q.ACQUIRE_LEASE)
     const rows = await db.query<{ token: string | number }>(q.ACQUIRE_LEASE, [name, holder, Math.round(ttlMs)], idempotent)
@@ -72,7 +73,7 @@ export function createSqlReplicationStore(db: SqlDb): ReplicationStore {
       return rows.map(toPlacement)
     },
     async backlog(factor, zones) {
-      const rows = await db.query<{ below: number; bytes: string | number; above: number; narrow: number; none: number }>(
+      const rows = await reader.query<{ below: number; bytes: string | number; above: number; narrow: number; none: number }>(
         q.BACKLOG, [factor, zones], idempotent,
       )
       const row = rows[0]
@@ -85,7 +86,7 @@ export function createSqlReplicationStore(db: SqlDb): ReplicationStore {
       }
     },
     async nodeUsage() {
-      const rows = await db.query<{ node_id: string; replicas: number; bytes: string | number }>(q.NODE_USAGE, [], idempotent)
+      const rows = await reader.query<{ node_id: string; replicas: number; bytes: string | number }>(q.NODE_USAGE, [], idempotent)
       return rows.map((r) => ({ nodeId: r.node_id, replicas: r.replicas, bytes: Number(r.bytes) }))
     },
     async listNodeBlobs(nodeId, after, limit) {

@@ -10,6 +10,11 @@ export interface QueryOptions {
    * did not apply it (read-only transaction after a failover, connect failure).
    */
   idempotent?: boolean
+  /**
+   * Answer now or fail: no retry, and no wait for a primary while none is
+   * known (status and readiness, which must answer within a probe's time).
+   */
+  fast?: boolean
 }
 
 export interface SqlTx {

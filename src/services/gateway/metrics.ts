@@ -2,6 +2,7 @@
 // scraped; the replication ones come from the active manager's published
 // status (NaN while no manager runs: unknown, not zero), never from a scan.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import type { DependencyStatus } from '../../ports.ts'
 import type { GatewayDeps } from './deps.ts'
 import type { ReplicationOverview } from './replication-overview.ts'
 
@@ -15,7 +16,7 @@ export interface GatewayMetrics {
 }
 
 export function createGatewayMetrics(
-  deps: Pick<GatewayDeps, 'metrics' | 'nodes' | 'cache'>,
+  deps: Pick<GatewayDeps, 'metrics' | 'nodes' | 'cache' | 'metadata'>,
   replication: () => Promise<ReplicationOverview>,
 ): GatewayMetrics {
   const registers: Registry[] = [deps.metrics]
@@ -66,14 +67,57 @@ export function createGatewayMetrics(
       this.set((await replication()).manager === null ? 0 : 1)
     },
   })
-  // one look at the cache per scrape serves all its gauges
-  let cacheLook: { at: number; detail: Promise<{ ok: boolean; detail: Record<string, unknown> }> } | null = null
-  const cache = () => {
-    if (cacheLook === null || Date.now() - cacheLook.at > 1000) {
-      cacheLook = { at: Date.now(), detail: deps.cache.status().catch(() => ({ ok: false, detail: {} })) }
-    }
-    return cacheLook.detail
-  }
+  // one look at a tier per scrape serves all its gauges
+  const cache = lookOnce(() => deps.cache.status())
+  const metadata = lookOnce(() => deps.metadata.status())
+  new Gauge({
+    name: 'mayfly_metadata_up',
+    help: '1 while a PostgreSQL primary (or the embedded store) accepts writes',
+    registers,
+    async collect() {
+      this.set((await metadata()).ok ? 1 : 0)
+    },
+  })
+  new Gauge({
+    name: 'mayfly_metadata_timeline',
+    help: "The PostgreSQL primary's timeline (one more at every promotion; NaN: unknown or embedded)",
+    registers,
+    async collect() {
+      const timeline = (await metadata()).detail.timeline
+      this.set(typeof timeline === 'number' ? timeline : Number.NaN)
+    },
+  })
+  new Gauge({
+    name: 'mayfly_metadata_replica_lag_bytes',
+    help: 'Bytes of WAL each PostgreSQL replica has not replayed yet',
+    labelNames: ['replica', 'state'],
+    registers,
+    async collect() {
+      this.reset()
+      const replicas = ((await metadata()).detail.replicas ?? []) as { address: string; state: string; lag_bytes: number | null }[]
+      for (const r of replicas) if (r.lag_bytes !== null) this.set({ replica: r.address, state: r.state }, r.lag_bytes)
+    },
+  })
+  new Gauge({
+    name: 'mayfly_metadata_read_replica_lag_seconds',
+    help: 'How far behind the primary each read replica is (NaN: it did not answer); a skipped one serves no reads',
+    labelNames: ['replica', 'skipped'],
+    registers,
+    async collect() {
+      this.reset()
+      const replicas = ((await metadata()).detail.read_replicas ?? []) as { url: string; lag_ms: number | null; skipped: boolean }[]
+      for (const r of replicas) this.set({ replica: r.url, skipped: String(r.skipped) }, r.lag_ms === null ? Number.NaN : r.lag_ms / 1000)
+    },
+  })
+  new Gauge({
+    name: 'mayfly_metadata_last_failover_timestamp_seconds',
+    help: 'When this gateway saw the PostgreSQL primary move to another member (NaN: not since it started)',
+    registers,
+    async collect() {
+      const at = (await metadata()).detail.last_failover_at
+      this.set(typeof at === 'string' ? Date.parse(at) / 1000 : Number.NaN)
+    },
+  })
   new Gauge({
     name: 'mayfly_cache_up',
     help: '1 while the cache answers (for Redis: connected to a master)',
@@ -124,5 +168,16 @@ export function createGatewayMetrics(
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
       registers,
     }),
+  }
+}
+
+/** One look at a tier's status per second, whichever gauge asks first; a failed look counts as down. */
+function lookOnce(status: () => Promise<DependencyStatus>): () => Promise<{ ok: boolean; detail: Record<string, unknown> }> {
+  let look: { at: number; detail: Promise<{ ok: boolean; detail: Record<string, unknown> }> } | null = null
+  return () => {
+    if (look === null || Date.now() - look.at > 1000) {
+      look = { at: Date.now(), detail: status().then((s) => ({ ok: s.ok, detail: s.detail }), () => ({ ok: false, detail: {} })) }
+    }
+    return look.detail
   }
 }

@@ -85,6 +85,15 @@ async function refresh() {
     (r.copy_rate_bytes_per_second/2**20).toFixed(1) + ' MiB/s), ' + r.blobs_above_factor + ' above it, ' + r.blobs_without_replica + ' without any copy. ' +
     (m.active ? 'Replication manager ' + m.holder + ', active since ' + m.leader_since + '.' : 'No replication manager is running.')
   document.querySelector('#replication').className = r.blobs_below_factor === 0 && m.active ? 'ok' : 'bad'
+  const md = c.metadata.detail ?? {}
+  const meta = document.querySelector('#metadata')
+  meta.className = c.metadata.ok ? 'ok' : 'bad'
+  const behind = (r) => r.lag_bytes === null ? 'lag unknown' : (r.lag_bytes/2**10).toFixed(1) + ' KiB behind' + (r.lag_seconds === null ? '' : ' (' + r.lag_seconds.toFixed(1) + ' s)')
+  meta.textContent = md.url === undefined ? (c.metadata.ok ? 'Embedded metadata (PGlite, one process).' : 'Metadata store unavailable.') :
+    'PostgreSQL ' + md.url + ': ' + (md.primary ? 'primary ' + md.primary + ' (timeline ' + md.timeline + '). ' : 'no primary takes writes (' + (md.error ?? '') + '). ') +
+    'Replicas: ' + ((md.replicas ?? []).map((r) => r.address + ' ' + r.state + ', ' + behind(r)).join('; ') || 'none') + '. ' +
+    ((md.read_replicas ?? []).length ? 'Read replicas: ' + md.read_replicas.map((r) => r.url + (r.skipped ? ' skipped' : ' in use') + (r.lag_ms === null ? '' : ', ' + r.lag_ms + ' ms behind')).join('; ') + '. ' : '') +
+    'Last failover ' + (md.last_failover_at ?? 'none seen') + '.'
   const d = c.cache.detail ?? {}
   const cache = document.querySelector('#cache')
   cache.className = c.cache.ok ? 'ok' : 'bad'
@@ -128,7 +137,7 @@ export function registerPages(app: FastifyInstance, deps: GatewayDeps, files: Fi
 
   app.get('/admin', async (_req, reply) => {
     const body = `<h1>Mayfly cluster</h1><h2>Storage nodes</h2><table id="nodes"></table>
-<h2>Replication</h2><p id="replication"></p><h2>Cache</h2><p id="cache"></p><h2>Tiers</h2><pre id="tiers"></pre>`
+<h2>Replication</h2><p id="replication"></p><h2>Metadata</h2><p id="metadata"></p><h2>Cache</h2><p id="cache"></p><h2>Tiers</h2><pre id="tiers"></pre>`
     return reply.type('text/html; charset=utf-8').send(page('Mayfly cluster', body, ADMIN_SCRIPT))
   })
 }
