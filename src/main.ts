@@ -5,6 +5,7 @@ import { statusCommand, uploadCommand } from './cli/client.ts'
 import { downloadCommand } from './cli/download.ts'
 import { gatewayCommand, replicatorCommand, storageNodeCommand, workerCommand } from './cli/services.ts'
 import { drainCommand, rebalanceCommand, undrainCommand } from './cli/operator.ts'
+import { migrateCommand } from './cli/migrate.ts'
 import { upCommand } from './cli/up.ts'
 import { ConfigError, loadConfigOf } from './config.ts'
 
@@ -85,6 +86,12 @@ operator(node.command('undrain').description('let a draining node take new blobs
 operator(program.command('rebalance').description('move copies between nodes toward even use (never below the factor)')).action(
   withUrl(rebalanceCommand),
 )
+program
+  .command('migrate')
+  .description("copy an embedded cluster's metadata into PostgreSQL (idempotent); then run `mayfly up` with MAYFLY_DATABASE_URL")
+  .requiredOption('--to <url>', 'the PostgreSQL database (one url, or libpq\'s multi-host form)')
+  .option('--data-dir <dir>', 'the data dir of `mayfly up` (MAYFLY_DATA_DIR)')
+  .action(migrateCommand)
 
 // A command whose promise can no longer settle (nothing left to wake it) would
 // otherwise end the process with 0 as if it had succeeded.
