@@ -85,7 +85,11 @@ describe('PostgreSQL failover under load (three Patroni members)', { timeout: 90
    * primary and returns when (and which) new member took writes, or null
    * when the primary stays where it is; then the checks.
    */
-  async function survive(what: string, fault: (leader: MemberName) => Promise<{ name: MemberName; at: number } | null>, floorMs: number) {
+  async function survive(
+    what: string,
+    fault: (leader: MemberName, cluster: Cluster) => Promise<{ name: MemberName; at: number } | null>,
+    floorMs: number,
+  ) {
     const cluster: Cluster = await startCluster({
       mode: 'real',
       worker: false,
@@ -108,7 +112,7 @@ describe('PostgreSQL failover under load (three Patroni members)', { timeout: 90
         await hammer.stop()
       }
       const faultAt = Date.now()
-      const promoted = await fault(leader)
+      const promoted = await fault(leader, cluster)
       if (promoted !== null) {
         // what an operator sees follows within 3 s (DESIGN §3)
         const address = `127.0.0.1:${ha.portOf(promoted.name)}`
@@ -123,6 +127,8 @@ describe('PostgreSQL failover under load (three Patroni members)', { timeout: 90
       await waitFor('uploads after the fault', () => load.acked.size > 0 && Date.now() - settledAfter > 4000, 30_000)
       const report = await load.stop()
       await hammer.stop()
+      const ready = await fetch(`${cluster.url}/ready`)
+      assert.equal(ready.status, 200, `ready again: ${await ready.text()}`)
 
       const gap = longestGap(report.uploadedAt, faultAt, settledAfter + 4000)
       const resumedAt = promoted === null ? null : report.uploadedAt.find((t) => t >= promoted.at)
@@ -184,8 +190,14 @@ describe('PostgreSQL failover under load (three Patroni members)', { timeout: 90
   })
 
   test('the leader frozen (SIGSTOP) past the ttl, then resumed', async () => {
-    await survive('leader frozen', async (leader) => {
+    await survive('leader frozen', async (leader, cluster) => {
       await ha.freeze(leader)
+      // no member takes writes: the gateway is not ready (a load balancer sends uploads elsewhere)
+      await waitFor('/ready to answer 503 while no primary takes writes', async () => {
+        const res = await fetch(`${cluster.url}/ready`)
+        await res.arrayBuffer()
+        return res.status === 503
+      }, 8000, 200)
       const promoted = await ha.newPrimaryAt(leader, 40_000)
       // resumed after the others moved on: whatever it takes now must not be believed
       await ha.thaw(leader)
