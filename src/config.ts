@@ -102,6 +102,8 @@ export const configSchema = z
     MAYFLY_AUDIT_INTERVAL_SECONDS: z.coerce.number().positive().default(3600),
     /** a blob on a node that no metadata knows of is deleted after it has been seen unknown this long */
     MAYFLY_ORPHAN_GRACE_SECONDS: z.coerce.number().nonnegative().default(900),
+    /** more such blobs due at once on one node than this are held for an operator (`mayfly orphans`), none deleted */
+    MAYFLY_ORPHAN_HOLD_ABOVE: int(0).default(20),
     /** the replication manager's lease; a standby takes over within about this long after the leader dies */
     MAYFLY_LEADER_LEASE_SECONDS: z.coerce.number().min(1).default(5),
     /** storage node heartbeat period, milliseconds */

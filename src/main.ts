@@ -5,6 +5,7 @@ import { statusCommand, uploadCommand } from './cli/client.ts'
 import { downloadCommand } from './cli/download.ts'
 import { gatewayCommand, replicatorCommand, storageNodeCommand, workerCommand } from './cli/services.ts'
 import { drainCommand, rebalanceCommand, undrainCommand } from './cli/operator.ts'
+import { orphansDeleteCommand, orphansHoldCommand, orphansKeepCommand, orphansListCommand } from './cli/orphans.ts'
 import { migrateCommand } from './cli/migrate.ts'
 import { upCommand } from './cli/up.ts'
 import { ConfigError, loadConfigOf } from './config.ts'
@@ -85,6 +86,24 @@ operator(node.command('drain').description('move every copy off a node so that i
 operator(node.command('undrain').description('let a draining node take new blobs again').argument('<id>')).action(withUrl(undrainCommand))
 operator(program.command('rebalance').description('move copies between nodes toward even use (never below the factor)')).action(
   withUrl(rebalanceCommand),
+)
+const orphans = program
+  .command('orphans')
+  .description('copies of blobs the metadata does not know (after a restore of it), held instead of deleted: list them, delete or keep them')
+const orphanOptions = (cmd: Command) => cmd.option('--url <url>', URL_HELP).option('--secret-file <file>', SECRET_FILE_HELP)
+orphanOptions(orphans.command('list').description('the held, kept and released copies, and why they are held'))
+  .option('--limit <n>', 'show at most this many copies', '100')
+  .option('--json', 'print the raw JSON')
+  .action(withUrl(orphansListCommand))
+orphanOptions(orphans.command('delete').description('delete the held copies, or the held and kept ones of the given blob keys; without keys, lift the hold'))
+  .argument('[keys...]')
+  .option('--no-wait', 'return at once instead of following the deletion')
+  .action(withUrl(orphansDeleteCommand))
+orphanOptions(orphans.command('keep').description('keep the held copies (or those of the given keys) for good; without keys, lift the hold'))
+  .argument('[keys...]')
+  .action(withUrl(orphansKeepCommand))
+orphanOptions(orphans.command('hold').description('hold every copy of an unknown blob from now on (before starting Mayfly on metadata restored by other means)')).action(
+  withUrl(orphansHoldCommand),
 )
 program
   .command('migrate')

@@ -210,6 +210,55 @@ export interface ReplicationStore {
   writeControl(name: string, value: unknown, fence?: Fence): Promise<void>
   /** Deletes the document if its version is still `version`. */
   clearControl(name: string, version: number): Promise<void>
+
+  /** Copies of blobs the metadata does not know, held for an operator instead of deleted. */
+  readonly orphans: OrphanStore
+}
+
+/** What an operator decided about an orphan copy, or that nobody has yet. */
+export type OrphanState = 'held' | 'kept' | 'released'
+
+/**
+ * A copy on a node of a blob no metadata knows, which the replication
+ * manager holds instead of deleting (a restored metadata store, or more of
+ * them at once than it deletes on its own: docs/replication.md).
+ */
+export interface OrphanCopy {
+  nodeId: string
+  key: string
+  size: number
+  /** held: waiting for an operator; kept: never deleted; released: the manager deletes it */
+  state: OrphanState
+  heldAt: Date
+}
+
+export interface OrphanCount {
+  nodeId: string
+  state: OrphanState
+  copies: number
+  bytes: number
+}
+
+/**
+ * The orphan copies. The manager's changes are fenced like the rest of
+ * ReplicationStore (LeaseLost when its lease is gone); operators' are not.
+ */
+export interface OrphanStore {
+  /** The node's orphan copies by key. */
+  onNode(nodeId: string): Promise<Map<string, OrphanCopy>>
+  /** Holds copies; idempotent: a copy recorded already keeps its state. */
+  hold(nodeId: string, copies: readonly { key: string; size: number }[], fence: Fence): Promise<void>
+  /** Forgets copies (deleted from the node, gone from it, or known again). Idempotent. */
+  forget(nodeId: string, keys: readonly string[], fence: Fence): Promise<void>
+  /** Copies and bytes per node and state. */
+  counts(): Promise<OrphanCount[]>
+  /** Copies in (node id, key) order after the cursor. */
+  list(after: { nodeId: string; key: string } | null, limit: number): Promise<OrphanCopy[]>
+  /**
+   * An operator's decision: copies with one of `from` states (those with
+   * `keys` only, when given) move to `to`. Returns how many did. Idempotent.
+   */
+  decide(from: readonly OrphanState[], to: OrphanState, keys: readonly string[] | null): Promise<number>
 }
 
 /** What Cache.lookup found: the value, or a miss with the ticket that may fill the key. */

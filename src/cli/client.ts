@@ -110,7 +110,7 @@ export async function statusCommand(options: ClientOptions & { json?: boolean; s
     queue: { kind: string; ok: boolean; queues: { queue: string; ready: number; dead: number }[] }
     replication: {
       factor: number; write_quorum: number; blobs_below_factor: number | null; bytes_to_copy: number | null
-      copy_rate_bytes_per_second: number; manager: { active: boolean }
+      copy_rate_bytes_per_second: number; manager: { active: boolean }; orphans?: OrphansJson | null
     }
   }
   if (options.json === true) return void process.stdout.write(`${JSON.stringify(cluster, null, 2)}\n`)
@@ -133,6 +133,28 @@ export async function statusCommand(options: ClientOptions & { json?: boolean; s
   const cacheLine = describeCache(cluster.cache.detail)
   if (cacheLine !== null) process.stdout.write(`${cacheLine}\n`)
   for (const q of cluster.queue.queues) process.stdout.write(`queue ${q.queue}: ${q.ready} ready, ${q.dead} dead\n`)
+  const orphansLine = r.orphans == null ? null : describeOrphans(r.orphans)
+  if (orphansLine !== null) process.stdout.write(`${orphansLine}\n`)
+}
+
+/** /api/cluster's replication.orphans: copies of unknown blobs held for an operator */
+export interface OrphansJson {
+  hold: { reason: string; since: string; detail: string } | null
+  held: number
+  held_bytes: number
+  kept: number
+  kept_bytes: number
+  released: number
+}
+
+/** One line on unknown blobs held instead of deleted, or null when there are none and no hold */
+export function describeOrphans(o: OrphansJson): string | null {
+  if (o.hold === null && o.held + o.kept + o.released === 0) return null
+  const hold = o.hold === null ? 'no hold' : `HOLD (${o.hold.reason} since ${o.hold.since}): ${o.hold.detail}`
+  return (
+    `unknown blobs: ${o.held} copies held (${formatBytes(o.held_bytes)}), ${o.kept} kept (${formatBytes(o.kept_bytes)}), ` +
+    `${o.released} being deleted; ${hold}. \`mayfly orphans list\` shows them; \`mayfly orphans delete\` or \`keep\` decides`
+  )
 }
 
 /** what /api/cluster says of PostgreSQL (adapters/postgres/metadata.ts status); absent for the embedded store */

@@ -72,6 +72,7 @@ export function replicatorOptions(config: Config, log: Logger, infra: Infrastruc
     // an upload's last copy is recorded within a node timeout or two of its first
     settleMs: 2 * config.MAYFLY_NODE_TIMEOUT_MS,
     orphanGraceMs: config.MAYFLY_ORPHAN_GRACE_SECONDS * 1000,
+    orphanHoldAbove: config.MAYFLY_ORPHAN_HOLD_ABOVE,
     auditIntervalMs: config.MAYFLY_AUDIT_INTERVAL_SECONDS * 1000,
     leaseMs: config.MAYFLY_LEADER_LEASE_SECONDS * 1000,
     leaseName: `${config.MAYFLY_NAMESPACE}:replicator`,

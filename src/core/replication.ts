@@ -138,7 +138,21 @@ export const CONTROL_DOCUMENTS = {
   status: 'replicator',
   /** an operator's rebalance request; the manager clears it when the nodes are even */
   rebalance: 'rebalance',
+  /**
+   * OrphanHold: while it exists no copy of an unknown blob is deleted; each
+   * one found is held for an operator. scripts/pg-backup.sh restore writes it
+   * into a restored database by this name; `mayfly orphans delete|keep` clears it.
+   */
+  orphanHold: 'orphan-hold',
 } as const
+
+/** Why copies of unknown blobs are held rather than deleted (control document `orphan-hold`). */
+export interface OrphanHold {
+  /** restored: the metadata came back from a backup; many: more were due at once than the manager deletes on its own; operator: asked for */
+  reason: 'restored' | 'many' | 'operator'
+  since: string
+  detail: string
+}
 
 /** What the active replication manager has done since it took the lease. */
 export interface ReplicatorCounters {

@@ -10,7 +10,7 @@ const liveOwner = (key: string) => `(
     WHERE v.blob_key = ${key} AND f.purged_at IS NULL AND f.dies_at > now()))`
 
 /** true while the lease $name/$token is the live one (fencing). */
-const fenceHolds = (name: string, token: string) => `
+export const fenceHolds = (name: string, token: string) => `
   EXISTS (SELECT 1 FROM leases WHERE name = ${name}::text AND token = ${token}::bigint AND expires_at > now())`
 
 // ---- leases --------------------------------------------------------------
@@ -20,11 +20,17 @@ const fenceHolds = (name: string, token: string) => `
  * holds a live lease. The same holder (one per process) takes it again with
  * a new token: a replay after a lost answer supersedes the token it never
  * heard of rather than waiting out the ttl.
+ *
+ * The token is the database clock in milliseconds, or one more than the last
+ * token when that is larger. A counter alone would go back with a metadata
+ * store restored from a backup: its next holder would get a token lower than
+ * the storage nodes have seen since, and every node would refuse it (409
+ * fenced). The clock has moved on since any token the nodes saw was issued.
  */
 export const ACQUIRE_LEASE = `
 INSERT INTO leases AS l (name, holder, token, expires_at)
-VALUES ($1::text, $2::text, 1, now() + $3::int * interval '1 millisecond')
-ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, token = l.token + 1, expires_at = EXCLUDED.expires_at
+VALUES ($1::text, $2::text, (extract(epoch FROM clock_timestamp()) * 1000)::bigint, now() + $3::int * interval '1 millisecond')
+ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, token = GREATEST(l.token + 1, EXCLUDED.token), expires_at = EXCLUDED.expires_at
 WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
 RETURNING token`
 

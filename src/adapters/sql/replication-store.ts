@@ -3,6 +3,7 @@
 // statement that checks the lease and changes rows together.
 import { LeaseLost } from '../../core/errors.ts'
 import type { BlobFate, BlobPlacement, Fence, Lease, ReplicationStore } from '../../ports.ts'
+import { createSqlOrphanStore } from './orphan-store.ts'
 import * as q from './replication-queries.ts'
 import type { SqlDb } from './sql-db.ts'
 
@@ -133,5 +134,6 @@ export function createSqlReplicationStore(db: SqlDb, reader: SqlDb = db): Replic
     async clearControl(name, version) {
       await db.query(q.CLEAR_CONTROL, [name, version], idempotent)
     },
+    orphans: createSqlOrphanStore(db),
   }
 }

@@ -14,6 +14,7 @@ import { createPasswordCheck } from './link-password.ts'
 import { createGatewayMetrics } from './metrics.ts'
 import { createRateLimits } from './rate-limits.ts'
 import { registerOperatorRoutes } from './operator-routes.ts'
+import { registerOrphanRoutes } from './orphan-routes.ts'
 import { errorPage, registerPages } from './pages.ts'
 import { createClusterReads } from './replication-overview.ts'
 import { guardStatusRoutes } from './status-access.ts'
@@ -63,6 +64,7 @@ export function buildGateway(deps: GatewayDeps) {
   registerClusterRoutes(app, deps, reads)
   registerInternalRoutes(app, deps)
   registerOperatorRoutes(app, deps)
+  registerOrphanRoutes(app, deps)
   registerPages(app, deps, files)
   return app
 }

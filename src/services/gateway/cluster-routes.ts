@@ -6,7 +6,7 @@ import type { DependencyStatus } from '../../ports.ts'
 import type { GatewayDeps } from './deps.ts'
 import { nodeView } from './file-view.ts'
 import { hasClusterSecret } from './status-access.ts'
-import type { ClusterReads } from './replication-overview.ts'
+import { orphansJson, type ClusterReads } from './replication-overview.ts'
 
 /** how long one look at the dependencies answers /ready */
 const READY_MEMO_MS = 1000
@@ -58,7 +58,7 @@ export function registerClusterRoutes(
   })
 
   app.get('/api/cluster', async () => {
-    const [meta, cacheStatus, queueStatus, depths, nodeList, usage, overview] = await Promise.all([
+    const [meta, cacheStatus, queueStatus, depths, nodeList, usage, overview, orphans] = await Promise.all([
       metadata.status().catch((err: Error) => failed('metadata', err)),
       cache.status().catch((err: Error) => failed('cache', err)),
       queue.status().catch((err: Error) => failed('queue', err)),
@@ -66,6 +66,7 @@ export function registerClusterRoutes(
       nodes.all().catch(() => []),
       reads.nodeUsage(),
       reads.replication(),
+      reads.orphans(),
     ])
     const { backlog, manager } = overview
     return {
@@ -85,6 +86,8 @@ export function registerClusterRoutes(
         // the backlog is the active manager's count, never a scan of ours: null with no manager
         backlog_counted_at: backlog?.countedAt ?? null,
         copy_rate_bytes_per_second: manager?.copyRate ?? 0,
+        // copies of blobs the metadata does not know, held for an operator (`mayfly orphans`); null when unreadable
+        orphans: orphans === null ? null : orphansJson(orphans),
         manager:
           manager === null
             ? { active: false }

@@ -16,6 +16,8 @@ export interface ReplicatorSettings {
   settleMs: number
   /** a blob nobody knows is deleted from a node once seen unknown for this long */
   orphanGraceMs: number
+  /** more copies of unknown blobs due at once on one node than this are held for an operator, not deleted */
+  orphanHoldAbove: number
   /** copies in flight at once */
   concurrency: number
 }

@@ -181,6 +181,8 @@ export function startReplicationManager(options: ReplicationManagerOptions): Rep
     }, rescanMs)
 
     const statusLane = guard('status', async () => {
+      // copies an operator released (`mayfly orphans delete`) go at their node's next reconciliation: now
+      for (const c of await store.orphans.counts()) if (c.state === 'released' && c.copies > 0) membership.soon(c.nodeId)
       const cutoff = Date.now() - RATE_WINDOW_MS
       while (samples.length > 0 && samples[0]!.at < cutoff) samples.shift()
       const windowMs = Math.min(RATE_WINDOW_MS, Date.now() - since.getTime())

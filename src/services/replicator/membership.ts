@@ -7,6 +7,7 @@
 //   up again after silence -> reconciled by inventory
 //   quarantined a blob     -> reconciled by inventory
 //   every auditIntervalMs  -> reconciled by inventory
+//   soon(id)               -> reconciled by inventory (copies an operator released)
 import type { NodeView } from '../../ports.ts'
 import type { NodeState } from '../../core/node.ts'
 import type { LeaderContext } from './context.ts'
@@ -21,6 +22,8 @@ export interface Membership {
   reconciled(nodeId: string): void
   /** A node's reconciliation failed: it is retried later, waiting longer after each failure (up to a minute). */
   failed(nodeId: string): void
+  /** The node is to be reconciled at the next tick where it is up (an operator released copies on it). */
+  soon(nodeId: string): void
 }
 
 export function createMembership(ctx: LeaderContext, options: { auditIntervalMs: number }): Membership {
@@ -82,6 +85,9 @@ export function createMembership(ctx: LeaderContext, options: { auditIntervalMs:
       due.delete(nodeId)
       retry.delete(nodeId)
       lastAudit.set(nodeId, Date.now())
+    },
+    soon(nodeId) {
+      due.add(nodeId)
     },
     failed(nodeId) {
       const failures = (retry.get(nodeId)?.failures ?? 0) + 1
