@@ -581,6 +581,56 @@ function replicationContract(name: string, makeHarness: () => Promise<Harness>):
         assert.equal(third.value, null)
       })
     })
+
+    describe('orphan copies', () => {
+      test('held idempotently and fenced; listed in (node, key) byte order by pages; counted; decided by state and key; forgotten', async () => {
+        const orphans = repl.orphans
+        const fence = await acquire(`orphans-${newId()}`, 'manager')
+        const [n1, n2] = byteSorted([nodeId(), nodeId()]) as [string, string]
+        const keys = byteSorted(['A', 'b', 'Z', '_'].map(keyStarting))
+        await orphans.hold(n1, keys.map((key, i) => ({ key, size: 100 + i })), fence)
+        await orphans.hold(n2, [{ key: keys[0]!, size: 7 }], fence)
+        await orphans.hold(n1, [{ key: keys[0]!, size: 999 }], fence) // held already: unchanged
+
+        const onN1 = await orphans.onNode(n1)
+        assert.deepEqual([...onN1.keys()].sort(), keys)
+        assert.deepEqual({ ...onN1.get(keys[0]!)!, heldAt: null }, { nodeId: n1, key: keys[0], size: 100, state: 'held', heldAt: null })
+        assert.ok(onN1.get(keys[0]!)!.heldAt instanceof Date)
+
+        const mine = (c: { nodeId: string }) => c.nodeId === n1 || c.nodeId === n2
+        const pages: string[] = []
+        for (let after: { nodeId: string; key: string } | null = null; ; ) {
+          const page = await orphans.list(after, 2)
+          pages.push(...page.filter(mine).map((c) => `${c.nodeId}/${c.key}`))
+          if (page.length < 2) break
+          after = { nodeId: page.at(-1)!.nodeId, key: page.at(-1)!.key }
+        }
+        assert.deepEqual(pages, [...keys.map((k) => `${n1}/${k}`), `${n2}/${keys[0]}`])
+        const counts = (await orphans.counts()).filter(mine)
+        assert.deepEqual(counts, [
+          { nodeId: n1, state: 'held', copies: 4, bytes: 100 + 101 + 102 + 103 },
+          { nodeId: n2, state: 'held', copies: 1, bytes: 7 },
+        ])
+
+        // an operator keeps one blob's copies (on both nodes), then releases what is held
+        assert.equal(await orphans.decide(['held'], 'kept', [keys[0]!]), 2)
+        assert.equal(await orphans.decide(['held'], 'kept', [keys[0]!]), 0, 'idempotent')
+        assert.ok((await orphans.decide(['held'], 'released', null)) >= 3)
+        const decided = await orphans.onNode(n1)
+        assert.deepEqual(keys.map((k) => decided.get(k)?.state), ['kept', 'released', 'released', 'released'])
+
+        // a stale fence changes nothing
+        const stale = { name: fence.name, token: fence.token - 1 }
+        await assert.rejects(orphans.hold(n1, [{ key: keyStarting('q'), size: 1 }], stale), LeaseLost)
+        await assert.rejects(orphans.forget(n1, keys, stale), LeaseLost)
+        assert.equal((await orphans.onNode(n1)).size, 4)
+
+        await orphans.forget(n1, keys.slice(1), fence)
+        await orphans.forget(n1, keys.slice(1), fence) // idempotent
+        assert.deepEqual([...(await orphans.onNode(n1)).keys()], [keys[0]])
+        assert.equal((await orphans.onNode(n2)).size, 1, 'another node\'s copies stay')
+      })
+    })
   })
 }
 
