@@ -1,8 +1,10 @@
-// Docker packaging (Dockerfile, .dockerignore, docker-compose.yml), checked
-// without a Docker engine (DESIGN §8): docker-compose parses and interpolates
-// the compose file, the CLI says whether each service's command exists, the
-// app's own config schema judges each service's environment, and the
-// Dockerfile's health check script runs against a local HTTP server.
+// Docker packaging (Dockerfile, .dockerignore, docker-compose.yml,
+// docker/patroni/), checked without a Docker engine (DESIGN §8):
+// docker-compose parses and interpolates the compose file, the CLI says
+// whether each service's command exists, the app's own config schema judges
+// each service's environment, the Dockerfile's health check script runs
+// against a local HTTP server, and Patroni's own config loader reads each
+// member's baked config with that member's environment.
 import { after, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
@@ -12,6 +14,7 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join, matchesGlob } from 'node:path'
 import { loadConfig } from '../../src/config.ts'
+import { splitPostgresUrl } from '../../src/adapters/postgres/hosts.ts'
 
 const ROOT = join(import.meta.dirname, '../..')
 const NODE = join(ROOT, 'node_modules/.bin/node')
@@ -19,9 +22,13 @@ const SECRET = 'docker-test-secret-0123456789'
 const IMAGE = 'mayfly:local'
 const REDIS = ['redis-1', 'redis-2', 'redis-3']
 const SENTINELS = ['sentinel-1', 'sentinel-2', 'sentinel-3']
-const INFRA = ['postgres', ...REDIS, ...SENTINELS, 'rabbitmq']
-/** what Mayfly's processes wait for: they reach Redis through the Sentinels */
-const DEPENDENCIES = ['postgres', ...SENTINELS, 'rabbitmq']
+/** the Patroni members; etcd and HAProxy run from their image too */
+const MEMBERS = ['pg1', 'pg2', 'pg3']
+const PG_TIER = ['etcd', ...MEMBERS, 'haproxy']
+const PG_IMAGE = 'mayfly-patroni:local'
+const INFRA = [...PG_TIER, ...REDIS, ...SENTINELS, 'rabbitmq']
+/** what Mayfly's processes wait for: they reach Redis through the Sentinels, PostgreSQL at its members */
+const DEPENDENCIES = [...MEMBERS, ...SENTINELS, 'rabbitmq']
 const NODES = ['storage-node1', 'storage-node2', 'storage-node3']
 const INFRA_URLS = ['MAYFLY_DATABASE_URL', 'MAYFLY_DATABASE_READ_URLS', 'MAYFLY_REDIS_URL', 'MAYFLY_REDIS_SENTINELS', 'MAYFLY_AMQP_URL']
 
@@ -72,7 +79,7 @@ interface Service {
   build?: unknown
   command?: string | string[]
   environment?: Record<string, string | number | null>
-  ports?: (string | { published?: number | string; target?: number | string })[]
+  ports?: (string | { host_ip?: string; published?: number | string; target?: number | string })[]
   volumes?: (string | { source?: string; target?: string })[]
   depends_on?: Record<string, { condition?: string }> | string[]
   healthcheck?: { test?: string | string[]; disable?: boolean }
@@ -87,8 +94,7 @@ interface ComposeFile { services: Record<string, Service>; volumes?: Record<stri
  * (which has PyYAML, its own dependency) turns that into JSON.
  */
 async function resolvedCompose(bin: string): Promise<ComposeFile> {
-  const head = readFileSync(bin).subarray(0, 200).toString('latin1')
-  const python = /^#!\s*(\S*python\S*)/.exec(head)?.[1]
+  const python = pythonOf(bin)
   if (python === undefined) {
     const out = await compose(bin, ['config', '--format', 'json'], { MAYFLY_CLUSTER_SECRET: SECRET })
     assert.equal(out.code, 0, out.stderr)
@@ -101,6 +107,12 @@ async function resolvedCompose(bin: string): Promise<ComposeFile> {
   return JSON.parse(json.stdout) as ComposeFile
 }
 
+/** the python a script's #! line runs, if it is a python script */
+function pythonOf(script: string): string | undefined {
+  const head = readFileSync(script).subarray(0, 200).toString('latin1')
+  return /^#!\s*(\S*python\S*)/.exec(head)?.[1]
+}
+
 function envOf(service: Service): Record<string, string> {
   return Object.fromEntries(Object.entries(service.environment ?? {}).map(([k, v]) => [k, v === null ? '' : String(v)]))
 }
@@ -110,8 +122,10 @@ function commandOf(service: Service): string[] {
   return c === undefined ? [] : Array.isArray(c) ? c : c.split(/\s+/).filter((s) => s !== '')
 }
 
+/** [host_ip:]published:target, as docker-compose 1.29 prints them (without its /tcp) or v2's objects */
 function publishedPorts(service: Service): string[] {
-  return (service.ports ?? []).map((p) => (typeof p === 'string' ? p : `${p.published}:${p.target}`))
+  return (service.ports ?? []).map((p) =>
+    typeof p === 'string' ? p.replace(/\/tcp$/, '') : `${p.host_ip === undefined ? '' : `${p.host_ip}:`}${p.published}:${p.target}`)
 }
 
 /** named volume -> mount point */
@@ -129,8 +143,8 @@ function namedVolumes(service: Service): Map<string, string> {
 interface Instruction { op: string; args: string }
 
 /** Instructions with their continuation lines joined and comments dropped. */
-function dockerfile(): Instruction[] {
-  const lines = readFileSync(join(ROOT, 'Dockerfile'), 'utf8').split('\n')
+function dockerfile(path = 'Dockerfile'): Instruction[] {
+  const lines = readFileSync(join(ROOT, path), 'utf8').split('\n')
   const out: Instruction[] = []
   let pending = ''
   for (const line of lines) {
@@ -168,10 +182,54 @@ function ignoredBy(patterns: string[], path: string): string | undefined {
   return undefined
 }
 
-function filesUnder(path: string): string[] {
-  const abs = join(ROOT, path)
+/** `path` and what is under it, relative to the build context */
+function filesUnder(context: string, path: string): string[] {
+  const abs = join(ROOT, context, path)
   if (!statSync(abs).isDirectory()) return [path]
   return readdirSync(abs, { recursive: true, encoding: 'utf8' }).map((f) => `${path}/${f}`)
+}
+
+/** the .dockerignore patterns of a build context (none without the file) */
+function dockerignore(context: string): string[] {
+  const file = join(ROOT, context, '.dockerignore')
+  if (!existsSync(file)) return []
+  const patterns = readFileSync(file, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'))
+  assert.ok(patterns.every((p) => !p.startsWith('!')), `${file}: no exceptions: this check does not model them`)
+  return patterns
+}
+
+/** Every COPY/ADD names a stage, or paths of the build context `context` that its .dockerignore lets through. */
+function assertCopiesFit(instructions: Instruction[], context: string): void {
+  const stages = instructions.filter((i) => i.op === 'FROM').map((i) => / AS (\S+)/i.exec(i.args)?.[1]).filter((s) => s !== undefined)
+  const patterns = dockerignore(context)
+  const copies = instructions.filter((i) => i.op === 'COPY' || i.op === 'ADD')
+  assert.ok(copies.length > 0)
+  for (const { args } of copies) {
+    const words = argv(args)
+    const from = words.find((w) => w.startsWith('--from='))?.slice('--from='.length)
+    const paths = words.filter((w) => !w.startsWith('--'))
+    const sources = paths.slice(0, -1)
+    if (from !== undefined) {
+      assert.ok(stages.includes(from), `COPY --from=${from} names a stage`)
+      continue
+    }
+    for (const source of sources) {
+      assert.ok(existsSync(join(ROOT, context, source)), `COPY ${source}: no such path in the build context ${context}`)
+      for (const file of filesUnder(context, source.replace(/\/+$/, ''))) {
+        const pattern = ignoredBy(patterns, file)
+        assert.equal(pattern, undefined, `COPY ${source}: ${file} is excluded by .dockerignore's ${pattern}`)
+      }
+    }
+  }
+}
+
+/** The file of the build context that a COPY puts at `dest` in the image. */
+function copiedTo(instructions: Instruction[], context: string, dest: string): string {
+  for (const { op, args } of instructions) {
+    const paths = argv(args).filter((w) => !w.startsWith('--'))
+    if (op === 'COPY' && paths.length === 2 && paths[1] === dest) return join(ROOT, context, paths[0]!)
+  }
+  assert.fail(`no COPY puts a file at ${dest}`)
 }
 
 const helpRuns = new Map<string, Promise<Run>>()
@@ -219,28 +277,8 @@ describe('Dockerfile', () => {
   })
 
   test('copies only paths that exist and that .dockerignore lets through; keeps out node_modules, .git, data, .env', () => {
-    const stages = instructions.filter((i) => i.op === 'FROM').map((i) => / AS (\S+)/i.exec(i.args)?.[1]).filter((s) => s !== undefined)
-    const patterns = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'))
-    assert.ok(patterns.every((p) => !p.startsWith('!')), 'no exceptions: this check does not model them')
-    const copies = instructions.filter((i) => i.op === 'COPY' || i.op === 'ADD')
-    assert.ok(copies.length > 0)
-    for (const { args } of copies) {
-      const words = argv(args)
-      const from = words.find((w) => w.startsWith('--from='))?.slice('--from='.length)
-      const paths = words.filter((w) => !w.startsWith('--'))
-      const sources = paths.slice(0, -1)
-      if (from !== undefined) {
-        assert.ok(stages.includes(from), `COPY --from=${from} names a stage`)
-        continue
-      }
-      for (const source of sources) {
-        assert.ok(existsSync(join(ROOT, source)), `COPY ${source}: no such path in the repository`)
-        for (const file of filesUnder(source.replace(/\/+$/, ''))) {
-          const pattern = ignoredBy(patterns, file)
-          assert.equal(pattern, undefined, `COPY ${source}: ${file} is excluded by .dockerignore's ${pattern}`)
-        }
-      }
-    }
+    assertCopiesFit(instructions, '.')
+    const patterns = dockerignore('.')
     for (const path of ['node_modules/x', '.git/HEAD', 'data/node1', '.env']) {
       assert.ok(ignoredBy(patterns, path) !== undefined, `.dockerignore keeps ${path} out of the build context`)
     }
@@ -270,6 +308,84 @@ describe('Dockerfile', () => {
   })
 })
 
+// ---------------------------------------------------------------- the PostgreSQL tier's image
+
+const PG_CONTEXT = 'docker/patroni'
+const pgInstructions = dockerfile(`${PG_CONTEXT}/Dockerfile`)
+
+describe(`${PG_CONTEXT}/Dockerfile`, () => {
+  test("Debian bookworm's packages (PostgreSQL 15, Patroni, etcd, HAProxy, curl for the health checks), no default cluster, run as postgres", () => {
+    assert.deepEqual(pgInstructions.filter((i) => i.op === 'FROM').map((i) => i.args), ['debian:bookworm-slim'])
+    const runs = pgInstructions.filter((i) => i.op === 'RUN').map((i) => i.args)
+    const installed = runs.flatMap((r) => [...r.matchAll(/apt-get install ([^&;|]*)/g)].flatMap((m) => m[1]!.split(/\s+/)))
+    for (const pkg of ['postgresql-15', 'patroni', 'etcd-server', 'haproxy', 'curl']) assert.ok(installed.includes(pkg), `installs ${pkg}`)
+    assert.ok(runs.some((r) => r.includes('create_main_cluster = false')), "Debian's own cluster is not created: Patroni runs initdb")
+    assert.equal(pgInstructions.findLast((i) => i.op === 'USER')?.args, 'postgres', 'PostgreSQL refuses root')
+  })
+
+  test('copies only files of its build context', () => {
+    assertCopiesFit(pgInstructions, PG_CONTEXT)
+  })
+})
+
+interface Credentials { username?: string; password?: string }
+/** the parts of Patroni's effective configuration checked here */
+interface PatroniConfig {
+  scope?: string
+  name?: string
+  restapi?: { listen?: string; connect_address?: string }
+  etcd?: unknown
+  etcd3?: { hosts?: string | string[]; host?: string }
+  bootstrap?: {
+    dcs?: { ttl?: number; loop_wait?: number; retry_timeout?: number; synchronous_mode?: boolean; primary_start_timeout?: number; postgresql?: { use_pg_rewind?: boolean } }
+    initdb?: (string | Record<string, string>)[]
+    post_init?: string
+  }
+  postgresql?: { listen?: string; connect_address?: string; data_dir?: string; authentication?: Record<string, Credentials>; pg_hba?: string[] }
+}
+
+/**
+ * What Patroni makes of a member's config file with the member's
+ * environment: Patroni's own loader (/usr/bin/patroni's python: Debian's, not
+ * whichever is first on PATH) merges the PATRONI_* variables in. Not its
+ * validator, which resolves hosts and binds ports.
+ */
+async function patroniConfig(file: string, env: Record<string, string>): Promise<PatroniConfig> {
+  const bin = '/usr/bin/patroni'
+  if (!existsSync(bin)) assert.fail('patroni is not installed: run `sh scripts/install-system-deps.sh`')
+  const script = 'import json, sys; from patroni.config import Config; json.dump(Config(sys.argv[1], validator=None).copy(), sys.stdout, default=dict)'
+  const out = await run(pythonOf(bin) ?? assert.fail(`${bin} is not a python script`), ['-c', script, file], { env })
+  assert.equal(out.code, 0, `Patroni cannot read ${file}:\n${out.stderr}`)
+  return JSON.parse(out.stdout) as PatroniConfig
+}
+
+/** "host:port" -> [host, port] */
+function hostPort(address: string | undefined): [string, string] {
+  const i = (address ?? '').lastIndexOf(':')
+  assert.ok(i > 0, `${address} is host:port`)
+  return [address!.slice(0, i), address!.slice(i + 1)]
+}
+
+/** a `--flag=value` or `--flag value` of a command */
+function flag(command: string[], name: string): string | undefined {
+  const i = command.findIndex((w) => w === name || w.startsWith(`${name}=`))
+  return i < 0 ? undefined : command[i] === name ? command[i + 1] : command[i]!.slice(name.length + 1)
+}
+
+interface HaproxySection { head: string; lines: string[] }
+
+/** sections (an unindented keyword line and the indented lines under it), comments dropped */
+function haproxySections(text: string): HaproxySection[] {
+  const sections: HaproxySection[] = []
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/#.*$/, '').trimEnd()
+    if (line.trim() === '') continue
+    if (!/^\s/.test(line)) sections.push({ head: line, lines: [] })
+    else sections.at(-1)?.lines.push(line.trim().replace(/\s+/g, ' '))
+  }
+  return sections
+}
+
 describe('docker-compose.yml', () => {
   let bin: string
   let file: ComposeFile
@@ -286,11 +402,45 @@ describe('docker-compose.yml', () => {
       mayfly = Object.entries(services).filter(([, s]) => s.image === IMAGE)
     })())
 
-  test('parses, with the production topology: gateway, three storage nodes, workers, replicators, PostgreSQL, Redis with three Sentinels, RabbitMQ', async () => {
+  const memberConfigs = new Map<string, Promise<PatroniConfig>>()
+  /** a member's config as Patroni reads it in its container: the baked file its command names, with its environment */
+  const memberConfig = (name: string): Promise<PatroniConfig> => {
+    if (!memberConfigs.has(name)) {
+      memberConfigs.set(name, (async () => {
+        await load()
+        const s = services[name]!
+        const command = s.command === undefined ? argv(pgInstructions.findLast((i) => i.op === 'CMD')?.args ?? '[]') : commandOf(s)
+        assert.equal(command[0], 'patroni', `${name} runs Patroni`)
+        assert.equal(command.length, 2, `${name}: patroni CONFIG`)
+        return patroniConfig(copiedTo(pgInstructions, PG_CONTEXT, command[1]!), envOf(s))
+      })())
+    }
+    return memberConfigs.get(name)!
+  }
+  const portOf = async (name: string, what: 'restapi' | 'postgresql') => hostPort((await memberConfig(name))[what]?.listen)[1]
+
+  /** the etcd service's client port, from its command */
+  const etcdClientPort = () => {
+    const command = commandOf(services.etcd!)
+    assert.equal(command[0], 'etcd')
+    const advertised = new URL(flag(command, '--advertise-client-urls') ?? '')
+    assert.equal(advertised.hostname, 'etcd', 'etcd advertises the url Patroni reaches it by')
+    assert.equal(new URL(flag(command, '--listen-client-urls') ?? '').port, advertised.port, 'etcd listens where it says')
+    return advertised.port
+  }
+
+  test('parses, with the production topology: gateway, three storage nodes, workers, replicators, etcd with three Patroni members and HAProxy, Redis with three Sentinels, RabbitMQ', async () => {
     await load()
     assert.deepEqual(Object.keys(services).sort(), ['gateway', ...INFRA, ...NODES, 'replicator', 'worker'].sort())
     assert.deepEqual(mayfly.map(([name]) => name).sort(), ['gateway', ...NODES, 'replicator', 'worker'].sort())
     for (const [name, s] of mayfly) assert.ok(s.build !== undefined, `${name} builds the image from this repository`)
+    for (const name of PG_TIER) {
+      const { image, build } = services[name]!
+      assert.equal(image, PG_IMAGE, `${name} runs the PostgreSQL tier's image`)
+      const context = typeof build === 'string' ? build : (build as { context?: string } | undefined)?.context
+      assert.equal(context, join(ROOT, PG_CONTEXT), `${name} builds it from ${PG_CONTEXT}`)
+    }
+    assert.ok(publishedPorts(services.haproxy!).includes('127.0.0.1:5432:5432'), "HAProxy is published on the host's loopback :5432, for operators")
     assert.ok(publishedPorts(services.gateway!).some((p) => p.endsWith('5000:5000')), 'the gateway is published on :5000')
     assert.ok((services.worker!.deploy?.replicas ?? 1) >= 2, 'two workers')
     assert.ok((services.replicator!.deploy?.replicas ?? 1) >= 2, 'a replication manager and a standby')
@@ -345,18 +495,33 @@ describe('docker-compose.yml', () => {
     assert.equal(volumes.size, NODES.length, 'no two nodes share a volume')
   })
 
-  test('gateway, workers and replicators reach PostgreSQL, Redis and RabbitMQ with their credentials, once those are healthy', async () => {
+  test('gateway, workers and replicators reach every Patroni member, Redis and RabbitMQ with their credentials, once those are healthy', async () => {
     await load()
-    const pg = envOf(services.postgres!)
     const mq = envOf(services.rabbitmq!)
+    // the role, database and password that post-init.sh creates on the member that bootstraps the cluster
+    const postInit = (await memberConfig(MEMBERS[0]!)).bootstrap?.post_init?.split(/\s+/) ?? []
+    const script = readFileSync(copiedTo(pgInstructions, PG_CONTEXT, postInit.at(-1) ?? ''), 'utf8')
+    const user = /CREATE ROLE (\w+)/.exec(script)?.[1]
+    const psqlVar = new RegExp(`ALTER ROLE ${user} LOGIN PASSWORD :'(\\w+)'`).exec(script)?.[1]
+    const passwordVar = new RegExp(`-v ${psqlVar}="\\$\\{?(\\w+)\\}?"`).exec(script)?.[1]
+    const [, database, owner] = /CREATE DATABASE (\w+) OWNER (\w+)/.exec(script) ?? []
+    assert.ok(user !== undefined && passwordVar !== undefined && database !== undefined, 'post-init.sh creates a role with a password from the environment, and a database')
+    assert.equal(owner, user, 'the role owns its database (Mayfly runs its migrations)')
+    const passwords = new Set(MEMBERS.map((m) => envOf(services[m]!)[passwordVar]))
+    assert.equal(passwords.size, 1, `every member has the same ${passwordVar}: any of them may bootstrap`)
+    const password = [...passwords][0]
+    assert.ok(password !== undefined && password !== '', `${passwordVar} is set`)
+    const addresses = await Promise.all(MEMBERS.map(async (m) => `${m}:${await portOf(m, 'postgresql')}`))
     for (const name of ['gateway', 'worker', 'replicator']) {
       const s = services[name]!
       const env = envOf(s)
-      const db = new URL(env.MAYFLY_DATABASE_URL ?? '')
-      assert.equal(db.hostname, 'postgres', `${name}: MAYFLY_DATABASE_URL`)
-      assert.equal(decodeURIComponent(db.username), pg.POSTGRES_USER)
-      assert.equal(decodeURIComponent(db.password), pg.POSTGRES_PASSWORD)
-      assert.equal(db.pathname, `/${pg.POSTGRES_DB}`)
+      const members = splitPostgresUrl(env.MAYFLY_DATABASE_URL ?? '').map((u) => new URL(u))
+      assert.deepEqual(members.map((u) => `${u.hostname}:${u.port || '5432'}`), addresses, `${name}: MAYFLY_DATABASE_URL names every member`)
+      for (const db of members) {
+        assert.equal(decodeURIComponent(db.username), user, `${name}: the role post-init.sh creates`)
+        assert.equal(decodeURIComponent(db.password), password, `${name}: the password post-init.sh gives it`)
+        assert.equal(db.pathname, `/${database}`, `${name}: the database post-init.sh creates`)
+      }
       assert.equal(env.MAYFLY_REDIS_URL, undefined, `${name}: no single Redis url`)
       assert.deepEqual(env.MAYFLY_REDIS_SENTINELS?.split(','), SENTINELS.map((h) => `${h}:26379`), `${name}: every Sentinel`)
       assert.equal(env.MAYFLY_REDIS_MASTER_NAME, 'mayfly')
@@ -368,6 +533,83 @@ describe('docker-compose.yml', () => {
       assert.ok(deps !== undefined && !Array.isArray(deps), `${name} waits for its dependencies`)
       for (const dep of DEPENDENCIES) assert.equal(deps[dep]?.condition, 'service_healthy', `${name} waits for ${dep} to be healthy`)
     }
+  })
+
+  test('Patroni members: one scope, each its own name, connect addresses and volume; synchronous, failing over on a postmaster kill, etcd3 at the etcd service', async () => {
+    await load()
+    const configs = await Promise.all(MEMBERS.map(memberConfig))
+    const etcd = `etcd:${etcdClientPort()}`
+    const volumes = new Set<string>()
+    for (const [i, name] of MEMBERS.entries()) {
+      const c = configs[i]!
+      assert.equal(c.scope, configs[0]!.scope, `${name} is in the one cluster`)
+      assert.equal(c.name, name, `${name}: PATRONI_NAME`)
+      assert.equal(c.restapi?.connect_address, `${name}:${hostPort(c.restapi?.listen)[1]}`, `${name}: the others and HAProxy reach its REST API by its service name`)
+      assert.equal(c.postgresql?.connect_address, `${name}:${hostPort(c.postgresql?.listen)[1]}`, `${name}: replicas stream from it by its service name`)
+      assert.equal(c.etcd, undefined, `${name}: no etcd (v2) section, etcd 3.4 serves v2 only with a flag`)
+      const hosts = [c.etcd3?.hosts ?? c.etcd3?.host ?? []].flat().flatMap((h) => h.split(',')).map((h) => h.trim())
+      assert.deepEqual(hosts, [etcd], `${name}: Patroni's etcd3 section names the etcd service`)
+      // the settings scripts/patroni-ha.sh runs, which the failover tests measured
+      const dcs = c.bootstrap?.dcs
+      assert.equal(dcs?.synchronous_mode, true, `${name}: synchronous_mode (no acknowledged commit lost with a Patroni kill)`)
+      assert.equal(dcs?.primary_start_timeout, 0, `${name}: a killed postmaster fails over rather than restarting in place`)
+      assert.deepEqual([dcs?.ttl, dcs?.loop_wait, dcs?.retry_timeout], [10, 2, 4], `${name}: ttl, loop_wait, retry_timeout`)
+      assert.equal(dcs?.postgresql?.use_pg_rewind, true, `${name}: an old primary rejoins by pg_rewind`)
+      assert.ok(c.bootstrap?.initdb?.includes('data-checksums'), `${name}: data checksums`)
+      // credentials: the same on every member (each connects to the others with its own)
+      for (const role of ['superuser', 'replication']) {
+        const auth: Credentials | undefined = c.postgresql?.authentication?.[role]
+        assert.ok(auth?.username !== undefined && (auth.password ?? '') !== '', `${name}: the ${role}'s name and password`)
+        assert.deepEqual(auth, configs[0]!.postgresql?.authentication?.[role], `${name}: the same ${role} as ${MEMBERS[0]}`)
+      }
+      const hba = (c.postgresql?.pg_hba ?? []).map((l) => l.trim().split(/\s+/))
+      assert.ok(hba.length > 0, `${name}: its own pg_hba lines`)
+      for (const line of hba) {
+        const method = line[0] === 'local' ? line[3] : line[4]
+        if (line[0] === 'local') assert.match(method ?? '', /^(peer|scram-sha-256)$/, `${name}: ${line.join(' ')}`)
+        else assert.equal(method, 'scram-sha-256', `${name}: passwords over the network, not trust: ${line.join(' ')}`)
+      }
+      const replicator = c.postgresql?.authentication?.replication?.username
+      assert.ok(hba.some((l) => l[0]!.startsWith('host') && l[1] === 'replication' && [replicator, 'all'].includes(l[2])), `${name}: replicas may stream`)
+      // its data in its own volume, in a directory below the mount point (Patroni may remove and recreate it)
+      const dataDir = c.postgresql?.data_dir ?? ''
+      const mounts = [...namedVolumes(services[name]!)].filter(([, target]) => dataDir.startsWith(`${target}/`))
+      assert.equal(mounts.length, 1, `${name} keeps ${dataDir} in a named volume`)
+      assert.ok(file.volumes?.[mounts[0]![0]] !== undefined, `${mounts[0]![0]} is declared`)
+      volumes.add(mounts[0]![0])
+    }
+    assert.equal(volumes.size, MEMBERS.length, 'no two members share a volume')
+    const etcdData = flag(commandOf(services.etcd!), '--data-dir') ?? ''
+    assert.ok([...namedVolumes(services.etcd!)].some(([, target]) => etcdData.startsWith(`${target}/`)), `etcd keeps ${etcdData} in a named volume`)
+    for (const name of MEMBERS) assert.equal((services[name]!.depends_on as Record<string, { condition?: string }> | undefined)?.etcd?.condition, 'service_healthy', `${name} starts once etcd answers`)
+  })
+
+  test('HAProxy: each member is in only while its Patroni REST port answers GET /primary with 200, checked every second, its sessions cut when it goes out', async () => {
+    await load()
+    const command = commandOf(services.haproxy!)
+    assert.equal(command[0], 'haproxy')
+    const sections = haproxySections(readFileSync(copiedTo(pgInstructions, PG_CONTEXT, flag(command, '-f') ?? ''), 'utf8'))
+    const published = (publishedPorts(services.haproxy!).find((p) => p.startsWith('127.0.0.1:5432:')) ?? assert.fail('published on 127.0.0.1:5432')).split(':').at(-1)
+    const front = sections.find((sec) => sec.lines.some((l) => new RegExp(`^bind \\S*:${published}$`).test(l)))
+    assert.ok(front !== undefined, `a section binds :${published}`)
+    const [kind, proxy] = front.head.split(/\s+/)
+    assert.equal(kind, 'listen', 'it holds the servers itself')
+    const defaults = sections.filter((sec) => sec.head.startsWith('defaults')).flatMap((sec) => sec.lines)
+    const lines = [...defaults, ...front.lines]
+    assert.equal(lines.findLast((l) => l.startsWith('mode '))?.split(' ')[1], 'tcp', 'PostgreSQL is TCP')
+    assert.ok(lines.includes('option httpchk GET /primary'), "checks Patroni's GET /primary")
+    assert.ok(lines.includes('http-check expect status 200'), 'a member is in on 200 alone')
+    const defaultServer = lines.findLast((l) => l.startsWith('default-server '))?.split(' ') ?? []
+    const option = (name: string) => defaultServer[defaultServer.indexOf(name) + 1]
+    assert.deepEqual([option('inter'), option('fall'), option('rise'), option('on-marked-down')], ['1s', '2', '1', 'shutdown-sessions'],
+      'checked every second, out after 2 failures, in after 1, and a member that goes out loses its sessions (or clients stay on an old primary)')
+    const servers = front.lines.filter((l) => l.startsWith('server ')).map((l) => l.split(' '))
+    const expected = await Promise.all(MEMBERS.map(async (m) => [`${m}:${await portOf(m, 'postgresql')}`, await portOf(m, 'restapi')]))
+    assert.deepEqual(servers.map((w) => [w[2], w[w.indexOf('port') + 1]]).sort(), expected.sort(), "every member, checked on its Patroni REST port")
+    for (const w of servers) assert.ok(w.includes('check'), `${w[1]} is checked`)
+    // its own health: some member is the primary
+    const monitor = sections.find((sec) => sec.lines.some((l) => l.startsWith('monitor-uri ')))
+    assert.ok(monitor?.lines.includes(`monitor fail if { nbsrv(${proxy}) lt 1 }`), 'its monitor page fails while no member is in')
   })
 
   test('Redis: a master and two replicas without persistence, three Sentinels monitoring them with a quorum of 2', async () => {
@@ -391,7 +633,10 @@ describe('docker-compose.yml', () => {
 
   test('health checks: each infrastructure service has one; workers and replicators, which serve no HTTP, turn off the image\'s', async () => {
     await load()
-    const probes: Record<string, RegExp> = { postgres: /pg_isready/, rabbitmq: /rabbitmq-diagnostics -q ping/ }
+    // curl -f: an HTTP error status is a failure (Patroni's /health answers 503 while its PostgreSQL is down)
+    const probes: Record<string, RegExp> = { rabbitmq: /rabbitmq-diagnostics -q ping/, etcd: new RegExp(`^CMD curl -f\\S* .*http://127\\.0\\.0\\.1:${etcdClientPort()}/health$`) }
+    for (const name of MEMBERS) probes[name] = new RegExp(`^CMD curl -f\\S* .*http://127\\.0\\.0\\.1:${await portOf(name, 'restapi')}/health$`)
+    probes.haproxy = /^CMD curl -f\S* .*http:\/\/127\.0\.0\.1:\d+\/health$/
     for (const name of REDIS) probes[name] = /redis-cli ping/
     for (const name of SENTINELS) probes[name] = /redis-cli -p 26379 ping/
     for (const [name, probe] of Object.entries(probes)) {
@@ -399,7 +644,7 @@ describe('docker-compose.yml', () => {
       assert.ok(check !== undefined, `${name} has a health check`)
       assert.match(Array.isArray(check) ? check.join(' ') : check, probe, name)
     }
-    for (const name of ['postgres', 'rabbitmq']) assert.ok(namedVolumes(services[name]!).size > 0, `${name} keeps its data in a volume`)
+    for (const name of ['etcd', ...MEMBERS, 'rabbitmq']) assert.ok(namedVolumes(services[name]!).size > 0, `${name} keeps its data in a volume`)
     for (const name of ['worker', 'replicator']) {
       const check = services[name]!.healthcheck
       assert.ok(check?.disable === true || (Array.isArray(check?.test) && check.test[0] === 'NONE'), `${name} health check disabled`)
