@@ -30,9 +30,10 @@
 # wal/, e.g. copied to another machine after the topology was lost).
 #
 # A restore holds Mayfly's deletions of unknown blobs: in every database of
-# the restored server that holds Mayfly's `control` table it records the
-# control document `orphan-hold`, so the replication manager deletes none of
-# the blobs uploaded after TIME (which the restored metadata does not know)
+# the restored server that holds Mayfly's tables (control, leases,
+# schema_migrations) it records the control document `orphan-hold`, so the
+# replication manager deletes none of the blobs uploaded after TIME (which the
+# restored metadata does not know)
 # until an operator says so (`mayfly orphans`, docs/replication.md).
 set -eu
 
@@ -286,7 +287,8 @@ hold_orphans() {
     -c "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate"); do
     as_postgres "$pg_bin/psql" -h "$into" -p "$port" -U postgres -d "$db" -XAtq -v ON_ERROR_STOP=1 \
       -v value="{\"reason\":\"restored\",\"since\":\"$since\",\"detail\":\"$detail\"}" <<'EOF' >/dev/null
-SELECT to_regclass('public.control') IS NOT NULL AS mayfly \gset
+SELECT to_regclass('public.control') IS NOT NULL AND to_regclass('public.leases') IS NOT NULL
+  AND to_regclass('public.schema_migrations') IS NOT NULL AS mayfly \gset
 \if :mayfly
 INSERT INTO control AS c (name, value, version, updated_at) VALUES ('orphan-hold', :'value', 1, now())
 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, version = c.version + 1, updated_at = EXCLUDED.updated_at;
