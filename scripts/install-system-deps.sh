@@ -8,6 +8,7 @@
 #                   tests and the benchmark's Redis phase)
 #   patroni, etcd-server  scripts/patroni-ha.sh: three PostgreSQL members
 #                   under Patroni, with etcd (the PostgreSQL tier's tests)
+#   haproxy         scripts/patroni-ha.sh: one address in front of the primary
 # Installs only what is missing; does nothing where all is present.
 set -eu
 missing=""
@@ -17,6 +18,7 @@ command -v strace >/dev/null 2>&1 || missing="$missing strace"
 command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
 [ -x /usr/bin/patroni ] || missing="$missing patroni"
 command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
+command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "install-system-deps: please install:$missing (Debian packages)" >&2

@@ -17,6 +17,9 @@
 #                                       Patroni's pause: no failover, and no member touched
 #                                       (a replica's replay stays paused by hand, say)
 #
+# With Debian's haproxy installed, HAProxy on HAPROXY_PORT (DIR/topology)
+# forwards to whichever member Patroni's REST API calls primary: the one-url
+# alternative for clients without multi-host urls.
 # DIR/mayfly.env holds MAYFLY_DATABASE_URL in libpq's multi-host form (the
 # three members; Mayfly writes only to the one that accepts writes). DIR/topology
 # lists the ports. Loopback only, trust authentication: a topology to try
@@ -56,6 +59,30 @@ spawn_as_postgres() {
   log=$1; pidfile=$2; shift 2
   (exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@" > "$log" 2>&1) &
   echo $! > "$pidfile"
+}
+
+# one address that reaches the primary, for clients that take one url: Patroni's
+# REST /primary is the check, and a member marked down loses its sessions
+# (INFRA-NOTES: without on-marked-down shutdown-sessions they stay on the old primary)
+haproxy_config() {
+  cat <<EOF
+global
+  maxconn 500
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 30m
+  timeout server 30m
+  timeout check 1s
+listen postgres
+  bind 127.0.0.1:$HAPROXY_PORT
+  option httpchk GET /primary
+  http-check expect status 200
+  default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
+  server pg1 127.0.0.1:$PG1_PORT check port $PG1_REST_PORT
+  server pg2 127.0.0.1:$PG2_PORT check port $PG2_REST_PORT
+  server pg3 127.0.0.1:$PG3_PORT check port $PG3_REST_PORT
+EOF
 }
 
 member_config() { # n pg-port rest-port
@@ -135,7 +162,7 @@ start)
   [ -f "$dir/topology" ] && die "$dir already holds a topology: stop it first, or give another directory"
   [ -n "$pg_bin" ] || die "PostgreSQL is missing (sh scripts/install-system-deps.sh)"
   command -v etcd >/dev/null && [ -x /usr/bin/patroni ] || die "etcd or patroni is missing (sh scripts/install-system-deps.sh)"
-  base=$(pick_ports 8)
+  base=$(pick_ports 9)
   backups=${PATRONI_HA_BACKUP_DIR:-$dir/backups}
   case "$dir$backups$scripts" in *[!A-Za-z0-9/._+-]*) die "the directories may hold only letters, digits and / . _ + - (they go into archive_command)" ;; esac
   cat > "$dir/topology" <<EOF
@@ -149,6 +176,7 @@ PG3_PORT=$((base + 4))
 PG1_REST_PORT=$((base + 5))
 PG2_REST_PORT=$((base + 6))
 PG3_REST_PORT=$((base + 7))
+HAPROXY_PORT=$((base + 8))
 EOF
   load_topology
   chown postgres: "$dir"
@@ -173,19 +201,24 @@ EOF
     [ "$n" = 1 ] && wait_for "pg1 to bootstrap as leader" 600 sh -c "curl -fsS --max-time 1 http://127.0.0.1:$rest_port/primary >/dev/null 2>&1"
   done
   wait_for "a leader and two streaming replicas, one synchronous" 900 healthy
+  if command -v haproxy >/dev/null; then
+    haproxy_config > "$dir/haproxy.cfg"
+    spawn_as_postgres "$dir/haproxy.log" "$dir/haproxy.pid" haproxy -db -f "$dir/haproxy.cfg"
+    wait_for "HAProxy to reach the primary" 100 sh -c "pg_isready -q -h 127.0.0.1 -p $HAPROXY_PORT -t 1"
+  fi
   cat > "$dir/mayfly.env" <<EOF
 MAYFLY_DATABASE_URL=postgres://postgres@127.0.0.1:$PG1_PORT,127.0.0.1:$PG2_PORT,127.0.0.1:$PG3_PORT/postgres
 EOF
-  say "members 127.0.0.1:$PG1_PORT :$PG2_PORT :$PG3_PORT (REST :$PG1_REST_PORT :$PG2_REST_PORT :$PG3_REST_PORT), etcd :$ETCD_CLIENT_PORT"
+  say "members 127.0.0.1:$PG1_PORT :$PG2_PORT :$PG3_PORT (REST :$PG1_REST_PORT :$PG2_REST_PORT :$PG3_REST_PORT), etcd :$ETCD_CLIENT_PORT, HAProxy to the primary :$HAPROXY_PORT"
   cat "$dir/mayfly.env"
   ;;
 stop)
   [ -f "$dir/topology" ] || exit 0
-  # Patroni first (each stops its PostgreSQL), etcd last
-  for name in pg1 pg2 pg3 etcd; do
+  # HAProxy and Patroni first (each Patroni stops its PostgreSQL), etcd last
+  for name in haproxy pg1 pg2 pg3 etcd; do
     ours "$dir/$name.pid" && kill -TERM "$(cat "$dir/$name.pid")" 2>/dev/null || true
   done
-  for name in pg1 pg2 pg3 etcd; do
+  for name in haproxy pg1 pg2 pg3 etcd; do
     i=0
     while ours "$dir/$name.pid" && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
     if ours "$dir/$name.pid"; then kill -KILL "$(cat "$dir/$name.pid")" 2>/dev/null || true; fi

@@ -33,6 +33,8 @@ export interface PatroniHa {
   dir: string
   /** host:port of every member, in libpq's multi-host form, without a database */
   hosts: string
+  /** HAProxy's port: one address that reaches the primary (Patroni's REST checks) */
+  haproxyPort: number
   portOf(name: MemberName): number
   /** Patroni's /cluster as the first member that answers has it */
   members(): Promise<PatroniMember[]>
@@ -142,6 +144,7 @@ export async function startPatroniHa(): Promise<PatroniHa> {
   return {
     dir,
     hosts,
+    haproxyPort: Number(topology.HAPROXY_PORT),
     portOf: (name) => ports[name],
     members,
     leader,
