@@ -23,6 +23,10 @@ export interface BenchOptions {
   redis: boolean
   /** only the Redis phase */
   redisOnly: boolean
+  /** the PostgreSQL phase (bench/postgres.ts) */
+  postgres: boolean
+  /** only the PostgreSQL phase */
+  postgresOnly: boolean
 }
 
 export const USAGE = `npm run bench -- [flags]
@@ -44,6 +48,9 @@ export const USAGE = `npm run bench -- [flags]
   --no-redis          skip the Redis phase (default on, off with --quick; needs the real mode's services)
   --redis             run the Redis phase even with --quick
   --redis-only        only the Redis phase
+  --no-postgres       skip the PostgreSQL phase (default on, off with --quick; needs the real mode's services)
+  --postgres          run the PostgreSQL phase even with --quick
+  --postgres-only     only the PostgreSQL phase (with --redis-only: those two)
   --cpu-prof DIR      V8 CPU profiles of the mayfly processes into DIR (summarise with bench/profile-summary.ts)
   --help`
 
@@ -70,6 +77,9 @@ export function parseOptions(argv: string[]): BenchOptions {
       redis: { type: 'boolean' },
       'no-redis': { type: 'boolean' },
       'redis-only': { type: 'boolean', default: false },
+      postgres: { type: 'boolean' },
+      'no-postgres': { type: 'boolean' },
+      'postgres-only': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -104,5 +114,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     repairCap: num(values['repair-cap'], 40, 'repair-cap', 0.1),
     redis: values['redis-only'] || (values['no-redis'] === true ? false : (values.redis ?? !quick)),
     redisOnly: values['redis-only'],
+    postgres: values['postgres-only'] || (values['no-postgres'] === true ? false : (values.postgres ?? !quick)),
+    postgresOnly: values['postgres-only'],
   }
 }

@@ -7,8 +7,9 @@
 // Servers are started fresh for every run and stopped before the next target
 // starts, so only one thing is measured at a time. Then, once per mode, a
 // fresh cluster for the 1 GiB memory phase, and one of four nodes for the
-// repair phase (a node holding 1 GiB killed under traffic). Medians over the
-// runs are printed and written to .bench/results-<timestamp>.json.
+// repair phase (a node holding 1 GiB killed under traffic); then the Redis
+// and PostgreSQL phases on the real mode's services. Medians over the runs
+// are printed and written to .bench/results-<timestamp>.json.
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -20,6 +21,7 @@ import { startMayfly, REPO, type MayflyCluster, type Mode } from './mayfly.ts'
 import { measureMemory, type MemoryResult } from './memory.ts'
 import { NGINX, startNginx, type NginxBaseline } from './nginx.ts'
 import { parseOptions, USAGE, type BenchOptions } from './options.ts'
+import { formatPostgres, measurePostgres, type PostgresResult } from './postgres.ts'
 import { formatRedis, measureRedis, type RedisResult } from './redis.ts'
 import { formatRepair, measureRepair, type RepairResult } from './repair.ts'
 import { formatReport, summarize, type RunResult } from './report.ts'
@@ -38,20 +40,12 @@ async function main(): Promise<void> {
     process.exit(2)
   }
   if (opts.repairOnly) return repairOnly(opts)
-  if (opts.redisOnly) return redisOnly(opts)
+  if (opts.redisOnly || opts.postgresOnly) return servicePhasesOnly(opts)
   if (!existsSync(NGINX)) throw new Error(`${NGINX} not found: run sh scripts/install-system-deps.sh (Debian nginx-light)`)
   const startedAt = new Date()
   const loadBefore = loadavg()
   const root = await mkdtemp(join(tmpdir(), 'mayfly-bench-'))
-  const active = new Set<{ stop(): Promise<void> }>()
-  const interrupt = (signal: string) => {
-    console.error(`bench: ${signal}: stopping what was started`)
-    void Promise.allSettled([...active].map((a) => a.stop()))
-      .then(() => rm(root, { recursive: true, force: true }))
-      .finally(() => process.exit(130))
-  }
-  process.once('SIGINT', () => interrupt('SIGINT'))
-  process.once('SIGTERM', () => interrupt('SIGTERM'))
+  const active = stopOnInterrupt(root)
   const using = async <T extends { stop(): Promise<void> }, R>(start: () => Promise<T>, work: (t: T) => Promise<R>): Promise<R> => {
     const thing = await start()
     active.add(thing)
@@ -124,6 +118,7 @@ async function main(): Promise<void> {
 
     const repair = opts.repair ? await using(() => repairCluster(opts, root), (c) => measureRepair(c, repairOptions(opts))) : null
     const redis = opts.redis && opts.modes.includes('real') ? await measureRedis(redisOptions(opts, root)) : null
+    const postgres = opts.postgres && opts.modes.includes('real') ? await measurePostgres(serviceOptions(opts, root, active)) : null
 
     const summary = summarize(runs, memory, opts.modes)
     const loadAfter = loadavg()
@@ -134,7 +129,8 @@ async function main(): Promise<void> {
     log(formatReport(summary, opts.modes, memory, header))
     if (repair !== null) log(`\n${formatRepair(repair)}`)
     if (redis !== null) log(`\n${formatRedis(redis)}`)
-    const file = await writeResults(startedAt, { options: opts, loadBefore, loadAfter, runs, memory, summary, repair, redis })
+    if (postgres !== null) log(`\n${formatPostgres(postgres)}`)
+    const file = await writeResults(startedAt, { options: opts, loadBefore, loadAfter, runs, memory, summary, repair, redis, postgres })
     log(`\nresults: ${file}`)
   } finally {
     await rm(root, { recursive: true, force: true })
@@ -156,14 +152,38 @@ const repairOptions = (opts: BenchOptions) => ({ gib: opts.repairGib, capMiBPerS
 
 const redisOptions = (opts: BenchOptions, root: string) => ({ root, concurrency: opts.concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, log })
 
-/** `--redis-only`: just the Redis phase. */
-async function redisOnly(opts: BenchOptions): Promise<void> {
+const serviceOptions = (opts: BenchOptions, root: string, active: Set<{ stop(): Promise<void> }>) => ({ ...redisOptions(opts, root), active })
+
+type Stoppable = { stop(): Promise<void> }
+
+/**
+ * On SIGINT or SIGTERM: stop what is in the returned set (servers, the
+ * Patroni cluster, which would otherwise outlive the bench), remove root, exit.
+ */
+function stopOnInterrupt(root: string): Set<Stoppable> {
+  const active = new Set<Stoppable>()
+  const interrupt = (signal: string) => {
+    console.error(`bench: ${signal}: stopping what was started`)
+    void Promise.allSettled([...active].map((a) => a.stop()))
+      .then(() => rm(root, { recursive: true, force: true }))
+      .finally(() => process.exit(130))
+  }
+  process.once('SIGINT', () => interrupt('SIGINT'))
+  process.once('SIGTERM', () => interrupt('SIGTERM'))
+  return active
+}
+
+/** `--redis-only` and/or `--postgres-only`: just those phases. */
+async function servicePhasesOnly(opts: BenchOptions): Promise<void> {
   const startedAt = new Date()
   const root = await mkdtemp(join(tmpdir(), 'mayfly-bench-'))
+  const active = stopOnInterrupt(root)
   try {
-    const redis: RedisResult = await measureRedis(redisOptions(opts, root))
-    log(`\n${formatRedis(redis)}`)
-    log(`\nresults: ${await writeResults(startedAt, { options: opts, redis })}`)
+    const redis: RedisResult | null = opts.redisOnly ? await measureRedis(redisOptions(opts, root)) : null
+    const postgres: PostgresResult | null = opts.postgresOnly ? await measurePostgres(serviceOptions(opts, root, active)) : null
+    if (redis !== null) log(`\n${formatRedis(redis)}`)
+    if (postgres !== null) log(`\n${formatPostgres(postgres)}`)
+    log(`\nresults: ${await writeResults(startedAt, { options: opts, redis, postgres })}`)
   } finally {
     await rm(root, { recursive: true, force: true })
   }

@@ -18,6 +18,8 @@ export interface ThroughputOptions {
   payloads: { large: Payload; small: Payload }
   /** upper bound of uploads per phase (disk use), by payload label */
   maxUploads: { large: number; small: number }
+  /** runs each measured upload phase (the PostgreSQL phase takes CPU snapshots around it) */
+  aroundUploads?: (payload: Payload, measure: () => Promise<PhaseResult>) => Promise<PhaseResult>
 }
 
 export async function runThroughput(target: StoreTarget, o: ThroughputOptions, log: (line: string) => void): Promise<Record<PhaseName, PhaseResult>> {
@@ -35,7 +37,8 @@ async function sizePhases(target: StoreTarget, payload: Payload, maxUploads: num
   const common = { concurrency: o.concurrency, bytesPerOp: payload.size }
   flushDirtyPages()
   await runPhase({ ...common, durationMs: o.warmupMs, maxOps: maxUploads, op: uploadOp })
-  const up = await runPhase({ ...common, durationMs: o.durationMs, maxOps: maxUploads, op: uploadOp })
+  const measure = () => runPhase({ ...common, durationMs: o.durationMs, maxOps: maxUploads, op: uploadOp })
+  const up = o.aroundUploads === undefined ? await measure() : await o.aroundUploads(payload, measure)
   log(line(target.name, `${payload.label} up`, up))
   if (refs.length === 0) throw new Error(`${target.name}: no ${payload.label} upload succeeded: ${up.errorSamples.join('; ')}`)
 
