@@ -7,13 +7,14 @@ import { MEMBER_NAMES, type PatroniHa } from '../test/helpers/patroni-ha.ts'
 import type { MayflyCluster } from './mayfly.ts'
 import { machineBusyMs, processTable, treeMs } from './process-cpu.ts'
 
-export const CPU_GROUPS = ['gateway', 'nodes', 'postgres', 'replicas', 'patroni+etcd', 'bench', 'machine'] as const
+export const CPU_GROUPS = ['gateway', 'nodes', 'postgres', 'replicas', 'ha-daemons', 'bench', 'machine'] as const
 export type CpuGroup = (typeof CPU_GROUPS)[number]
 /**
  * CPU ms per upload: the `mayfly up` process (gateway, worker, manager); its
  * storage nodes; PostgreSQL (single: the database's backends and the
  * server's background processes; Patroni: the primary's whole process tree);
- * the two replicas' trees; Patroni's daemons and etcd; the bench client; and
+ * the two replicas' trees; the daemons of the Patroni topology (the three
+ * Patroni processes, etcd, HAProxy if it runs); the bench client; and
  * the whole machine: these, the kernel's writeback workers (the fsyncs) and
  * whatever else runs on it.
  */
@@ -48,14 +49,16 @@ export async function cpuSnapshot(cluster: MayflyCluster, ha: PatroniHa | null):
       // the whole tree with what its postmaster reaped: Mayfly's probes of each member are short-lived backends
       snap[name === leader ? 'postgres' : 'replicas'].set(postmaster, treeMs(table, postmaster))
       const patroni = await ha.patroniPid(name)
-      snap['patroni+etcd'].set(patroni, table.get(patroni)?.ownMs ?? 0)
+      snap['ha-daemons'].set(patroni, table.get(patroni)?.ownMs ?? 0)
     }
-    for (const p of table.values()) if (p.comm === 'etcd' && ofThisCluster(p.pid, ha.dir)) snap['patroni+etcd'].set(p.pid, p.ownMs)
+    for (const p of table.values()) {
+      if ((p.comm === 'etcd' || p.comm === 'haproxy') && ofThisCluster(p.pid, ha.dir)) snap['ha-daemons'].set(p.pid, p.ownMs)
+    }
   }
   return snap
 }
 
-/** etcd of this Patroni cluster, not another one on the machine */
+/** a daemon of this Patroni topology, not of another one on the machine */
 function ofThisCluster(pid: number, dir: string): boolean {
   try {
     return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)
@@ -77,6 +80,6 @@ export function perUpload(before: CpuSnapshot, after: CpuSnapshot, uploads: numb
 
 export function formatCpu(c: CpuPerUpload): string {
   const ours = CPU_GROUPS.filter((g) => g !== 'machine').reduce((sum, g) => sum + c[g], 0)
-  const parts = CPU_GROUPS.filter((g) => g !== 'machine' && !(c[g] === 0 && (g === 'replicas' || g === 'patroni+etcd')))
+  const parts = CPU_GROUPS.filter((g) => g !== 'machine' && !(c[g] === 0 && (g === 'replicas' || g === 'ha-daemons')))
   return `${parts.map((g) => `${g} ${c[g].toFixed(2)}`).join(', ')}; ours ${ours.toFixed(2)} of the machine's ${c.machine.toFixed(2)} ms`
 }
