@@ -11,6 +11,9 @@
 #   scripts/patroni-ha.sh start-member DIR N
 #                                       start member N's Patroni again (after a kill); it
 #                                       rejoins as a replica, rewinding an orphaned primary
+#   scripts/patroni-ha.sh reinit-member DIR N
+#                                       member N copied afresh from the leader (one that
+#                                       could not rejoin: a failed rewind, say)
 #   scripts/patroni-ha.sh switchover DIR
 #                                       a planned switchover to the synchronous standby
 #   scripts/patroni-ha.sh maintenance DIR on|off
@@ -38,7 +41,7 @@
 set -eu
 
 usage() {
-  echo "usage: $0 start|stop|status|switchover DIR, start-member DIR N, or maintenance DIR on|off" >&2
+  echo "usage: $0 start|stop|status|switchover DIR, start-member|reinit-member DIR N, or maintenance DIR on|off" >&2
   exit 2
 }
 [ $# -ge 2 ] || usage
@@ -259,6 +262,14 @@ switchover)
   [ -n "$leader" ] && [ "$candidate" != null ] || die "no leader and synchronous standby to switch between"
   as_postgres /usr/bin/patronictl -c "$dir/pg1.yml" switchover --leader "$leader" --candidate "$candidate" --force >/dev/null
   say "switched over from $leader to $candidate"
+  ;;
+reinit-member)
+  [ $# -eq 3 ] || usage
+  n=$3
+  case $n in 1|2|3) ;; *) die "the member is 1, 2 or 3, not $n" ;; esac
+  load_topology
+  as_postgres /usr/bin/patronictl -c "$dir/pg1.yml" reinit "$SCOPE" "pg$n" --force --wait >/dev/null
+  say "pg$n is a fresh copy of the leader"
   ;;
 maintenance)
   [ $# -eq 3 ] || usage

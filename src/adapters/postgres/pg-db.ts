@@ -199,7 +199,7 @@ export function createPgDb(options: PgDbOptions): PgDb {
   async function withRetry<T>(attempt: (deadline: number) => Promise<T>, opts: QueryOptions | undefined): Promise<T> {
     const deadline = Date.now() + (opts?.fast === true ? 0 : retryForMs)
     // with a locator the waiting is done in connect(), which hears of a new primary at once
-    const maxDelay = locator === null ? 500 : 100
+    const maxDelay = locator === null ? 250 : 100
     for (let delay = 50; ; delay = Math.min(delay * 2, maxDelay)) {
       try {
         return await attempt(deadline)

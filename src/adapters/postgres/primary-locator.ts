@@ -1,8 +1,9 @@
 // Which member of a multi-host url is the primary (libpq's
 // target_session_attrs=read-write, and one step further). Every member is
-// asked on its own small connection, every PROBE_MS while a primary is known
-// and every FAST_PROBE_MS while none is, whether it takes writes and on which
-// timeline. Of the members that take writes the one on the highest timeline
+// asked on its own small connection and its own schedule, every PROBE_MS
+// while a primary is known and every FAST_PROBE_MS while none is, whether it
+// takes writes and on which timeline; the choice is made again after every
+// answer. Of the members that take writes the one on the highest timeline
 // wins: a promoted replica starts a new timeline, so an orphaned primary (its
 // Patroni killed, its postmaster still accepting writes that no synchronous
 // replica confirms any more) loses to the new one as soon as both answer.
@@ -85,8 +86,6 @@ function unreachable(name: string, error: string): MemberState {
   return { name, role: 'unreachable', timeline: null, lsn: null, lagBytes: null, lagSeconds: null, receiver: null, error }
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms).unref())
-
 export function createPrimaryLocator(options: PrimaryLocatorOptions): PrimaryLocator {
   const { urls, names, log } = options
   const probers: Prober[] = urls.map((_, i) => ({
@@ -98,10 +97,15 @@ export function createPrimaryLocator(options: PrimaryLocatorOptions): PrimaryLoc
   let lastPrimary: number | null = null
   let switchedAt: Date | null = null
   let closed = false
-  /** wakes the loop early (a suspect) */
-  let kick: (() => void) | null = null
-  /** waiters for the next probe round */
-  let roundDone: (() => void)[] = []
+  /** wake every probe loop early (a suspect) */
+  let kicks: (() => void)[] = []
+  const kick = () => {
+    const all = kicks
+    kicks = []
+    for (const resolve of all) resolve()
+  }
+  /** work waiting for a primary to be known */
+  let waiting: (() => void)[] = []
 
   function drop(prober: Prober): void {
     const client = prober.client
@@ -157,18 +161,18 @@ export function createPrimaryLocator(options: PrimaryLocatorOptions): PrimaryLoc
     return best
   }
 
-  async function round(): Promise<void> {
-    const states = await Promise.all(probers.map((_, i) => probeOne(i)))
+  /** Chooses the primary from what the members said last; called after every probe and suspicion. */
+  function decide(): void {
+    const states = probers.map((p) => p.state)
     const chosen = choose(states)
     const primaryLsn = chosen === null ? null : states[chosen]!.lsn
-    states.forEach((s, i) => {
+    for (const s of states) {
       if (s.role === 'replica' && s.lsn !== null && primaryLsn !== null) {
         s.lagBytes = Math.max(0, lsnBytes(primaryLsn) - lsnBytes(s.lsn))
         // a replica that replayed all there is is not behind, however long ago the last commit was
         if (s.lagBytes === 0) s.lagSeconds = 0
       }
-      probers[i]!.state = s
-    })
+    }
     const from = primary ?? lastPrimary
     if (chosen !== null && chosen !== from) {
       if (from !== null) {
@@ -179,45 +183,69 @@ export function createPrimaryLocator(options: PrimaryLocatorOptions): PrimaryLoc
     }
     if (chosen !== null) lastPrimary = chosen
     primary = chosen
-    const waiters = roundDone
-    roundDone = []
+    if (primary === null) return
+    const waiters = waiting
+    waiting = []
     for (const resolve of waiters) resolve()
   }
-  async function loop(): Promise<void> {
+
+  /** `ms`, or until kick() */
+  function pause(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        kicks = kicks.filter((k) => k !== wake)
+        resolve()
+      }, ms)
+      timer.unref()
+      const wake = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+      kicks.push(wake)
+    })
+  }
+
+  // Each member on its own loop, so that one that hangs (frozen) delays nobody's news of another.
+  async function probeLoop(i: number): Promise<void> {
     while (!closed) {
-      await round().catch((err: unknown) => log.warn({ err }, 'probing the PostgreSQL members failed'))
+      probers[i]!.state = await probeOne(i)
       if (closed) break
-      await Promise.race([sleep(primary === null ? FAST_PROBE_MS : PROBE_MS), new Promise<void>((resolve) => (kick = resolve))])
-      kick = null
+      decide()
+      await pause(primary === null ? FAST_PROBE_MS : PROBE_MS)
     }
   }
-  const running = loop()
-
-  const nextRound = () => new Promise<void>((resolve) => roundDone.push(resolve))
+  const running = Promise.all(probers.map((_, i) => probeLoop(i)))
 
   return {
     primary: () => primary,
     async primaryWithin(ms) {
-      const deadline = Date.now() + ms
-      while (primary === null && !closed) {
-        const left = deadline - Date.now()
-        if (left <= 0) return null
-        await Promise.race([nextRound(), sleep(left)])
-      }
+      if (primary !== null || closed) return primary
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          waiting = waiting.filter((w) => w !== found)
+          resolve()
+        }, ms)
+        const found = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+        waiting.push(found)
+      })
       return primary
     },
     suspect(index) {
-      if (primary !== index) return
-      primary = null
-      kick?.()
+      // no work goes there until its own probe says it takes writes again
+      probers[index]!.state = { ...probers[index]!.state, role: 'unreachable', error: 'suspected: a call there failed' }
+      if (primary === index) decide()
+      kick()
     },
     members: () => probers.map((p) => ({ ...p.state })),
     lastSwitchAt: () => switchedAt,
     async close() {
       closed = true
-      kick?.()
-      for (const resolve of roundDone) resolve()
-      roundDone = []
+      kick()
+      for (const resolve of waiting) resolve()
+      waiting = []
       await running
       for (const prober of probers) drop(prober)
     },

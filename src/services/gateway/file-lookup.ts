@@ -31,9 +31,9 @@
 //   deletion, expiry and the count in one statement; expiry by expires_at,
 //   which no change touches, on the gateway's clock.
 // - While the metadata store is away (a confirming read failed or took over
-//   CONFIRM_WAIT_MS; then for CONFIRM_WAIT_MS more) a hit is served as the
+//   CONFIRM_WAIT_MS; until a read answers again) a hit is served as the
 //   entry says (downloads go on from the cache during a database pause, issue
-//   13), except that a link that died through this gateway stays dead here:
+//   13, or a failover), except that a link that died through this gateway stays dead here:
 //   the gateway remembers those for longer than any entry read before the
 //   death can live (FILL_WINDOW_MS + TTL).
 // What does not hold:
@@ -136,12 +136,29 @@ export function createFileLookup(metadata: MetadataStore, cache: Cache, ttlMs: n
   }
 
   // A read that takes longer than CONFIRM_WAIT_MS counts as the store away
-  // (a pause: its reads are retried for seconds), and for CONFIRM_WAIT_MS
-  // after it hits are not confirmed, so that a pause slows the first
-  // downloads by at most that, not every one.
-  let awayUntil = -Infinity
+  // (a pause, a failover: its reads wait for seconds), and until a read
+  // answers again hits are not confirmed: one read at a time finds out (the
+  // late one itself, or the next hit's), so a pause slows the first
+  // downloads by CONFIRM_WAIT_MS, not every one, nor one per second of it.
+  let away = false
+  let returning: Promise<void> | null = null
+  function awayUntilAnswered(read: Promise<unknown> | null): void {
+    away = true
+    if (read === null || returning !== null) return
+    returning = read.then(
+      () => {
+        away = false
+      },
+      () => undefined, // still away: the next hit asks again
+    ).finally(() => {
+      returning = null
+    })
+  }
   async function readBounded(id: string): Promise<FileRecord | null | 'unconfirmed'> {
-    if (performance.now() < awayUntil) return 'unconfirmed'
+    if (away) {
+      if (returning === null) awayUntilAnswered(metadata.getFile(id))
+      return 'unconfirmed'
+    }
     let timer: NodeJS.Timeout | undefined
     const read = metadata.getFile(id)
     const late = new Promise<'unconfirmed'>((resolve) => {
@@ -149,14 +166,11 @@ export function createFileLookup(metadata: MetadataStore, cache: Cache, ttlMs: n
     })
     try {
       const file = await Promise.race([read, late])
-      if (file === 'unconfirmed') {
-        awayUntil = performance.now() + CONFIRM_WAIT_MS
-        read.catch(() => undefined)
-      }
+      if (file === 'unconfirmed') awayUntilAnswered(read)
       return file
     } catch (err) {
       if (!(err instanceof Unavailable)) throw err
-      awayUntil = performance.now() + CONFIRM_WAIT_MS
+      awayUntilAnswered(null)
       return 'unconfirmed'
     } finally {
       clearTimeout(timer)
