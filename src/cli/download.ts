@@ -22,7 +22,8 @@ export interface DownloadOptions extends ClientOptions {
 export async function downloadCommand(id: string, options: DownloadOptions): Promise<void> {
   const url = `${options.url}/api/download/${encodeURIComponent(id)}`
   const headers: Record<string, string> = {}
-  if (options.password !== undefined) headers['x-mayfly-password'] = options.password
+  // in UTF-8, whatever the password's letters (a header string goes out byte per character)
+  if (options.password !== undefined) headers['x-mayfly-password'] = Buffer.from(options.password, 'utf8').toString('latin1')
 
   const head = await request(url, { method: 'HEAD', headers })
   await head.body.dump()

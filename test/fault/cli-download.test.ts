@@ -111,4 +111,25 @@ describe('mayfly download', { timeout: 180_000 }, () => {
     assert.equal(right.code, 0, right.stderr)
     assert.equal((await readFile(join(dir, 's3.bin'))).length, 1000)
   })
+
+  test('a password in any letters, set in the upload form, opens the file from the CLI and from raw UTF-8 headers (curl)', async () => {
+    const password = 'пароль 🔑 grüße'
+    const up = await upload(cluster.url, randomBytes(1000), { max_downloads: '2', password }, 'geheim.bin')
+    assert.equal(up.status, 201)
+    const id = String(up.body.id)
+    // what curl sends for -H 'X-Mayfly-Password: …': the UTF-8 bytes as they are
+    const raw = (pw: string) => ({ headers: { 'x-mayfly-password': Buffer.from(pw, 'utf8').toString('latin1') } })
+    const info = await fetch(`${cluster.url}/api/files/${id}`, raw(password))
+    assert.equal(info.status, 200, await info.text())
+    const wrong = await fetch(`${cluster.url}/api/files/${id}`, raw('пароль 🔑 grusse'))
+    await wrong.arrayBuffer()
+    assert.equal(wrong.status, 401)
+    const cli = await mayflyIn(dir, ['download', id, '-o', join(dir, 'u1.bin'), '--password', password, '--url', cluster.url])
+    assert.equal(cli.code, 0, cli.stderr)
+    assert.equal((await readFile(join(dir, 'u1.bin'))).length, 1000)
+    // a Latin-1 password sent as Latin-1 (as undici and browsers' fetch do) still opens its file
+    const latin = await upload(cluster.url, randomBytes(10), { password: 'pässwörd' })
+    const asLatin1 = await fetch(`${cluster.url}/api/files/${String(latin.body.id)}`, { headers: { 'x-mayfly-password': 'pässwörd' } })
+    assert.equal(asLatin1.status, 200, await asLatin1.text())
+  })
 })

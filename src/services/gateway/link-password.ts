@@ -9,10 +9,19 @@ import type { FileRecord } from '../../core/file.ts'
 import { passwordMatches } from '../../core/secrets.ts'
 import type { RateLimits } from './rate-limits.ts'
 
-/** The password of the X-Mayfly-Password header; undefined when absent or blank. */
+/**
+ * The password of the X-Mayfly-Password header; undefined when absent or
+ * blank. The header carries it in UTF-8, as curl and `mayfly download` send
+ * it (a password set in the upload form may be any text); Node reads header
+ * bytes as Latin-1, so they are decoded again, unless they are not UTF-8 (a
+ * client that sent Latin-1: then they mean what they say).
+ */
 export function passwordFromHeader(req: FastifyRequest): string | undefined {
   const value = req.headers['x-mayfly-password']
-  return typeof value === 'string' && value !== '' ? value : undefined
+  if (typeof value !== 'string' || value === '') return undefined
+  const bytes = Buffer.from(value, 'latin1')
+  const utf8 = bytes.toString('utf8')
+  return Buffer.from(utf8, 'utf8').equals(bytes) ? utf8 : value
 }
 
 export type PasswordCheck = (req: FastifyRequest, file: FileRecord, password: string | undefined) => Promise<void>
