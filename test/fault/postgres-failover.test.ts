@@ -20,7 +20,7 @@ import { startCluster, type Cluster } from '../helpers/cluster.ts'
 import { getJson, sha256, upload } from '../helpers/http.ts'
 import { CONTROL_DOCUMENTS, type ReplicatorStatus } from '../../src/core/replication.ts'
 import { runMayfly, spawnMayfly, waitForOutput, type MayflyProcess } from '../helpers/mayfly-process.ts'
-import { assertFilesRead, FAST_MEMBERSHIP, waitForFactor, waitForLost } from '../helpers/replication.ts'
+import { assertFilesRead, FAST_MEMBERSHIP, nodeHoldingMost, uploadRandomFiles, waitForFactor, waitForLost } from '../helpers/replication.ts'
 import { longestGap, startMixedLoad } from '../helpers/load.ts'
 import { startPatroniHa, type MemberName, type PatroniHa } from '../helpers/patroni-ha.ts'
 import { waitFor } from '../helpers/wait.ts'
@@ -347,17 +347,9 @@ describe('PostgreSQL failover under load (three Patroni members)', { timeout: 90
         managers.push(spawnMayfly(['replicator'], { ...cluster.env, MAYFLY_LOG_LEVEL: 'info', MAYFLY_REPAIR_MIB_PER_SECOND: '1' }))
       }
       await Promise.all(managers.map((m) => waitForOutput(m, /this is the active replication manager|standing by/, 20_000)))
-      const files = new Map<string, string>()
-      for (let i = 0; i < 16; i++) {
-        const data = randomBytes(512 * 1024)
-        const res = await upload(cluster.url, data)
-        assert.equal(res.status, 201)
-        files.set(String(res.body.id), sha256(data))
-      }
+      const files = await uploadRandomFiles(cluster, 16, 512 * 1024)
       await waitForFactor(cluster)
-      const usage = await cluster.infra.metadata.replication.nodeUsage()
-      const most = usage.reduce((a, b) => (b.bytes > a.bytes ? b : a))
-      const lost = cluster.nodes.find((n) => n.id === most.nodeId)!
+      const lost = await nodeHoldingMost(cluster)
       await lost.kill('SIGKILL')
       await waitForLost(cluster, lost.id)
       const status = async () => {

@@ -4,13 +4,12 @@
 // finishes. Pausing a leader (SIGSTOP) past its lease: another takes over,
 // and the old one, resumed, steps down instead of acting (fencing).
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
 import { after, describe, test } from 'node:test'
 import { CONTROL_DOCUMENTS, type ReplicatorStatus } from '../../src/core/replication.ts'
 import { startCluster, type Cluster } from '../helpers/cluster.ts'
-import { sha256, upload, waitFor } from '../helpers/http.ts'
+import { waitFor } from '../helpers/http.ts'
 import { spawnMayfly, waitForOutput, type MayflyProcess } from '../helpers/mayfly-process.ts'
-import { assertFilesRead, assertPlacement, FAST_MEMBERSHIP, waitForFactor, waitForLost } from '../helpers/replication.ts'
+import { assertFilesRead, assertPlacement, FAST_MEMBERSHIP, nodeHoldingMost, uploadRandomFiles, waitForFactor, waitForLost } from '../helpers/replication.ts'
 
 describe('replication manager failover', { timeout: 180_000 }, () => {
   let cluster: Cluster
@@ -51,19 +50,11 @@ describe('replication manager failover', { timeout: 180_000 }, () => {
     const standby = managers.find((m) => m !== first.process)!
     await waitForOutput(standby, /standing by/)
 
-    const files = new Map<string, string>()
-    for (let i = 0; i < 20; i++) {
-      const data = randomBytes(512 * 1024)
-      const res = await upload(cluster.url, data)
-      assert.equal(res.status, 201)
-      files.set(String(res.body.id), sha256(data))
-    }
+    const files = await uploadRandomFiles(cluster, 20, 512 * 1024)
     await waitForFactor(cluster)
 
     // the node holding the most copies (a zone a or b one holds every blob): the most repair work
-    const usage = await cluster.infra.metadata.replication.nodeUsage()
-    const most = usage.reduce((a, b) => (b.bytes > a.bytes ? b : a))
-    const lost = cluster.nodes.find((n) => n.id === most.nodeId)!
+    const lost = await nodeHoldingMost(cluster)
     await lost.kill('SIGKILL')
     await waitForLost(cluster, lost.id)
     await waitFor('the repair under way', async () => ((await status())?.copies ?? 0) > 0 ? true : undefined, 20_000)

@@ -5,13 +5,12 @@
 // own (database()), and after a fault heal() brings all three members back
 // as a leader and two streaming replicas.
 import { execFile } from 'node:child_process'
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import { ROOT } from './mayfly-process.ts'
-import { parseEnvFile } from './redis-ha.ts'
+import { startScriptTopology } from './ha-script.ts'
 import { waitFor } from './wait.ts'
 
 const run = promisify(execFile)
@@ -74,15 +73,7 @@ async function parents(): Promise<Map<number, number>> {
 }
 
 export async function startPatroniHa(): Promise<PatroniHa> {
-  const dir = await mkdtemp(join(tmpdir(), 'mayfly-patroni-ha-'))
-  try {
-    await run('sh', [SCRIPT, 'start', dir], { timeout: 120_000 })
-  } catch (err) {
-    await run('sh', [SCRIPT, 'stop', dir]).catch(() => undefined)
-    await rm(dir, { recursive: true, force: true })
-    throw err
-  }
-  const topology = parseEnvFile(await readFile(join(dir, 'topology'), 'utf8'))
+  const { dir, topology } = await startScriptTopology(SCRIPT, 'mayfly-patroni-ha-', 120_000)
   const ports: Record<MemberName, number> = {
     pg1: Number(topology.PG1_PORT),
     pg2: Number(topology.PG2_PORT),

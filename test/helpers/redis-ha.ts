@@ -3,11 +3,11 @@
 // directory of the test's own; this wraps it (which process is the master,
 // kill one by pid, restart one as a replica, stop everything it started).
 import { execFile } from 'node:child_process'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
+import { parseEnvFile, startScriptTopology } from './ha-script.ts'
 import { ROOT } from './mayfly-process.ts'
 
 const run = promisify(execFile)
@@ -42,15 +42,7 @@ export interface RedisHa {
 }
 
 export async function startRedisHa(): Promise<RedisHa> {
-  const dir = await mkdtemp(join(tmpdir(), 'mayfly-redis-ha-'))
-  try {
-    await run('sh', [SCRIPT, 'start', dir], { timeout: 60_000 })
-  } catch (err) {
-    await run('sh', [SCRIPT, 'stop', dir]).catch(() => undefined)
-    await rm(dir, { recursive: true, force: true })
-    throw err
-  }
-  const topology = parseEnvFile(await readFile(join(dir, 'topology'), 'utf8'))
+  const { dir, topology } = await startScriptTopology(SCRIPT, 'mayfly-redis-ha-', 60_000)
   const env = parseEnvFile(await readFile(join(dir, 'mayfly.env'), 'utf8'))
   const ports: Record<RedisName, number> = {
     'redis-1': Number(topology.REDIS_1_PORT),
@@ -124,13 +116,4 @@ export async function startRedisHa(): Promise<RedisHa> {
       await rm(dir, { recursive: true, force: true })
     },
   }
-}
-
-export function parseEnvFile(text: string): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const line of text.split('\n')) {
-    const i = line.indexOf('=')
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1)
-  }
-  return out
 }

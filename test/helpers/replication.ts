@@ -3,9 +3,10 @@
 // on live nodes and spread over zones, and no node holds a copy the metadata
 // does not record (nor the other way round).
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import { reachableSpread } from '../../src/core/replication.ts'
 import type { Cluster } from './cluster.ts'
-import { sha256 } from './http.ts'
+import { sha256, upload } from './http.ts'
 import type { StorageNodeProcess } from './storage-node-process.ts'
 import { waitFor } from './wait.ts'
 
@@ -86,4 +87,23 @@ export async function assertInventoryMatches(cluster: Cluster, node: StorageNode
   }
   assert.deepEqual(held.sort(), recorded.sort(), `node ${node.id} holds exactly what the metadata records`)
   return held
+}
+
+/** `count` uploads of `bytes` random bytes each, one after another: file id -> sha256. */
+export async function uploadRandomFiles(cluster: Cluster, count: number, bytes: number): Promise<Map<string, string>> {
+  const files = new Map<string, string>()
+  for (let i = 0; i < count; i++) {
+    const data = randomBytes(bytes)
+    const res = await upload(cluster.url, data)
+    assert.equal(res.status, 201, JSON.stringify(res.body))
+    files.set(String(res.body.id), sha256(data))
+  }
+  return files
+}
+
+/** The node holding the most bytes of copies: the most repair work when it is lost. */
+export async function nodeHoldingMost(cluster: Cluster): Promise<StorageNodeProcess> {
+  const usage = await cluster.infra.metadata.replication.nodeUsage()
+  const most = usage.reduce((a, b) => (b.bytes > a.bytes ? b : a))
+  return cluster.nodes.find((n) => n.id === most.nodeId)!
 }
