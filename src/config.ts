@@ -68,7 +68,7 @@ export const configSchema = z
      * (comma-separated: each then hears every node itself)
      */
     MAYFLY_CONTROL_URL: z.preprocess(blankIsAbsent, httpUrls.optional()),
-    /** the url by which others reach this storage node */
+    /** the url by which others reach this storage node (or gateway: its heartbeats say it) */
     MAYFLY_ADVERTISE_URL: optionalUrl,
     /** the public url of the gateway, for links in API answers; default: the request's Host */
     MAYFLY_PUBLIC_URL: optionalUrl,
@@ -88,6 +88,11 @@ export const configSchema = z
     MAYFLY_DELETE_GRACE_SECONDS: int(0).default(60),
     /** seconds between two sweeps for dead files */
     MAYFLY_SWEEP_INTERVAL_SECONDS: z.coerce.number().positive().default(5),
+    /**
+     * a gateway silent this long, while another gateway kept beating, counts
+     * as dead: the sweeper removes what it was uploading (issue 10)
+     */
+    MAYFLY_GATEWAY_DEAD_AFTER_SECONDS: z.coerce.number().positive().default(20),
     /** a storage node re-reads every blob once per this period */
     MAYFLY_SCRUB_INTERVAL_SECONDS: int(1).default(604800),
     /** a silent node is suspect (no new work goes to it) after this many seconds */

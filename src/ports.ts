@@ -3,6 +3,7 @@
 // (PostgreSQL, Redis, RabbitMQ, storage nodes over HTTP). Only wiring.ts picks.
 import type { Readable } from 'node:stream'
 import type { BlobRecord, FileRecord, VariantName, VariantRecord } from './core/file.ts'
+import type { GatewayAnnouncement, GatewayRecord } from './core/gateway.ts'
 import type { NodeAnnouncement, NodeRecord, NodeState } from './core/node.ts'
 
 /** A dependency's state for /ready and /api/cluster. */
@@ -47,17 +48,24 @@ export interface PurgeItem {
  * Every method throws Unavailable when the store cannot be reached.
  */
 export interface MetadataStore {
-  /** Records a blob as being written, so that an upload that dies halfway is found and cleaned. Idempotent. */
-  beginBlob(key: string, now: Date): Promise<void>
+  /**
+   * Records a blob as being written, so that an upload that dies halfway is
+   * found and cleaned. `owner`: the gateway writing it (GatewayRegistry), so
+   * that the cluster cleans up after that gateway once it is dead; null for
+   * blobs nobody beats for (variants). Idempotent.
+   */
+  beginBlob(key: string, now: Date, owner?: string | null): Promise<void>
   /** Forgets a pending blob whose write failed (its bytes were removed or never landed). Idempotent. */
   abandonBlob(key: string): Promise<void>
-  /** Pending blobs begun before `before`: uploads whose gateway died. */
+  /** Pending blobs without an owner begun before `before`: variants whose worker died. */
   listStalePendingBlobs(before: Date, limit: number): Promise<string[]>
 
   /**
    * In one transaction: the blob becomes active with its replicas, the file
    * and its variant rows exist. Throws Conflict on a duplicate id (another
-   * file's; a retry of this very call whose answer was lost returns the file).
+   * file's; a retry of this very call whose answer was lost returns the file),
+   * and Unavailable when the blob was abandoned meanwhile (its gateway was
+   * taken for dead and its bytes removed: the upload must be sent again).
    */
   createFile(file: NewFile): Promise<FileRecord>
   /** The file, dead or alive, or null when the id is unknown (or purged long ago). */
@@ -119,9 +127,38 @@ export interface MetadataStore {
 
   /** The replication manager's side of the same store. */
   readonly replication: ReplicationStore
+  /** The gateways' heartbeats, and the uploads of dead ones. */
+  readonly gateways: GatewayRegistry
 
   status(): Promise<DependencyStatus>
   close(): Promise<void>
+}
+
+/**
+ * The gateways as the metadata store knows them (issue 10): each beats under
+ * an id of its own, and the uploads of one that died are cleaned up by the
+ * sweeper, not by the dead process. Times are the store's clock.
+ */
+export interface GatewayRegistry {
+  /** A heartbeat, stamped with the store's clock. Idempotent. */
+  beat(gateway: GatewayAnnouncement): Promise<void>
+  /** A clean stop: the gateway is `stopped` and its pending uploads are the sweeper's. */
+  leave(id: string): Promise<void>
+  /** Gateways heard from within the last hour, newest start first (stale-tolerant). */
+  list(): Promise<GatewayRecord[]>
+  /**
+   * Pending uploads of gateways that stopped, or stayed silent `silentMs`
+   * while another gateway beat, or that began before `before`: each becomes
+   * an abandoned tombstone, which createFile refuses (a gateway that was only
+   * frozen cannot record a file over bytes the sweeper removes). Their keys.
+   */
+  abandonOrphanedUploads(silentMs: number, before: Date, limit: number): Promise<string[]>
+  /** Tombstones whose bytes are not yet confirmed gone from every node, oldest first. */
+  listAbandonedUploads(limit: number): Promise<string[]>
+  /** Every node confirmed the bytes of this tombstone removed. */
+  markCleared(key: string): Promise<void>
+  /** Forgets up to `limit` tombstones cleared before `before`, and the gateways silent since then; how many rows. */
+  forget(before: Date, limit: number): Promise<number>
 }
 
 /** A lease name and token that a write must still hold to take effect. */

@@ -126,6 +126,8 @@ export function gatewaySettings(config: Config, clusterSecret: string): GatewayS
   return {
     clusterSecret,
     publicUrl: config.MAYFLY_PUBLIC_URL,
+    advertiseUrl: config.MAYFLY_ADVERTISE_URL,
+    gatewayDeadAfterMs: config.MAYFLY_GATEWAY_DEAD_AFTER_SECONDS * 1000,
     replicationFactor: config.MAYFLY_REPLICATION_FACTOR,
     writeQuorum: config.MAYFLY_WRITE_QUORUM,
     placement: config.MAYFLY_PLACEMENT,

@@ -55,6 +55,7 @@ export function workerOptions(config: Config, log: Logger, infra: Infrastructure
     maxUploadBytes: config.MAYFLY_MAX_UPLOAD_BYTES,
     deleteGraceMs: config.MAYFLY_DELETE_GRACE_SECONDS * 1000,
     sweepIntervalMs: config.MAYFLY_SWEEP_INTERVAL_SECONDS * 1000,
+    gatewayDeadAfterMs: config.MAYFLY_GATEWAY_DEAD_AFTER_SECONDS * 1000,
     namespace: config.MAYFLY_NAMESPACE,
   }
 }

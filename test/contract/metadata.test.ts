@@ -320,6 +320,62 @@ function metadataContract(name: string, makeHarness: () => Promise<Harness>): vo
       assert.equal((await store.listStalePendingBlobs(new Date(), 10_000)).includes(stale), false)
     })
 
+    test('gateways: beats and goodbyes; the uploads of a dead or stopped gateway become tombstones no createFile passes', async () => {
+      const gateway = (name: string) => ({ id: `gw-${name}-${newId()}`, url: `http://127.0.0.1:1/${name}`, host: 'test', pid: 1, version: '0', startedAt: new Date() })
+      const a = gateway('a')
+      const b = gateway('b')
+      await store.gateways.beat(a)
+      await store.gateways.beat(b)
+      const listed = (await store.gateways.list()).filter((g) => g.id === a.id || g.id === b.id)
+      assert.equal(listed.length, 2)
+      for (const g of listed) {
+        assert.ok(g.heartbeatAgeMs >= 0 && g.heartbeatAgeMs < 2000, `age ${g.heartbeatAgeMs}`)
+        assert.equal(g.stoppedAt, null)
+      }
+      const ofA = newId()
+      const ofB = newId()
+      const ownerless = newId()
+      const twelveHoursAgo = new Date(Date.now() - 12 * 3600_000)
+      await store.beginBlob(ofA, new Date(), a.id)
+      await store.beginBlob(ofB, new Date(), b.id)
+      await store.beginBlob(ownerless, new Date(twelveHoursAgo.getTime() - 1000))
+      const abandon = () => store.gateways.abandonOrphanedUploads(300, twelveHoursAgo, 1000)
+      assert.deepEqual(await abandon(), [], 'both gateways beat a moment ago')
+      // everyone silent (the store was away): nobody is taken for dead
+      await new Promise((r) => setTimeout(r, 400))
+      assert.deepEqual(await abandon(), [])
+      // b beats again, a does not: a is dead, its upload a tombstone
+      await store.gateways.beat(b)
+      assert.deepEqual(await abandon(), [ofA])
+      assert.deepEqual(await abandon(), [], 'once')
+      const onTombstone = newFile({ blob: { key: ofA, size: 3, sha256: 'cd'.repeat(32) } })
+      await assert.rejects(store.createFile(onTombstone), Unavailable)
+      assert.equal(await store.getFile(onTombstone.id), null)
+      assert.equal((await store.replication.describeBlobs([ofA])).get(ofA)?.kind, 'dead')
+      // owned blobs are the registry's; the ownerless stale one is listed as before
+      const stale = await store.listStalePendingBlobs(new Date(), 10_000)
+      assert.ok(stale.includes(ownerless))
+      assert.equal(stale.includes(ofA) || stale.includes(ofB), false)
+
+      assert.ok((await store.gateways.listAbandonedUploads(1000)).includes(ofA))
+      await store.gateways.markCleared(ofA)
+      assert.equal((await store.gateways.listAbandonedUploads(1000)).includes(ofA), false)
+      await store.abandonBlob(ofA) // a gateway's own clean-up leaves the tombstone
+      await assert.rejects(store.createFile(onTombstone), Unavailable)
+
+      // a clean stop hands b's uploads over at once
+      await store.gateways.leave(b.id)
+      assert.notEqual((await store.gateways.list()).find((g) => g.id === b.id)?.stoppedAt ?? null, null)
+      assert.deepEqual(await abandon(), [ofB])
+      await assert.rejects(store.createFile(newFile({ blob: { key: ofB, size: 3, sha256: 'cd'.repeat(32) } })), Unavailable)
+
+      // cleared tombstones and silent gateways are forgotten; an uncleared tombstone stays
+      await store.gateways.forget(new Date(Date.now() + 1000), 1000)
+      assert.deepEqual((await store.gateways.list()).filter((g) => g.id === a.id || g.id === b.id), [])
+      assert.equal((await store.replication.describeBlobs([ofA])).get(ofA)?.kind, 'unknown')
+      assert.deepEqual(await store.gateways.listAbandonedUploads(1000), [ofB])
+    })
+
     test('recordHeartbeat upserts the node and keeps draining; listNodes returns them', async () => {
       const id = `node-${newId()}`
       const announcement = {

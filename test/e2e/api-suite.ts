@@ -208,6 +208,7 @@ export function apiSuite(mode: Mode): void {
           log: createLogger('silent'),
           graceMs: 1000,
           intervalMs: 1000,
+          gatewayDeadAfterMs: 20_000,
           lockName: name,
         })
         await new Promise((resolve) => setTimeout(resolve, 1_500)) // past the grace period

@@ -86,8 +86,7 @@ describe('a failed upload leaves nothing behind', { timeout: 180_000 }, () => {
   })
   after(() => gw?.close())
 
-  const isPending = async (key: string) =>
-    (await gw.metadata.listStalePendingBlobs(new Date(gw.clock.now().getTime() + 86400_000), 1000)).includes(key)
+  const isPending = async (key: string) => (await gw.metadata.replication.describeBlobs([key])).get(key)?.kind === 'pending'
   const copiesOf = async (key: string) => (await gw.disk()).blobs.filter((k) => k === key).length
   const deletesPerNode = (key: string) => gw.nodes.map((n) => deletes.filter((d) => d.key === key && d.url === n.url).length)
   /** the key of the next upload, once its file part reached the blob store */

@@ -11,6 +11,8 @@ export interface LoadReport {
   downloads: number
   /** every failure a client saw, with what it was doing */
   errors: string[]
+  /** the same failures with when their requests began and ended (Date.now()) */
+  failures: { what: string; error: string; startedAt: number; endedAt: number }[]
   /** the longest request, ms */
   slowestMs: number
   slowest: string
@@ -50,7 +52,7 @@ export function startMixedLoad(base: string, options: MixedLoadOptions = {}): Mi
   const minBytes = options.minBytes ?? 1024
   const maxBytes = options.maxBytes ?? 300 * 1024
   const acked = new Map<string, string>()
-  const report: LoadReport = { uploads: 0, downloads: 0, errors: [], slowestMs: 0, slowest: '', uploadedAt: [], downloadedAt: [] }
+  const report: LoadReport = { uploads: 0, downloads: 0, errors: [], failures: [], slowestMs: 0, slowest: '', uploadedAt: [], downloadedAt: [] }
   let stopped = false
 
   async function timed<T>(what: string, fn: () => Promise<T>): Promise<T | undefined> {
@@ -59,6 +61,7 @@ export function startMixedLoad(base: string, options: MixedLoadOptions = {}): Mi
       return await fn()
     } catch (err) {
       report.errors.push(`${what}: ${(err as Error).message}`)
+      report.failures.push({ what, error: (err as Error).message, startedAt: started, endedAt: Date.now() })
     } finally {
       const ms = Date.now() - started
       if (ms > report.slowestMs) {

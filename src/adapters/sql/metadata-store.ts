@@ -9,12 +9,13 @@
 //      left; otherwise nothing changes and the file comes back in step 1 (a node
 //      that was down, a variant that became ready in between).
 import { randomUUID } from 'node:crypto'
-import { Conflict, NotFound } from '../../core/errors.ts'
+import { Conflict, NotFound, Unavailable } from '../../core/errors.ts'
 import { fileStatus, type FileRecord, type VariantRecord } from '../../core/file.ts'
 import type { NodeAnnouncement, NodeRecord } from '../../core/node.ts'
 import type { ClaimResult, DependencyStatus, MetadataStore, NewFile, PurgeItem } from '../../ports.ts'
 import * as q from './queries.ts'
 import { toFile, toNode, toVariant, type FileRow, type NodeRow, type VariantRow } from './rows.ts'
+import { createSqlGatewayRegistry } from './gateway-store.ts'
 import { createSqlReplicationStore } from './replication-store.ts'
 import type { SqlDb } from './sql-db.ts'
 
@@ -78,7 +79,8 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
         file.maxDownloads, file.passwordHash, file.deleteTokenHash, file.replicas,
         variants.map((v) => v.name), variants.map((v) => v.state), variants.map((v) => v.reason),
       ], idempotent)
-      if (rows[0] === undefined) throw new Error(`createFile ${file.id} returned no row`)
+      // the blob is a tombstone (q.CREATE_FILE): the sweeper took this upload for its dead gateway's
+      if (rows[0] === undefined) throw new Unavailable(`upload ${blob.key} was abandoned: this gateway was out of touch too long; send it again`)
       return toFile(rows[0])
     } catch (err) {
       if (!(err instanceof Conflict)) throw err
@@ -125,8 +127,8 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
   }
 
   return {
-    async beginBlob(key, now) {
-      await db.query(q.BEGIN_BLOB, [key, now], idempotent)
+    async beginBlob(key, now, owner = null) {
+      await db.query(q.BEGIN_BLOB, [key, now, owner], idempotent)
     },
     async abandonBlob(key) {
       await db.query(q.ABANDON_BLOB, [key], idempotent)
@@ -193,6 +195,7 @@ export function createSqlMetadataStore(db: SqlDb, options: SqlMetadataStoreOptio
     },
 
     replication: createSqlReplicationStore(db, reader),
+    gateways: createSqlGatewayRegistry(db, reader),
 
     status: () => options.status(),
     close: () => options.close(),

@@ -8,19 +8,19 @@ const FILE_COLUMNS = `id, blob_key, name, mime, size, sha256, created_at, expire
 
 // ---- blobs ---------------------------------------------------------------
 
-/** in: $1 key, $2 now. out: none. A pending row; an existing row (pending or active) is left alone. */
+/** in: $1 key, $2 now, $3 owner (a gateway id, or null). out: none. A pending row; an existing row (in any state) is left alone. */
 export const BEGIN_BLOB = `
-INSERT INTO blobs (key, state, created_at) VALUES ($1::text, 'pending', $2::timestamptz)
+INSERT INTO blobs (key, state, created_at, owner) VALUES ($1::text, 'pending', $2::timestamptz, $3::text)
 ON CONFLICT (key) DO NOTHING`
 
 /** in: $1 key. out: none. Only a pending row goes; an active blob belongs to a file. */
 export const ABANDON_BLOB = `
 DELETE FROM blobs WHERE key = $1::text AND state = 'pending'`
 
-/** in: $1 before, $2 limit. out: key, oldest first. */
+/** in: $1 before, $2 limit. out: key, oldest first. Owned ones are the gateway registry's (ABANDON_ORPHANED_UPLOADS). */
 export const LIST_STALE_PENDING_BLOBS = `
 SELECT key FROM blobs
-WHERE state = 'pending' AND created_at < $1::timestamptz
+WHERE state = 'pending' AND owner IS NULL AND created_at < $1::timestamptz
 ORDER BY created_at, key
 LIMIT $2::int`
 
@@ -72,7 +72,8 @@ SELECT node_id FROM replicas WHERE blob_key = $1::text ORDER BY node_id`
  * (a pending row from beginBlob is completed), its replicas, the file and
  * its variant rows. A duplicate file id is a unique violation, so nothing of
  * the statement stays. Foreign keys are checked at its end, when the blob
- * row exists.
+ * row exists. An abandoned blob (a tombstone of a dead gateway's upload,
+ * its bytes being removed) is left alone: no row comes back, nothing is written.
  */
 export const CREATE_FILE = `
 WITH blob AS (
@@ -80,6 +81,7 @@ WITH blob AS (
   VALUES ($2::text, $5::bigint, $6::text, 'active', $7::timestamptz)
   ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, state = 'active',
     created_at = EXCLUDED.created_at
+  WHERE blobs.state <> 'abandoned'
   RETURNING key
 ), replica AS (
   INSERT INTO replicas (blob_key, node_id)

@@ -58,6 +58,8 @@ export function createSqlReplicationStore(db: SqlDb, reader: SqlDb = db): Replic
     for (const row of rows) {
       let fate: BlobFate
       if (row.state === 'pending') fate = { kind: 'pending' }
+      // a dead gateway's upload: the sweeper removes it, and so may anyone who finds a copy
+      else if (row.state === 'abandoned') fate = { kind: 'dead' }
       else if (row.live) fate = { kind: 'live', blob: toPlacement(row), createdAt: row.created_at }
       else if (row.owned) fate = { kind: 'dead' }
       else fate = { kind: 'unknown' }

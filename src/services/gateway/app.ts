@@ -1,5 +1,6 @@
 // buildGateway(deps): the public HTTP API and web UI (DESIGN §3). It never
 // listens; main.ts does, and tests use inject() or listen on port 0.
+import type { AddressInfo } from 'node:net'
 import { parse as parseQuery } from 'node:querystring'
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
 import { installErrorHandling } from '../../http/errors.ts'
@@ -16,6 +17,7 @@ import { createRateLimits } from './rate-limits.ts'
 import { registerOperatorRoutes } from './operator-routes.ts'
 import { registerOrphanRoutes } from './orphan-routes.ts'
 import { errorPage, registerPages } from './pages.ts'
+import { createGatewayPresence } from './presence.ts'
 import { createClusterReads } from './replication-overview.ts'
 import { guardStatusRoutes } from './status-access.ts'
 import { registerUploadRoutes } from './upload-routes.ts'
@@ -51,6 +53,10 @@ export function buildGateway(deps: GatewayDeps) {
     )
     if (reply.statusCode >= 500) req.log.warn({ url: req.url, status: reply.statusCode }, 'request failed')
   })
+  // beats once listening (tests that only inject() never appear in the registry); says goodbye on close
+  const presence = createGatewayPresence(deps.metadata.gateways, deps.log)
+  app.addHook('onListen', () => presence.start(() => deps.settings.advertiseUrl ?? listeningUrl(app.server.address())))
+  app.addHook('onClose', () => presence.leave())
   const files = createFileLookup(deps.metadata, deps.cache, deps.settings.cacheTtlMs)
   const tally = createDownloadTally(deps.metadata, deps.log)
   app.addHook('onClose', () => tally.close())
@@ -58,13 +64,19 @@ export function buildGateway(deps: GatewayDeps) {
     metrics.rateLimited.inc({ action }),
   )
   const checkPassword = createPasswordCheck(limits)
-  registerUploadRoutes(app, deps, metrics, files, limits)
+  registerUploadRoutes(app, deps, { metrics, files, limits, gatewayId: presence.id })
   registerDownloadRoutes(app, deps, { files, metrics, tally, limits, checkPassword })
   registerFileRoutes(app, deps, files, checkPassword)
-  registerClusterRoutes(app, deps, reads)
+  registerClusterRoutes(app, deps, reads, presence.id)
   registerInternalRoutes(app, deps)
   registerOperatorRoutes(app, deps)
   registerOrphanRoutes(app, deps)
   registerPages(app, deps, files)
   return app
+}
+
+function listeningUrl(address: string | AddressInfo | null): string {
+  if (address === null || typeof address === 'string') return String(address)
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  return `http://${host}:${address.port}`
 }

@@ -4,7 +4,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { DependencyStatus } from '../../ports.ts'
 import type { GatewayDeps } from './deps.ts'
-import { nodeView } from './file-view.ts'
+import { gatewayView, nodeView } from './file-view.ts'
 import { hasClusterSecret } from './status-access.ts'
 import { orphansJson, type ClusterReads } from './replication-overview.ts'
 
@@ -15,6 +15,8 @@ export function registerClusterRoutes(
   app: FastifyInstance,
   deps: GatewayDeps,
   reads: ClusterReads,
+  /** the answering gateway's id in the registry */
+  gatewayId: string,
 ): void {
   const { metadata, cache, queue, nodes, settings } = deps
 
@@ -58,7 +60,7 @@ export function registerClusterRoutes(
   })
 
   app.get('/api/cluster', async () => {
-    const [meta, cacheStatus, queueStatus, depths, nodeList, usage, overview, orphans] = await Promise.all([
+    const [meta, cacheStatus, queueStatus, depths, nodeList, usage, overview, orphans, gateways] = await Promise.all([
       metadata.status().catch((err: Error) => failed('metadata', err)),
       cache.status().catch((err: Error) => failed('cache', err)),
       queue.status().catch((err: Error) => failed('queue', err)),
@@ -67,6 +69,7 @@ export function registerClusterRoutes(
       reads.nodeUsage(),
       reads.replication(),
       reads.orphans(),
+      metadata.gateways.list().catch(() => null),
     ])
     const { backlog, manager } = overview
     return {
@@ -105,6 +108,8 @@ export function registerClusterRoutes(
               },
       },
       workers: { consumers: depths.reduce((sum, d) => sum + d.consumers, 0) },
+      // every gateway heard from within the hour, this one marked `self`; null when the store cannot say
+      gateways: gateways?.map((g) => gatewayView(g, settings.gatewayDeadAfterMs, gatewayId)) ?? null,
     }
   })
 

@@ -8,6 +8,10 @@ import type { NodeDirectory } from '../../ports.ts'
 export interface GatewaySettings {
   clusterSecret: string
   publicUrl: string | undefined
+  /** where this gateway process is reached, as its heartbeats tell (default: the address it listens on) */
+  advertiseUrl?: string
+  /** a gateway silent this long is `down` in /api/cluster (and its pending uploads the sweeper's) */
+  gatewayDeadAfterMs: number
   replicationFactor: number
   writeQuorum: number
   placement: PlacementStrategy

@@ -1,5 +1,6 @@
-// The JSON shapes of DESIGN §3 for a file.
+// The JSON shapes of DESIGN §3 for a file, a storage node and a gateway.
 import { downloadsRemaining, fileStatus, type FileRecord, type VariantRecord } from '../../core/file.ts'
+import { gatewayState, type GatewayRecord } from '../../core/gateway.ts'
 import type { NodeView } from '../../ports.ts'
 import type { NodeUsage } from '../../ports.ts'
 
@@ -105,5 +106,22 @@ export function nodeView(n: NodeView, usage: readonly NodeUsage[]) {
     replicas: recorded?.replicas ?? 0,
     replica_bytes: recorded?.bytes ?? 0,
     version: n.version,
+  }
+}
+
+/** A gateway in /api/cluster: `self` marks the one answering. */
+export function gatewayView(g: GatewayRecord, deadAfterMs: number, selfId: string) {
+  return {
+    id: g.id,
+    url: g.url,
+    host: g.host,
+    pid: g.pid,
+    state: gatewayState(g, deadAfterMs),
+    self: g.id === selfId,
+    started_at: g.startedAt.toISOString(),
+    last_heartbeat: g.lastSeen.toISOString(),
+    heartbeat_age_ms: Math.round(g.heartbeatAgeMs),
+    stopped_at: g.stoppedAt?.toISOString() ?? null,
+    version: g.version,
   }
 }

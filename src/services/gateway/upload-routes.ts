@@ -14,7 +14,16 @@ import type { GatewayMetrics } from './metrics.ts'
 import type { FileLookup } from './file-lookup.ts'
 import type { RateLimits } from './rate-limits.ts'
 
-export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, metrics: GatewayMetrics, files: FileLookup, limits: RateLimits): void {
+export interface UploadRouteParts {
+  metrics: GatewayMetrics
+  files: FileLookup
+  limits: RateLimits
+  /** this gateway's id in the registry: its pending uploads are cleaned up by the cluster if it dies */
+  gatewayId: string
+}
+
+export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, parts: UploadRouteParts): void {
+  const { metrics, files, limits, gatewayId } = parts
   const { settings, metadata, blobs, queue, log } = deps
   const now = deps.now ?? (() => new Date())
 
@@ -32,7 +41,7 @@ export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, me
     const attempt: { begun?: Promise<void>; writing?: Promise<WrittenBlob> } = {}
     const store = (source: Readable) => {
       // recorded while the bytes travel: one commit fewer on the upload's critical path
-      attempt.begun = metadata.beginBlob(key, now())
+      attempt.begun = metadata.beginBlob(key, now(), gatewayId)
       attempt.begun.catch(() => {}) // awaited below; failures surface there
       attempt.writing = blobs.write(source, { key, maxBytes: settings.maxUploadBytes })
       return attempt.writing
@@ -122,7 +131,7 @@ export function registerUploadRoutes(app: FastifyInstance, deps: GatewayDeps, me
   async function forget(key: string): Promise<void> {
     // a createFile whose answer was lost (a failover) may have committed: then the bytes are a file's
     const fate = (await metadata.replication.describeBlobs([key])).get(key)
-    if (fate !== undefined && fate.kind !== 'pending' && fate.kind !== 'unknown') {
+    if (fate?.kind === 'live') {
       log.warn({ key }, 'a failed upload was recorded after all (its answer was lost); its bytes stay')
       return
     }

@@ -1,5 +1,4 @@
 // `mayfly storage-node`: open the data directory, listen, announce, heartbeat.
-import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { Agent } from 'undici'
 import type { Config } from '../../config.ts'
@@ -10,6 +9,7 @@ import { openFences } from './fences.ts'
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts'
 import { startScrubber } from './scrub.ts'
 import { createSourceNodes } from './source-nodes.ts'
+import { VERSION } from '../../version.ts'
 
 export const DEFAULT_STORAGE_NODE_PORT = 8001
 /** in-flight requests get this long to finish on close before their connections are cut */
@@ -19,11 +19,6 @@ export interface RunningStorageNode {
   id: string
   url: string
   close(): Promise<void>
-}
-
-async function packageVersion(): Promise<string> {
-  const raw = await readFile(new URL('../../../package.json', import.meta.url), 'utf8')
-  return (JSON.parse(raw) as { version: string }).version
 }
 
 /** The url peers can use when MAYFLY_ADVERTISE_URL is not set. */
@@ -43,7 +38,7 @@ export async function runStorageNode(config: Config, rootLog: Logger): Promise<R
     id: await loadNodeId(dataDir),
     zone: config.MAYFLY_ZONE,
     url: '',
-    version: await packageVersion(),
+    version: VERSION,
   }
   const timeoutMs = config.MAYFLY_NODE_TIMEOUT_MS
   const dispatcher = new Agent({ connections: 64, pipelining: 1, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connect: { timeout: timeoutMs } })

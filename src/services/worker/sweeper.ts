@@ -10,9 +10,14 @@ import type { Logger } from '../../log.ts'
 import type { BlobStore, Fence, Lease, Lock, MetadataStore, PurgeItem } from '../../ports.ts'
 import type { NodeDirectory } from '../../ports.ts'
 
-/** An upload still pending after this long has lost its gateway: its bytes are removed. */
+/** A blob still pending after this long has lost its writer: its bytes are removed. */
 const STALE_UPLOAD_MS = 12 * 3600_000
-/** A write's receipt (a counted download's) is kept this long: a claim is refundable, and a lost answer resolvable, for a day. */
+/**
+ * A write's receipt (a counted download's) is kept this long: a claim is
+ * refundable, and a lost answer resolvable, for a day. So are the tombstones
+ * of a dead gateway's uploads (a gateway frozen longer than that would record
+ * its upload over removed bytes) and the rows of silent gateways.
+ */
 const RECEIPT_KEEP_MS = 24 * 3600_000
 const BATCH = 100
 
@@ -26,12 +31,15 @@ export interface SweeperOptions {
   intervalMs: number
   /** lock name; the namespace keeps test runs apart */
   lockName: string
+  /** a gateway silent this long while another beat is dead: its uploads are abandoned (GatewayRegistry) */
+  gatewayDeadAfterMs: number
   now?: () => Date
 }
 
 export interface SweepResult {
   purgedFiles: number
   removedReplicas: number
+  /** pending blobs removed from every node: uploads of dead gateways, variants of dead workers */
   abandonedUploads: number
   /** receipts of writes older than a day, forgotten */
   forgottenReceipts: number
@@ -92,18 +100,29 @@ export function createSweeper(options: SweeperOptions): Sweeper {
       const after = await metadata.getFile(item.fileId)
       if (after?.purgedAt != null) result.purgedFiles++
     }
-    const stale = await metadata.listStalePendingBlobs(new Date(now().getTime() - STALE_UPLOAD_MS), BATCH)
+    const staleBefore = new Date(now().getTime() - STALE_UPLOAD_MS)
     // a lost node's leftovers are deleted when it comes back and is reconciled
     const everyNode = (await nodes.all()).filter((n) => n.lostAt === null).map((n) => n.id)
-    for (const key of stale) {
+    const removeEverywhere = async (key: string) => (await blobs.remove(key, everyNode, { fence })).length === everyNode.length
+    for (const key of await metadata.listStalePendingBlobs(staleBefore, BATCH)) {
       if (!(await lease.renew())) return result
-      const removed = await blobs.remove(key, everyNode, { fence })
-      if (removed.length === everyNode.length) {
+      if (await removeEverywhere(key)) {
         await metadata.abandonBlob(key)
         result.abandonedUploads++
       }
     }
-    result.forgottenReceipts = await metadata.forgetReceipts(new Date(now().getTime() - RECEIPT_KEEP_MS), BATCH * 10)
+    // uploads of dead gateways: tombstones first, so that no file is recorded over the bytes removed next
+    await metadata.gateways.abandonOrphanedUploads(options.gatewayDeadAfterMs, staleBefore, BATCH)
+    for (const key of await metadata.gateways.listAbandonedUploads(BATCH)) {
+      if (!(await lease.renew())) return result
+      if (await removeEverywhere(key)) {
+        await metadata.gateways.markCleared(key)
+        result.abandonedUploads++
+      }
+    }
+    const keepSince = new Date(now().getTime() - RECEIPT_KEEP_MS)
+    result.forgottenReceipts = await metadata.forgetReceipts(keepSince, BATCH * 10)
+    await metadata.gateways.forget(keepSince, BATCH * 10)
     return result
   }
 

@@ -20,6 +20,8 @@ export interface WorkerOptions {
   maxUploadBytes: number
   deleteGraceMs: number
   sweepIntervalMs: number
+  /** see SweeperOptions */
+  gatewayDeadAfterMs: number
   namespace: string
   /** a variant pending longer than this gets its job published again */
   pendingRepublishMs?: number
@@ -47,6 +49,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     log: log.child({ svc: 'sweeper' }),
     graceMs: options.deleteGraceMs,
     intervalMs: options.sweepIntervalMs,
+    gatewayDeadAfterMs: options.gatewayDeadAfterMs,
     lockName: `${options.namespace}:sweeper`,
   })
   sweeper.start()

@@ -1,0 +1,56 @@
+// HAProxy in front of several gateways (issue 10): one address for users and
+// for the storage nodes' announcements (MAYFLY_CONTROL_URL). A gateway takes
+// users' requests while its /ready answers 200 (checked every 500 ms, out
+// after two failures); one marked down loses its sessions at once, so no
+// client waits on a dead gateway's connections. The nodes' own calls
+// (/internal/) go to every gateway that is alive (/health): a gateway is not
+// ready until enough nodes announced themselves, and they announce through
+// here. A request whose connection to a
+// gateway failed, or that got no answer at all, is sent to another gateway:
+// requests are sent again only while nothing of an answer has reached the
+// client (HAProxy keeps the request to replay it), so an upload is never
+// cut in two. A gateway killed mid-answer fails only the requests it was
+// answering; their clients retry.
+
+export interface GatewayBalancer {
+  /** where users and storage nodes reach the gateways */
+  listen: { host: string; port: number }
+  gateways: { name: string; host: string; port: number }[]
+  /** HAProxy's runtime socket (`show servers state`), optional */
+  statsSocket?: string
+}
+
+export function gatewayBalancerConfig(b: GatewayBalancer): string {
+  const servers = b.gateways.map((g) => `  server ${g.name} ${g.host}:${g.port} check`).join('\n')
+  return `global
+  maxconn 4000
+${b.statsSocket === undefined ? '' : `  stats socket ${b.statsSocket} mode 600 level admin\n`}defaults
+  mode http
+  timeout connect 1s
+  timeout client 10m
+  timeout server 10m
+  timeout http-request 30s
+  timeout http-keep-alive 10s
+  timeout check 1s
+  option forwardfor
+  retries 2
+  option redispatch 1
+  retry-on conn-failure empty-response
+frontend mayfly
+  bind ${b.listen.host}:${b.listen.port}
+  use_backend control if { path_beg /internal/ }
+  default_backend gateways
+backend gateways
+  balance leastconn
+  option httpchk GET /ready
+  http-check expect status 200
+  default-server inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions
+${servers}
+backend control
+  balance roundrobin
+  option httpchk GET /health
+  http-check expect status 200
+  default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
+${servers}
+`
+}

@@ -1,0 +1,4 @@
+// The package's version, as every process reports it (storage node health, gateway heartbeats).
+import { readFileSync } from 'node:fs'
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
