@@ -106,6 +106,7 @@ export async function statusCommand(options: ClientOptions & { json?: boolean; s
       blob_count: number; replicas: number
     }[]
     metadata: { kind: string; ok: boolean; detail?: MetadataDetail }
+    gateways?: GatewayJson[] | null
     cache: { kind: string; ok: boolean; detail?: CacheDetail }
     queue: { kind: string; ok: boolean; queues: { queue: string; ready: number; dead: number }[] }
     replication: {
@@ -133,6 +134,8 @@ export async function statusCommand(options: ClientOptions & { json?: boolean; s
   const cacheLine = describeCache(cluster.cache.detail)
   if (cacheLine !== null) process.stdout.write(`${cacheLine}\n`)
   for (const q of cluster.queue.queues) process.stdout.write(`queue ${q.queue}: ${q.ready} ready, ${q.dead} dead\n`)
+  const gatewaysLine = describeGateways(cluster.gateways)
+  if (gatewaysLine !== null) process.stdout.write(`${gatewaysLine}\n`)
   const orphansLine = r.orphans == null ? null : describeOrphans(r.orphans)
   if (orphansLine !== null) process.stdout.write(`${orphansLine}\n`)
 }
@@ -195,6 +198,24 @@ interface CacheDetail {
   quorum?: number | null
   last_failover_at?: string | null
   error?: string
+}
+
+/** /api/cluster's gateways: each one heard from within the hour */
+interface GatewayJson {
+  id: string
+  url: string
+  pid: number
+  state: string
+  self: boolean
+  heartbeat_age_ms: number
+}
+
+/** `gateways: 2 up: …`, or null when the store could not say (or none beats: a test's in-process gateway) */
+export function describeGateways(list: GatewayJson[] | null | undefined): string | null {
+  if (list == null || list.length === 0) return null
+  const up = list.filter((g) => g.state === 'up').length
+  const each = list.map((g) => `${g.url} (pid ${g.pid}) ${g.state}${g.state === 'up' ? '' : `, silent ${(g.heartbeat_age_ms / 1000).toFixed(0)} s`}${g.self ? ', answered this' : ''}`)
+  return `gateways: ${up} of ${list.length} up: ${each.join('; ')}`
 }
 
 /** `redis: master …, replicas …, Sentinels …`: one line for Redis, null for the embedded cache */

@@ -20,7 +20,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/databases.ts'
 import { startGatewayBalancer, type TestBalancer } from '../helpers/gateway-balancer.ts'
 import { sha256 } from '../helpers/http.ts'
 import { longestGap, startMixedLoad } from '../helpers/load.ts'
-import { freePorts, spawnMayfly, type MayflyProcess } from '../helpers/mayfly-process.ts'
+import { freePorts, runMayfly, spawnMayfly, type MayflyProcess } from '../helpers/mayfly-process.ts'
 import { startStorageNodeProcess, type StorageNodeProcess } from '../helpers/storage-node-process.ts'
 import { waitFor } from '../helpers/wait.ts'
 
@@ -139,6 +139,10 @@ describe('several gateways behind HAProxy', { timeout: 180_000 }, () => {
     // the survivor says which gateway died; the nodes stay up on heartbeats through the balancer
     await waitFor('the dead gateway listed as down', async () => (await cluster()).gateways?.find((g) => g.id === victimId)?.state === 'down', 10_000)
     assert.ok((await cluster()).storage_nodes.every((n) => n.state === 'up'))
+    const status = await runMayfly(['status', '--url', balancer.url], { env: { MAYFLY_CLUSTER_SECRET: secret } })
+    assert.equal(status.code, 0, status.stderr)
+    assert.match(status.stdout, /^gateways: 1 of 2 up: /m)
+    assert.match(status.stdout, new RegExp(`\\(pid ${victim.proc.pid}\\) down, silent \\d+ s`))
 
     // the cluster cleans up after it: the upload's copies leave every node, a tombstone stays, nothing of it is pending
     const direct = new pg.Client({ connectionString: db.url })

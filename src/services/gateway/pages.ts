@@ -101,7 +101,14 @@ async function refresh() {
     'Redis (' + d.mode + '): master ' + (d.master ?? 'unknown') + (c.cache.ok ? '' : ', unreachable: ' + (d.error ?? '')) + '. ' +
     (d.replicas ? 'Replicas: ' + (d.replicas.map((r) => r.address + ' ' + r.state + ', ' + r.offset_lag + ' bytes behind').join('; ') || 'none') + '. ' : '') +
     (d.sentinels ? d.sentinels_seeing_master + ' of ' + d.sentinels.length + ' Sentinels see the master (quorum ' + d.quorum + '); last failover ' + (d.last_failover_at ?? 'none seen') + '.' : '')
-  document.querySelector('#tiers').textContent = JSON.stringify({ metadata: c.metadata, cache: c.cache, queue: c.queue, replication: c.replication, workers: c.workers }, null, 2)
+  const gw = document.querySelector('#gateways'); gw.replaceChildren()
+  const gwHead = document.createElement('tr'); for (const h of ['gateway','url','pid','state','last heartbeat','started']) gwHead.append(el('th', h)); gw.append(gwHead)
+  for (const g of c.gateways ?? []) {
+    const tr = document.createElement('tr')
+    for (const v of [g.id + (g.self ? ' (this one)' : ''), g.url, g.pid, g.state, (g.heartbeat_age_ms/1000).toFixed(1) + ' s ago', g.started_at]) tr.append(el('td', String(v)))
+    tr.children[3].className = g.state === 'up' ? 'ok' : g.state === 'stopped' ? 'muted' : 'bad'; gw.append(tr)
+  }
+  document.querySelector('#tiers').textContent = JSON.stringify({ metadata: c.metadata, cache: c.cache, queue: c.queue, replication: c.replication, workers: c.workers, gateways: c.gateways }, null, 2)
 }
 refresh(); setInterval(refresh, 2000)`
 
@@ -137,6 +144,7 @@ export function registerPages(app: FastifyInstance, deps: GatewayDeps, files: Fi
 
   app.get('/admin', async (_req, reply) => {
     const body = `<h1>Mayfly cluster</h1><h2>Storage nodes</h2><table id="nodes"></table>
+<h2>Gateways</h2><table id="gateways"></table>
 <h2>Replication</h2><p id="replication"></p><h2>Metadata</h2><p id="metadata"></p><h2>Cache</h2><p id="cache"></p><h2>Tiers</h2><pre id="tiers"></pre>`
     return reply.type('text/html; charset=utf-8').send(page('Mayfly cluster', body, ADMIN_SCRIPT))
   })
