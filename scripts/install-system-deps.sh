@@ -9,6 +9,10 @@
 #   patroni, etcd-server  scripts/patroni-ha.sh: three PostgreSQL members
 #                   under Patroni, with etcd (the PostgreSQL tier's tests)
 #   haproxy         scripts/patroni-ha.sh: one address in front of the primary
+#   rabbitmq-server scripts/rabbitmq-ha.sh: three brokers of one cluster (the
+#                   RabbitMQ tier's tests); also the machine's own broker on
+#                   5672 that the plain integration tests use
+#   jq              scripts/patroni-ha.sh and scripts/rabbitmq-ha.sh read JSON with it
 # Installs only what is missing; does nothing where all is present.
 set -eu
 missing=""
@@ -19,6 +23,8 @@ command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
 [ -x /usr/bin/patroni ] || missing="$missing patroni"
 command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
 command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$missing rabbitmq-server"
+command -v jq >/dev/null 2>&1 || missing="$missing jq"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "install-system-deps: please install:$missing (Debian packages)" >&2
