@@ -8,6 +8,7 @@ import { drainCommand, rebalanceCommand, undrainCommand } from './cli/operator.t
 import { orphansDeleteCommand, orphansHoldCommand, orphansKeepCommand, orphansListCommand } from './cli/orphans.ts'
 import { migrateCommand } from './cli/migrate.ts'
 import { upCommand } from './cli/up.ts'
+import { labDownCommand, labStartCommand, labStatusCommand, labUpCommand } from './cli/lab/lab.ts'
 import { ConfigError, loadConfigOf } from './config.ts'
 
 const SECRET_FILE_HELP = 'the cluster secret, when MAYFLY_CLUSTER_SECRET is not set (default: <MAYFLY_DATA_DIR>/cluster-secret)'
@@ -111,6 +112,17 @@ program
   .requiredOption('--to <url>', 'the PostgreSQL database (one url, or libpq\'s multi-host form)')
   .option('--data-dir <dir>', 'the data dir of `mayfly up` (MAYFLY_DATA_DIR)')
   .action(migrateCommand)
+
+const lab = program
+  .command('lab')
+  .description('the whole HA topology on this machine, from Debian packages: Redis + Sentinel, Patroni, RabbitMQ, 2 gateways behind HAProxy, 3 nodes, 2 workers, 2 managers')
+const labDirOption = (c: Command) => c.option('--dir <dir>', 'where the lab keeps its data, logs and lab.json', 'lab')
+labDirOption(lab.command('up').description('start it all (about 30 s)'))
+  .option('--port <port>', 'HAProxy in front of the gateways; the gateways take the next two ports', '5000')
+  .action(labUpCommand)
+labDirOption(lab.command('status').description('every process of the lab, alive or not, with its role')).option('--json', 'as JSON').action(labStatusCommand)
+labDirOption(lab.command('start').description('start one killed process of the lab again (a name from `mayfly lab status`, or redis-N, pgN, rabbit-N)').argument('<name>')).action(labStartCommand)
+labDirOption(lab.command('down').description('stop only what `mayfly lab up` started')).action(labDownCommand)
 
 // A command whose promise can no longer settle (nothing left to wake it) would
 // otherwise end the process with 0 as if it had succeeded.

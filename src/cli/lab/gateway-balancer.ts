@@ -2,10 +2,13 @@
 // for the storage nodes' announcements (MAYFLY_CONTROL_URL). A gateway takes
 // users' requests while its /ready answers 200 (checked every 500 ms, out
 // after two failures); one marked down loses its sessions at once, so no
-// client waits on a dead gateway's connections. The nodes' own calls
-// (/internal/) go to every gateway that is alive (/health): a gateway is not
-// ready until enough nodes announced themselves, and they announce through
-// here. A request whose connection to a
+// client waits on a dead gateway's connections. When no gateway is ready
+// (the metadata store is failing over, which every gateway sees at once),
+// users' requests go to the gateways that are alive (/health) instead of
+// being refused here: a gateway makes them wait for the new primary (DESIGN
+// §5.7) and serves what it can meanwhile. The nodes' own calls (/internal/)
+// always go to every live gateway: a gateway is not ready until enough nodes
+// announced themselves, and they announce through here. A request whose connection to a
 // gateway failed, or that got no answer at all, is sent to another gateway:
 // requests are sent again only while nothing of an answer has reached the
 // client (HAProxy keeps the request to replay it), so an upload is never
@@ -38,16 +41,17 @@ ${b.statsSocket === undefined ? '' : `  stats socket ${b.statsSocket} mode 600 l
   retry-on conn-failure empty-response
 frontend mayfly
   bind ${b.listen.host}:${b.listen.port}
-  use_backend control if { path_beg /internal/ }
-  default_backend gateways
-backend gateways
+  use_backend live if { path_beg /internal/ }
+  use_backend ready if { nbsrv(ready) gt 0 }
+  default_backend live
+backend ready
   balance leastconn
   option httpchk GET /ready
   http-check expect status 200
   default-server inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions
 ${servers}
-backend control
-  balance roundrobin
+backend live
+  balance leastconn
   option httpchk GET /health
   http-check expect status 200
   default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions

@@ -1,0 +1,165 @@
+// The chaos run's verdict (issue 10), Jepsen-style: every acknowledged
+// operation of the history is held against what the cluster holds at the
+// end. Each violation names the operation (or file) that broke an invariant.
+//   - no acknowledged upload lost: every acknowledged file is known, and
+//     one that is still alive and unlimited downloads whole
+//   - no wrong byte served: every 200 of the history matched the upload
+//   - no download limit exceeded: never more full downloads than allowed
+//   - dead files gone: every deleted, expired or used-up file answers 410 and
+//     its bytes and variants have left every node within the grace period
+//     plus 60 s of its death
+//   - every image's variants made
+import { createHash } from 'node:crypto'
+import pg from 'pg'
+import type { AckedFile, Operation } from './load.ts'
+
+export interface Violation {
+  invariant: 'acknowledged upload lost' | 'wrong bytes served' | 'download limit exceeded' | 'dead file not gone' | 'variants not made'
+  fileId: string
+  detail: string
+  /** the operation of the history that shows it, when one does */
+  operation?: Operation
+}
+
+export interface CheckContext {
+  url: string
+  secret: string
+  databaseUrl: string
+  nodes: string[]
+  graceMs: number
+  files: Map<string, AckedFile>
+  history: Operation[]
+}
+
+const INVARIANTS: Violation['invariant'][] = ['acknowledged upload lost', 'wrong bytes served', 'download limit exceeded', 'dead file not gone', 'variants not made']
+
+export interface Verdict {
+  checked: { invariant: Violation['invariant']; files: number; violations: number }[]
+  violations: Violation[]
+}
+
+interface FileJson {
+  status: string
+  downloads: number
+  max_downloads: number | null
+  variants: { name: string; state: string }[]
+}
+
+async function fileJson(url: string, id: string): Promise<{ status: number; body: FileJson | null }> {
+  const res = await fetch(`${url}/api/files/${id}`, { signal: AbortSignal.timeout(10_000) })
+  return { status: res.status, body: res.status === 200 ? ((await res.json()) as FileJson) : (await res.body?.cancel(), null) }
+}
+
+async function inventory(node: string, secret: string): Promise<Set<string>> {
+  const keys = new Set<string>()
+  let after: string | null = null
+  do {
+    const q = new URLSearchParams({ limit: '10000', ...(after === null ? {} : { after }) })
+    const res = await fetch(`${node}/blobs?${q}`, { headers: { authorization: `Bearer ${secret}` }, signal: AbortSignal.timeout(10_000) })
+    if (res.status !== 200) throw new Error(`${node} inventory: ${res.status}`)
+    const page = (await res.json()) as { blobs: { key: string }[]; next: string | null }
+    for (const b of page.blobs) keys.add(b.key)
+    after = page.next
+  } while (after !== null)
+  return keys
+}
+
+export async function check(ctx: CheckContext, waitBoundMs: number): Promise<Verdict> {
+  const violations: Violation[] = []
+  const counted = new Map<Violation['invariant'], number>(INVARIANTS.map((i) => [i, 0]))
+  const count = (i: Violation['invariant']) => counted.set(i, counted.get(i)! + 1)
+
+  // wrong bytes and limits, from the history
+  const served = new Map<string, number>()
+  for (const op of ctx.history) {
+    if (op.kind !== 'download' || op.status !== 200 || op.fileId === null) continue
+    count('wrong bytes served')
+    if (op.bytesMatched !== true) violations.push({ invariant: 'wrong bytes served', fileId: op.fileId, detail: op.error ?? 'bytes differ', operation: op })
+    served.set(op.fileId, (served.get(op.fileId) ?? 0) + 1)
+  }
+  const now = Date.now()
+  const dead = new Map<string, number>()
+  for (const f of ctx.files.values()) {
+    const { status, body } = await fileJson(ctx.url, f.id)
+    const upload = ctx.history.find((o) => o.kind === 'upload' && o.fileId === f.id)
+    count('acknowledged upload lost')
+    if (status !== 200 || body === null) {
+      violations.push({ invariant: 'acknowledged upload lost', fileId: f.id, detail: `GET /api/files answered ${status}`, operation: upload })
+      continue
+    }
+    if (f.maxDownloads !== null) {
+      count('download limit exceeded')
+      const n = served.get(f.id) ?? 0
+      if (n > f.maxDownloads || body.downloads > f.maxDownloads) {
+        violations.push({ invariant: 'download limit exceeded', fileId: f.id, detail: `${n} full downloads served, ${body.downloads} counted, limit ${f.maxDownloads}` })
+      }
+    }
+    if (f.deletedAt !== undefined) dead.set(f.id, f.deletedAt)
+    else if (f.expiresAt <= now) dead.set(f.id, f.expiresAt)
+    else if (body.status === 'download_limit_reached') dead.set(f.id, now)
+    else if (body.status !== 'active') violations.push({ invariant: 'acknowledged upload lost', fileId: f.id, detail: `status ${body.status}, never deleted nor expired`, operation: upload })
+    else if (f.maxDownloads === null) {
+      const res = await fetch(`${ctx.url}/api/download/${f.id}`, { signal: AbortSignal.timeout(30_000) })
+      const bytes = Buffer.from(await res.arrayBuffer())
+      if (res.status !== 200 || createHash('sha256').update(bytes).digest('hex') !== f.sha256) {
+        violations.push({ invariant: 'acknowledged upload lost', fileId: f.id, detail: `download at the end: ${res.status}, ${bytes.length} bytes`, operation: upload })
+      }
+    }
+  }
+
+  // variants of live images, waited for
+  const images = [...ctx.files.values()].filter((f) => f.image && !dead.has(f.id) && f.expiresAt > now + waitBoundMs)
+  const deadline = Date.now() + waitBoundMs
+  for (const f of images) {
+    count('variants not made')
+    for (;;) {
+      const { body } = await fileJson(ctx.url, f.id)
+      const states = body?.variants.map((v) => v.state) ?? []
+      if (states.length > 0 && states.every((s) => s === 'ready')) break
+      if (Date.now() > deadline) {
+        violations.push({ invariant: 'variants not made', fileId: f.id, detail: `variants ${JSON.stringify(body?.variants ?? null)}` })
+        break
+      }
+      await new Promise((r) => setTimeout(r, 1000))
+    }
+  }
+
+  // dead files: 410 at once, bytes gone from every node within grace + 60 s of death
+  const db = new pg.Client({ connectionString: ctx.databaseUrl })
+  await db.connect()
+  try {
+    const ids = [...dead.keys()]
+    const { rows } = await db.query<{ id: string; key: string }>(
+      `SELECT id, blob_key AS key FROM files WHERE id = ANY($1::text[])
+       UNION ALL SELECT file_id, blob_key FROM variants WHERE file_id = ANY($1::text[]) AND blob_key IS NOT NULL`,
+      [ids],
+    )
+    for (const id of ids) {
+      count('dead file not gone')
+      const res = await fetch(`${ctx.url}/api/download/${id}`, { method: 'HEAD' })
+      if (res.status !== 410) violations.push({ invariant: 'dead file not gone', fileId: id, detail: `HEAD /api/download answered ${res.status}, not 410` })
+    }
+    const lastDeath = Math.max(0, ...dead.values())
+    const bound = lastDeath + ctx.graceMs + 60_000
+    let left: { id: string; key: string; node: string }[] = []
+    for (;;) {
+      left = []
+      for (const node of ctx.nodes) {
+        const keys = await inventory(node, ctx.secret)
+        for (const r of rows) if (keys.has(r.key)) left.push({ ...r, node })
+      }
+      const overdue = left.filter((l) => Date.now() > dead.get(l.id)! + ctx.graceMs + 60_000)
+      if (left.length === 0 || Date.now() > bound) {
+        for (const l of overdue) violations.push({ invariant: 'dead file not gone', fileId: l.id, detail: `blob ${l.key} still on ${l.node}, ${Math.round((Date.now() - dead.get(l.id)!) / 1000)} s after the file died` })
+        break
+      }
+      await new Promise((r) => setTimeout(r, 2000))
+    }
+  } finally {
+    await db.end()
+  }
+  return {
+    checked: INVARIANTS.map((invariant) => ({ invariant, files: counted.get(invariant)!, violations: violations.filter((v) => v.invariant === invariant).length })),
+    violations,
+  }
+}
