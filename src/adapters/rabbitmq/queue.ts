@@ -9,9 +9,12 @@
 // - consume: see consumer.ts. The attempt number travels in the
 //   `x-mayfly-attempt` header of the republished job; deliveries that ended
 //   without an ack (a consumer died) add the broker's x-delivery-count.
+//   Behind that count the broker dead-letters a job delivered more than
+//   BROKER_DELIVERY_LIMIT times without an ack (topology.ts): a consumer
+//   that dies before Mayfly counts cannot loop on one job for ever.
 // - close(): closes both connections at once; jobs still running are not
 //   acked and the broker delivers them again. Stop consumers first to drain.
-import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib'
+import type { ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib'
 import { randomUUID } from 'node:crypto'
 import type { Logger } from '../../log.ts'
 import type { Consumer, DependencyStatus, JobQueue, QueueDepth } from '../../ports.ts'
@@ -20,14 +23,14 @@ import { DEFAULT_MAX_RETRY_DELAY_MS } from '../../core/jobs.ts'
 import { redactUrl } from '../redact-url.ts'
 import { superviseConnection } from './connection.ts'
 import { ATTEMPT_HEADER, startConsumer, type RunningConsumer } from './consumer.ts'
-import { assertTopology, retryQueues, topicQueues, type TopicQueues } from './topology.ts'
+import { assertTopology, legacyPolicyCommand, onChannel, retryQueues, topicQueues, type TopicQueues } from './topology.ts'
 
 export interface RabbitQueueOptions {
   /** amqp://user:pass@host:port/vhost, or several (brokers of one cluster, tried in turn) */
   url: string | string[]
   /** prefix of every queue name */
   namespace: string
-  /** attempts before a failing job is dead-lettered */
+  /** attempts before a failing job is dead-lettered (one whose consumer dies every time: also at most BROKER_DELIVERY_LIMIT + 1 deliveries) */
   maxAttempts: number
   /** wait after the first failure, doubled after every further one */
   retryDelayMs: number
@@ -76,14 +79,28 @@ export function createRabbitQueue(opts: RabbitQueueOptions): JobQueue {
     return topicQueues(opts.namespace, topic, policy)
   }
 
-  // Topology is declared once per topic and connection.
+  // Topology is declared once per topic and connection. A main queue an
+  // older Mayfly declared without the delivery limit is used as it is, with
+  // one warning per process that says how to add the limit in place.
   const declared = new WeakMap<ChannelModel, Map<string, Promise<void>>>()
+  const withoutDeliveryLimit = new Set<string>()
   function ensureTopology(conn: ChannelModel, topic: string): Promise<void> {
     let perConn = declared.get(conn)
     if (!perConn) declared.set(conn, (perConn = new Map()))
     let p = perConn.get(topic)
     if (!p) {
-      p = withChannel(conn, (ch) => assertTopology(ch, queuesOf(topic)))
+      const q = queuesOf(topic)
+      p = assertTopology(conn, q).then(({ mainRefused }) => {
+        if (mainRefused === null) {
+          withoutDeliveryLimit.delete(q.main)
+        } else if (!withoutDeliveryLimit.has(q.main)) {
+          withoutDeliveryLimit.add(q.main)
+          log.warn(
+            { queue: q.main, refused: mainRefused, policy: legacyPolicyCommand(q) },
+            'job queue declared by an older Mayfly: used as it is, without the broker\'s delivery limit (Mayfly still dead-letters after maxAttempts); the policy adds the limit in place, or delete the queue once empty',
+          )
+        }
+      })
       perConn.set(topic, p)
       p.catch(() => perConn.delete(topic))
     }
@@ -200,7 +217,7 @@ export function createRabbitQueue(opts: RabbitQueueOptions): JobQueue {
       try {
         const conn = await pub.get(pub.isDown() ? 0 : 2000)
         for (const topic of topics) await ensureTopology(conn, topic)
-        return await withChannel(conn, async (ch) => {
+        return await onChannel(conn, async (ch) => {
           const out: QueueDepth[] = []
           for (const topic of topics) {
             const q = queuesOf(topic)
@@ -232,6 +249,7 @@ export function createRabbitQueue(opts: RabbitQueueOptions): JobQueue {
         consumers: [...consumers.values()].reduce((n, s) => n + s.size, 0),
         consumerConnection: sub.current() ? 'open' : 'down',
       }
+      if (withoutDeliveryLimit.size > 0) detail.withoutDeliveryLimit = [...withoutDeliveryLimit]
       try {
         const conn = await pub.get(pub.isDown() ? 0 : 1000)
         const server = conn.connection.serverProperties
@@ -265,17 +283,6 @@ function confirmed(ch: ConfirmChannel, queue: string, content: Buffer, props: ob
       reject(err instanceof Error ? err : new Error(String(err)))
     }
   })
-}
-
-/** Runs `fn` on a short-lived channel; a failing check (404) closes only this channel. */
-async function withChannel<T>(conn: ChannelModel, fn: (ch: Channel) => Promise<T>): Promise<T> {
-  const ch = await conn.createChannel()
-  ch.on('error', () => {}) // the rejected call reports it
-  try {
-    return await fn(ch)
-  } finally {
-    await ch.close().catch(() => {})
-  }
 }
 
 function errorText(err: unknown): string {
