@@ -10,7 +10,8 @@
 //     plus 60 s of its death
 //   - every image's variants made
 import { createHash } from 'node:crypto'
-import pg from 'pg'
+import { createPostgresMetadataStore } from '../../src/adapters/postgres/metadata.ts'
+import { createLogger } from '../../src/log.ts'
 import type { AckedFile, Operation } from './load.ts'
 
 export interface Violation {
@@ -125,15 +126,16 @@ export async function check(ctx: CheckContext, waitBoundMs: number): Promise<Ver
   }
 
   // dead files: 410 at once, bytes gone from every node within grace + 60 s of death
-  const db = new pg.Client({ connectionString: ctx.databaseUrl })
-  await db.connect()
+  // the blobs of the dead files and of their variants, as the metadata store records them
+  const metadata = await createPostgresMetadataStore({ url: ctx.databaseUrl, log: createLogger('silent') })
   try {
     const ids = [...dead.keys()]
-    const { rows } = await db.query<{ id: string; key: string }>(
-      `SELECT id, blob_key AS key FROM files WHERE id = ANY($1::text[])
-       UNION ALL SELECT file_id, blob_key FROM variants WHERE file_id = ANY($1::text[]) AND blob_key IS NOT NULL`,
-      [ids],
-    )
+    const rows: { id: string; key: string }[] = []
+    for (const id of ids) {
+      const file = await metadata.getFile(id)
+      if (file !== null) rows.push({ id, key: file.blobKey })
+      for (const v of await metadata.listVariants(id)) if (v.blob !== null) rows.push({ id, key: v.blob.key })
+    }
     for (const id of ids) {
       count('dead file not gone')
       const res = await fetch(`${ctx.url}/api/download/${id}`, { method: 'HEAD' })
@@ -141,22 +143,22 @@ export async function check(ctx: CheckContext, waitBoundMs: number): Promise<Ver
     }
     const lastDeath = Math.max(0, ...dead.values())
     const bound = lastDeath + ctx.graceMs + 60_000
-    let left: { id: string; key: string; node: string }[] = []
     for (;;) {
-      left = []
+      const left: { id: string; key: string; node: string }[] = []
       for (const node of ctx.nodes) {
         const keys = await inventory(node, ctx.secret)
         for (const r of rows) if (keys.has(r.key)) left.push({ ...r, node })
       }
-      const overdue = left.filter((l) => Date.now() > dead.get(l.id)! + ctx.graceMs + 60_000)
       if (left.length === 0 || Date.now() > bound) {
-        for (const l of overdue) violations.push({ invariant: 'dead file not gone', fileId: l.id, detail: `blob ${l.key} still on ${l.node}, ${Math.round((Date.now() - dead.get(l.id)!) / 1000)} s after the file died` })
+        for (const l of left.filter((x) => Date.now() > dead.get(x.id)! + ctx.graceMs + 60_000)) {
+          violations.push({ invariant: 'dead file not gone', fileId: l.id, detail: `blob ${l.key} still on ${l.node}, ${Math.round((Date.now() - dead.get(l.id)!) / 1000)} s after the file died` })
+        }
         break
       }
       await new Promise((r) => setTimeout(r, 2000))
     }
   } finally {
-    await db.end()
+    await metadata.close()
   }
   return {
     checked: INVARIANTS.map((invariant) => ({ invariant, files: counted.get(invariant)!, violations: violations.filter((v) => v.invariant === invariant).length })),

@@ -1,19 +1,23 @@
 // HAProxy in front of several gateways (issue 10): one address for users and
-// for the storage nodes' announcements (MAYFLY_CONTROL_URL). A gateway takes
-// users' requests while its /ready answers 200 (checked every 500 ms, out
-// after two failures); one marked down loses its sessions at once, so no
-// client waits on a dead gateway's connections. When no gateway is ready
-// (the metadata store is failing over, which every gateway sees at once),
-// users' requests go to the gateways that are alive (/health) instead of
-// being refused here: a gateway makes them wait for the new primary (DESIGN
-// §5.7) and serves what it can meanwhile. The nodes' own calls (/internal/)
-// always go to every live gateway: a gateway is not ready until enough nodes
-// announced themselves, and they announce through here. A request whose connection to a
-// gateway failed, or that got no answer at all, is sent to another gateway:
-// requests are sent again only while nothing of an answer has reached the
-// client (HAProxy keeps the request to replay it), so an upload is never
-// cut in two. A gateway killed mid-answer fails only the requests it was
-// answering; their clients retry.
+// for the storage nodes' announcements (MAYFLY_CONTROL_URL).
+// - Users' requests go to gateways whose /ready answers 200 (checked every
+//   500 ms, out after two failures). A gateway taken out so goes on with the
+//   requests it has: they may be waiting for the store, which is why it is
+//   not ready.
+// - When no gateway is ready (a metadata failover, which every gateway sees
+//   at once), users' requests go to the gateways that are alive (/health)
+//   instead of being refused here: a gateway makes them wait for the new
+//   primary (DESIGN §5.7) and serves what it can meanwhile.
+// - The nodes' own calls (/internal/) go to every live gateway: a gateway is
+//   not ready until enough nodes announced themselves, and they announce
+//   through here.
+// - A gateway whose /health fails (dead or frozen) loses its sessions at
+//   once, so no client waits on it.
+// - A request whose connection to a gateway failed, or that got no answer at
+//   all, is sent to another gateway, only while nothing of an answer reached
+//   the client (HAProxy keeps the request to replay it), so an upload is
+//   never cut in two. A gateway killed mid-answer fails only the requests it
+//   was answering; their clients retry.
 
 export interface GatewayBalancer {
   /** where users and storage nodes reach the gateways */
@@ -48,7 +52,7 @@ backend ready
   balance leastconn
   option httpchk GET /ready
   http-check expect status 200
-  default-server inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions
+  default-server inter 500ms fall 2 rise 2
 ${servers}
 backend live
   balance leastconn
