@@ -12,12 +12,13 @@ import { randomUUID } from 'node:crypto'
 import { Writable } from 'node:stream'
 import { test } from 'node:test'
 import { promisify } from 'node:util'
-import { connect, type ChannelModel } from 'amqplib'
+import { connect } from 'amqplib'
 import { pino } from 'pino'
 import { createRabbitQueue } from '../../src/adapters/rabbitmq/queue.ts'
-import { BROKER_DELIVERY_LIMIT, legacyPolicy, legacyPolicyCommand, topicQueues, type TopicQueues } from '../../src/adapters/rabbitmq/topology.ts'
+import { BROKER_DELIVERY_LIMIT, legacyPolicy, legacyPolicyCommand, topicQueues } from '../../src/adapters/rabbitmq/topology.ts'
 import { DEFAULT_MAX_RETRY_DELAY_MS } from '../../src/core/jobs.ts'
 import { createLogger } from '../../src/log.ts'
+import { dieOnEveryDelivery } from '../helpers/dying-consumer.ts'
 import { deleteTopicQueues } from '../helpers/rabbit.ts'
 import { waitFor } from '../helpers/wait.ts'
 
@@ -38,29 +39,6 @@ async function setup(t: { after: (fn: () => Promise<void>) => void }) {
   })
   const q = topicQueues(ns, TOPIC, { ...policy, maxRetryDelayMs: DEFAULT_MAX_RETRY_DELAY_MS })
   return { ns, q, conn, cleanups }
-}
-
-/**
- * Takes the job from the main queue on a fresh channel each time and closes
- * the channel without an ack (a consumer that dies as the job arrives), until
- * the job is in the dead-letter queue; each delivery's x-delivery-count.
- */
-async function dieOnEveryDelivery(conn: ChannelModel, q: TopicQueues): Promise<number[]> {
-  const counts: number[] = []
-  const check = await conn.createChannel()
-  for (let i = 0; i < BROKER_DELIVERY_LIMIT + 5; i++) {
-    const ch = await conn.createChannel()
-    const msg = await waitFor('the job delivered again, or dead-lettered', async () => {
-      const m = await ch.get(q.main, { noAck: false })
-      if (m) return m
-      return (await check.checkQueue(q.dead)).messageCount > 0 ? null : undefined
-    }, 5000, 10)
-    await ch.close()
-    if (msg === null) break
-    counts.push(Number(msg.properties.headers?.['x-delivery-count'] ?? 0))
-  }
-  await check.close()
-  return counts
 }
 
 async function queueArguments(name: string): Promise<Record<string, unknown>> {

@@ -1,6 +1,10 @@
 // One AMQP connection kept open: reconnects with a steady delay (not
 // amqplib's exponential backoff, which idles for seconds after the broker is
-// back) and rotates through the given urls (brokers of a cluster).
+// back) and rotates through the given urls (brokers of a cluster). A lost
+// connection to one broker of several is replaced at once by one to the
+// next (the others are most likely up: waiting first only lengthens the
+// pause of a failover); the delay comes after a whole round of brokers
+// refused, or when a connection did not even last that long.
 import { connect, type ChannelModel } from 'amqplib'
 import type { Logger } from '../../log.ts'
 import { Unavailable } from '../../core/errors.ts'
@@ -40,6 +44,7 @@ export function superviseConnection(opts: ConnectionOptions): SupervisedConnecti
   let recycled = false
 
   async function loop(): Promise<void> {
+    let refused = 0 // brokers that refused since the last connection
     while (!closed) {
       const url = opts.urls[next++ % opts.urls.length]!
       let c: ChannelModel
@@ -51,9 +56,11 @@ export function superviseConnection(opts: ConnectionOptions): SupervisedConnecti
       } catch (err) {
         if (!down) log.warn({ err }, 'rabbitmq unreachable, retrying')
         down = true
-        await pauses.sleep(opts.reconnectDelayMs)
+        if (++refused % opts.urls.length === 0) await pauses.sleep(opts.reconnectDelayMs)
         continue
       }
+      refused = 0
+      const connectedAt = Date.now()
       if (closed) {
         await c.close().catch(() => {})
         return
@@ -77,7 +84,7 @@ export function superviseConnection(opts: ConnectionOptions): SupervisedConnecti
       }
       log.warn({ err }, 'rabbitmq connection lost, reconnecting')
       down = true
-      await pauses.sleep(opts.reconnectDelayMs)
+      if (opts.urls.length === 1 || Date.now() - connectedAt < opts.reconnectDelayMs) await pauses.sleep(opts.reconnectDelayMs)
     }
   }
   const running = loop()
