@@ -1,20 +1,27 @@
-// Docker packaging (Dockerfile, .dockerignore, docker-compose.yml,
-// docker/patroni/), checked without a Docker engine (DESIGN §8):
-// docker-compose parses and interpolates the compose file, the CLI says
-// whether each service's command exists, the app's own config schema judges
-// each service's environment, the Dockerfile's health check script runs
-// against a local HTTP server, and Patroni's own config loader reads each
-// member's baked config with that member's environment.
+// Docker packaging (Dockerfile, .dockerignore, docker-compose.yml, docker/),
+// checked without a Docker engine (DESIGN §8): docker-compose parses and
+// interpolates the compose file, the CLI says whether each service's command
+// exists, the app's own config schema judges each service's environment, the
+// Dockerfile's health check script runs against a local HTTP server,
+// Patroni's own config loader reads each member's baked config with that
+// member's environment, HAProxy checks both of its configs, and the
+// gateways' one is held to what `mayfly lab` runs (gatewayBalancerConfig).
+// The compose file has the lab's topology (issue 10): two gateways behind
+// HAProxy, three storage nodes in zones a, b, c, two workers, two
+// replication managers, Redis with three Sentinels, etcd with three Patroni
+// members, and three RabbitMQ brokers in one cluster.
 import { after, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { accessSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join, matchesGlob } from 'node:path'
 import { loadConfig } from '../../src/config.ts'
 import { splitPostgresUrl } from '../../src/adapters/postgres/hosts.ts'
+import { gatewayBalancerConfig } from '../../src/cli/lab/gateway-balancer.ts'
+import { COMPOSE_GATEWAYS, composeGatewayBalancerConfig, COMPOSE_LISTEN } from '../../docker/gateway-balancer/generate.ts'
 
 const ROOT = join(import.meta.dirname, '../..')
 const NODE = join(ROOT, 'node_modules/.bin/node')
@@ -22,14 +29,21 @@ const SECRET = 'docker-test-secret-0123456789'
 const IMAGE = 'mayfly:local'
 const REDIS = ['redis-1', 'redis-2', 'redis-3']
 const SENTINELS = ['sentinel-1', 'sentinel-2', 'sentinel-3']
-/** the Patroni members; etcd and HAProxy run from their image too */
+/** the Patroni members; etcd and both HAProxies run from their image too */
 const MEMBERS = ['pg1', 'pg2', 'pg3']
-const PG_TIER = ['etcd', ...MEMBERS, 'haproxy']
+const PG_HAPROXY = 'pg-haproxy'
+const PG_TIER = ['etcd', ...MEMBERS, PG_HAPROXY]
 const PG_IMAGE = 'mayfly-patroni:local'
-const INFRA = [...PG_TIER, ...REDIS, ...SENTINELS, 'rabbitmq']
+const BROKERS = ['rabbitmq-1', 'rabbitmq-2', 'rabbitmq-3']
+const INFRA = [...PG_TIER, ...REDIS, ...SENTINELS, ...BROKERS]
 /** what Mayfly's processes wait for: they reach Redis through the Sentinels, PostgreSQL at its members */
-const DEPENDENCIES = [...MEMBERS, ...SENTINELS, 'rabbitmq']
+const DEPENDENCIES = [...MEMBERS, ...SENTINELS, ...BROKERS]
+const GATEWAYS = ['gateway-1', 'gateway-2']
+/** the gateways' HAProxy: the cluster's one address, as in the lab */
+const BALANCER = 'gateway-balancer'
 const NODES = ['storage-node1', 'storage-node2', 'storage-node3']
+/** the Mayfly services that reach the infrastructure */
+const INFRA_CLIENTS = [...GATEWAYS, 'worker', 'replicator']
 const INFRA_URLS = ['MAYFLY_DATABASE_URL', 'MAYFLY_DATABASE_READ_URLS', 'MAYFLY_REDIS_URL', 'MAYFLY_REDIS_SENTINELS', 'MAYFLY_AMQP_URL']
 
 interface Run { code: number | null; stdout: string; stderr: string }
@@ -77,6 +91,7 @@ function compose(bin: string, args: string[], env: Record<string, string>): Prom
 interface Service {
   image?: string
   build?: unknown
+  entrypoint?: string | string[]
   command?: string | string[]
   environment?: Record<string, string | number | null>
   ports?: (string | { host_ip?: string; published?: number | string; target?: number | string })[]
@@ -85,22 +100,27 @@ interface Service {
   healthcheck?: { test?: string | string[]; disable?: boolean }
   deploy?: { replicas?: number }
   hostname?: string
+  networks?: Record<string, { ipv4_address?: string } | null> | string[]
 }
-interface ComposeFile { services: Record<string, Service>; volumes?: Record<string, unknown> }
+interface ComposeFile {
+  services: Record<string, Service>
+  volumes?: Record<string, unknown>
+  networks?: Record<string, { ipam?: { config?: { subnet?: string; ip_range?: string }[] } } | null>
+}
 
 /**
  * The fully interpolated configuration as an object. docker-compose v2 prints
  * JSON itself; 1.29 (Debian's) prints only YAML, so the Python that runs it
  * (which has PyYAML, its own dependency) turns that into JSON.
  */
-async function resolvedCompose(bin: string): Promise<ComposeFile> {
+async function resolvedCompose(bin: string, env: Record<string, string> = {}): Promise<ComposeFile> {
   const python = pythonOf(bin)
   if (python === undefined) {
-    const out = await compose(bin, ['config', '--format', 'json'], { MAYFLY_CLUSTER_SECRET: SECRET })
+    const out = await compose(bin, ['config', '--format', 'json'], { MAYFLY_CLUSTER_SECRET: SECRET, ...env })
     assert.equal(out.code, 0, out.stderr)
     return JSON.parse(out.stdout) as ComposeFile
   }
-  const out = await compose(bin, ['config'], { MAYFLY_CLUSTER_SECRET: SECRET })
+  const out = await compose(bin, ['config'], { MAYFLY_CLUSTER_SECRET: SECRET, ...env })
   assert.equal(out.code, 0, `docker-compose config failed:\n${out.stderr}`)
   const json = await run(python, ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: out.stdout })
   assert.equal(json.code, 0, json.stderr)
@@ -128,14 +148,25 @@ function publishedPorts(service: Service): string[] {
     typeof p === 'string' ? p.replace(/\/tcp$/, '') : `${p.host_ip === undefined ? '' : `${p.host_ip}:`}${p.published}:${p.target}`)
 }
 
+/** [source, mount point] of each volume, named or bind-mounted */
+function mountsOf(service: Service): [string, string][] {
+  return (service.volumes ?? []).flatMap((v) => {
+    const [source, target] = typeof v === 'string' ? v.split(':') : [v.source, v.target]
+    return source !== undefined && target !== undefined ? [[source, target] as [string, string]] : []
+  })
+}
+
 /** named volume -> mount point */
 function namedVolumes(service: Service): Map<string, string> {
-  const mounts = new Map<string, string>()
-  for (const v of service.volumes ?? []) {
-    const [source, target] = typeof v === 'string' ? v.split(':') : [v.source, v.target]
-    if (source !== undefined && target !== undefined && !source.startsWith('/') && !source.startsWith('.')) mounts.set(source, target)
-  }
-  return mounts
+  return new Map(mountsOf(service).filter(([source]) => !source.startsWith('/') && !source.startsWith('.')))
+}
+
+/** the file of this repository bind-mounted at `target` (docker-compose config prints absolute paths) */
+function boundFile(service: Service, target: string): string {
+  const source = mountsOf(service).find(([, t]) => t === target)?.[0]
+  assert.ok(source !== undefined && source.startsWith(`${ROOT}/`), `a file of this repository is mounted at ${target}`)
+  assert.ok(existsSync(source), `${source} exists`)
+  return source
 }
 
 // ---------------------------------------------------------------- Dockerfile
@@ -386,6 +417,84 @@ function haproxySections(text: string): HaproxySection[] {
   return sections
 }
 
+/** the port of HAProxy's one `frontend` */
+function frontendPort(sections: HaproxySection[]): string {
+  const fronts = sections.filter((sec) => sec.head.startsWith('frontend '))
+  assert.equal(fronts.length, 1, 'one frontend')
+  const port = fronts[0]!.lines.map((l) => /^bind \S*:(\d+)$/.exec(l)?.[1]).find((p) => p !== undefined)
+  assert.ok(port !== undefined, 'the frontend binds a port')
+  return port
+}
+
+/** `haproxy -c`: HAProxy itself accepts the file (names that do not resolve here are allowed by init-addr) */
+async function assertHaproxyAccepts(file: string): Promise<void> {
+  const bin = ['/usr/sbin/haproxy', ...(process.env.PATH ?? '').split(delimiter).map((d) => join(d, 'haproxy'))].find((b) => existsSync(b))
+  if (bin === undefined) assert.fail('haproxy is not installed: run `sh scripts/install-system-deps.sh`')
+  const out = await run(bin, ['-c', '-f', file])
+  assert.equal(out.code, 0, `haproxy -c -f ${file}:\n${out.stderr}`)
+}
+
+/** an IPv4 address as a number */
+function ipv4(address: string): number {
+  const parts = address.split('.').map(Number)
+  assert.ok(parts.length === 4 && parts.every((n) => Number.isInteger(n) && n >= 0 && n <= 255), `${address} is an IPv4 address`)
+  return parts.reduce((a, n) => a * 256 + n, 0)
+}
+
+function inSubnet(address: string, cidr: string): boolean {
+  const [base, bits] = cidr.split('/')
+  const size = 2 ** (32 - Number(bits))
+  return Math.floor(ipv4(address) / size) === Math.floor(ipv4(base ?? '') / size)
+}
+
+/** RabbitMQ's rabbitmq.conf (sysctl format): key = value lines */
+function rabbitmqConf(text: string): Map<string, string> {
+  const settings = new Map<string, string>()
+  for (const line of text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'))) {
+    const m = /^([\w.]+)\s*=\s*(.*)$/.exec(line)
+    assert.ok(m !== null, `a key = value line: ${line}`)
+    settings.set(m[1]!, m[2]!)
+  }
+  return settings
+}
+
+/**
+ * A service's start script, as its container runs it: the entrypoint `sh -c`
+ * and ONE argument (compose splits a string command into words, and sh -c
+ * would run only the first), with compose's `$$` unescaped to `$`.
+ */
+function startScript(name: string, service: Service): string {
+  assert.deepEqual(service.entrypoint, ['sh', '-c'], `${name} runs its script with sh -c`)
+  assert.ok(Array.isArray(service.command) && service.command.length === 1,
+    `${name}: the script is a list of one string (a string command is split into words, and sh -c would run only the first)`)
+  return service.command[0]!.replaceAll('$$', '$')
+}
+
+/**
+ * Runs a start script in a scratch directory: `mount` (a volume's mount
+ * point in the container) moved to DIR/mount, and stand-ins on PATH for the
+ * programs it runs, each recording its arguments in DIR/<program>.args.
+ * `stubs` gives a stand-in's own shell body instead.
+ */
+async function runStartScript(script: string, mount: string, env: Record<string, string>, programs: string[], stubs: Record<string, string> = {}): Promise<{ dir: string; data: string; args: (program: string) => string[] | undefined }> {
+  const dir = mkdtempSync(join(scratch, 'start-'))
+  const bin = join(dir, 'bin')
+  const data = join(dir, 'mount')
+  mkdirSync(bin)
+  mkdirSync(data)
+  for (const program of programs) {
+    const body = stubs[program] ?? `for a in "$@"; do printf '%s\\n' "$a"; done > "${dir}/${program}.args"`
+    writeFileSync(join(bin, program), `#!/bin/sh\n${body}\n`, { mode: 0o755 })
+  }
+  const out = await run('sh', ['-c', script.replaceAll(`${mount}/`, `${data}/`)], { env: { PATH: `${bin}${delimiter}/usr/bin${delimiter}/bin`, ...env } })
+  assert.equal(out.code, 0, `the start script failed:\n${out.stderr}`)
+  const args = (program: string) => {
+    const file = join(dir, `${program}.args`)
+    return existsSync(file) ? readFileSync(file, 'utf8').split('\n').slice(0, -1) : undefined
+  }
+  return { dir, data, args }
+}
+
 describe('docker-compose.yml', () => {
   let bin: string
   let file: ComposeFile
@@ -429,21 +538,37 @@ describe('docker-compose.yml', () => {
     return advertised.port
   }
 
-  test('parses, with the production topology: gateway, three storage nodes, workers, replicators, etcd with three Patroni members and HAProxy, Redis with three Sentinels, RabbitMQ', async () => {
+  /** the group a Sentinel monitors, from the config its start script writes */
+  const monitoredGroup = (sentinel: string) => {
+    const m = /"sentinel monitor (\S+) (\S+) (\d+) (\d+)"/.exec(startScript(sentinel, services[sentinel]!))
+    assert.ok(m !== null, `${sentinel} monitors a group`)
+    return { name: m[1]!, host: m[2]!, port: m[3]!, quorum: Number(m[4]) }
+  }
+
+  /** the gateways' HAProxy config, the repository's file its command names */
+  const balancerFile = () => {
+    const command = commandOf(services[BALANCER]!)
+    assert.equal(command[0], 'haproxy')
+    return boundFile(services[BALANCER]!, flag(command, '-f') ?? '')
+  }
+  const balancerSections = () => haproxySections(readFileSync(balancerFile(), 'utf8'))
+
+  test("parses, with the lab's topology: two gateways behind HAProxy, three storage nodes, two workers, two replicators, etcd with three Patroni members and HAProxy, Redis with three Sentinels, three RabbitMQ brokers", async () => {
     await load()
-    assert.deepEqual(Object.keys(services).sort(), ['gateway', ...INFRA, ...NODES, 'replicator', 'worker'].sort())
-    assert.deepEqual(mayfly.map(([name]) => name).sort(), ['gateway', ...NODES, 'replicator', 'worker'].sort())
+    assert.deepEqual(Object.keys(services).sort(), [BALANCER, ...GATEWAYS, ...INFRA, ...NODES, 'replicator', 'worker'].sort())
+    assert.deepEqual(mayfly.map(([name]) => name).sort(), [...GATEWAYS, ...NODES, 'replicator', 'worker'].sort())
     for (const [name, s] of mayfly) assert.ok(s.build !== undefined, `${name} builds the image from this repository`)
-    for (const name of PG_TIER) {
+    for (const name of [...PG_TIER, BALANCER]) {
       const { image, build } = services[name]!
       assert.equal(image, PG_IMAGE, `${name} runs the PostgreSQL tier's image`)
       const context = typeof build === 'string' ? build : (build as { context?: string } | undefined)?.context
       assert.equal(context, join(ROOT, PG_CONTEXT), `${name} builds it from ${PG_CONTEXT}`)
     }
-    assert.ok(publishedPorts(services.haproxy!).includes('127.0.0.1:5432:5432'), "HAProxy is published on the host's loopback :5432, for operators")
-    assert.ok(publishedPorts(services.gateway!).some((p) => p.endsWith('5000:5000')), 'the gateway is published on :5000')
-    assert.ok((services.worker!.deploy?.replicas ?? 1) >= 2, 'two workers')
-    assert.ok((services.replicator!.deploy?.replicas ?? 1) >= 2, 'a replication manager and a standby')
+    assert.ok(publishedPorts(services[PG_HAPROXY]!).includes('127.0.0.1:5432:5432'), "HAProxy is published on the host's loopback :5432, for operators")
+    assert.ok(publishedPorts(services[BALANCER]!).includes('5000:5000'), "the gateways' HAProxy is published on :5000")
+    for (const name of GATEWAYS) assert.deepEqual(publishedPorts(services[name]!), [], `${name} is reached through the balancer only`)
+    assert.equal(services.worker!.deploy?.replicas, 2, 'two workers')
+    assert.equal(services.replicator!.deploy?.replicas, 2, 'a replication manager and a standby')
   })
 
   test('will not start without a cluster secret, and says how to set it', async () => {
@@ -472,9 +597,9 @@ describe('docker-compose.yml', () => {
     }
   })
 
-  test('storage nodes: own port, zone and volume, reachable at their service name, announcing to the gateway, no infrastructure credentials', async () => {
+  test("storage nodes: own port, zone and volume, reachable at their service name, announcing to the gateways' HAProxy, no infrastructure credentials", async () => {
     await load()
-    const gatewayPort = envOf(services.gateway!).MAYFLY_PORT ?? '5000'
+    const balancerPort = frontendPort(balancerSections())
     const zones = new Set<string>()
     const volumes = new Set<string>()
     for (const name of NODES) {
@@ -483,7 +608,7 @@ describe('docker-compose.yml', () => {
       assert.deepEqual(commandOf(s), ['storage-node'], name)
       assert.ok(env.MAYFLY_PORT !== undefined, `${name} sets MAYFLY_PORT (the image's health check reads it)`)
       assert.equal(env.MAYFLY_ADVERTISE_URL, `http://${name}:${env.MAYFLY_PORT}`, `${name} advertises the url others reach it by`)
-      assert.equal(env.MAYFLY_CONTROL_URL, `http://gateway:${gatewayPort}`, `${name} announces itself to the gateway`)
+      assert.equal(env.MAYFLY_CONTROL_URL, `http://${BALANCER}:${balancerPort}`, `${name} announces itself and heartbeats to the gateways' HAProxy, as in the lab`)
       for (const key of INFRA_URLS) assert.equal(env[key], undefined, `${name} holds no ${key} (DESIGN §1)`)
       zones.add(env.MAYFLY_ZONE ?? 'default')
       const mounts = [...namedVolumes(s)].filter(([, target]) => target === '/data').map(([source]) => source)
@@ -495,9 +620,11 @@ describe('docker-compose.yml', () => {
     assert.equal(volumes.size, NODES.length, 'no two nodes share a volume')
   })
 
-  test('gateway, workers and replicators reach every Patroni member, Redis and RabbitMQ with their credentials, once those are healthy', async () => {
+  test('gateways, workers and replicators reach every Patroni member, the Sentinels and every RabbitMQ broker with their credentials, once those are healthy', async () => {
     await load()
-    const mq = envOf(services.rabbitmq!)
+    const brokerUsers = new Set(BROKERS.map((b) => `${envOf(services[b]!).RABBITMQ_DEFAULT_USER}:${envOf(services[b]!).RABBITMQ_DEFAULT_PASS}`))
+    assert.equal(brokerUsers.size, 1, 'every broker has the same default user: any of them may form the cluster')
+    const mq = envOf(services[BROKERS[0]!]!)
     // the role, database and password that post-init.sh creates on the member that bootstraps the cluster
     const postInit = (await memberConfig(MEMBERS[0]!)).bootstrap?.post_init?.split(/\s+/) ?? []
     const script = readFileSync(copiedTo(pgInstructions, PG_CONTEXT, postInit.at(-1) ?? ''), 'utf8')
@@ -512,7 +639,7 @@ describe('docker-compose.yml', () => {
     const password = [...passwords][0]
     assert.ok(password !== undefined && password !== '', `${passwordVar} is set`)
     const addresses = await Promise.all(MEMBERS.map(async (m) => `${m}:${await portOf(m, 'postgresql')}`))
-    for (const name of ['gateway', 'worker', 'replicator']) {
+    for (const name of INFRA_CLIENTS) {
       const s = services[name]!
       const env = envOf(s)
       const members = splitPostgresUrl(env.MAYFLY_DATABASE_URL ?? '').map((u) => new URL(u))
@@ -524,11 +651,15 @@ describe('docker-compose.yml', () => {
       }
       assert.equal(env.MAYFLY_REDIS_URL, undefined, `${name}: no single Redis url`)
       assert.deepEqual(env.MAYFLY_REDIS_SENTINELS?.split(','), SENTINELS.map((h) => `${h}:26379`), `${name}: every Sentinel`)
-      assert.equal(env.MAYFLY_REDIS_MASTER_NAME, 'mayfly')
-      const amqp = new URL(env.MAYFLY_AMQP_URL ?? '')
-      assert.equal(amqp.hostname, 'rabbitmq', `${name}: MAYFLY_AMQP_URL`)
-      assert.equal(decodeURIComponent(amqp.username), mq.RABBITMQ_DEFAULT_USER, 'not guest: RabbitMQ refuses guest from other hosts')
-      assert.equal(decodeURIComponent(amqp.password), mq.RABBITMQ_DEFAULT_PASS)
+      for (const sentinel of SENTINELS) assert.equal(env.MAYFLY_REDIS_MASTER_NAME, monitoredGroup(sentinel).name, `${name}: MAYFLY_REDIS_MASTER_NAME is the group ${sentinel} monitors`)
+      // DESIGN §6: the brokers of one cluster, comma-separated
+      const brokers = (env.MAYFLY_AMQP_URL ?? '').split(',').map((u) => new URL(u.trim()))
+      assert.deepEqual(brokers.map((u) => `${u.hostname}:${u.port || '5672'}`), BROKERS.map((b) => `${b}:5672`), `${name}: MAYFLY_AMQP_URL names the three brokers`)
+      for (const amqp of brokers) {
+        assert.equal(amqp.protocol, 'amqp:')
+        assert.equal(decodeURIComponent(amqp.username), mq.RABBITMQ_DEFAULT_USER, 'not guest: RabbitMQ refuses guest from other hosts')
+        assert.equal(decodeURIComponent(amqp.password), mq.RABBITMQ_DEFAULT_PASS)
+      }
       const deps = s.depends_on
       assert.ok(deps !== undefined && !Array.isArray(deps), `${name} waits for its dependencies`)
       for (const dep of DEPENDENCIES) assert.equal(deps[dep]?.condition, 'service_healthy', `${name} waits for ${dep} to be healthy`)
@@ -584,12 +715,14 @@ describe('docker-compose.yml', () => {
     for (const name of MEMBERS) assert.equal((services[name]!.depends_on as Record<string, { condition?: string }> | undefined)?.etcd?.condition, 'service_healthy', `${name} starts once etcd answers`)
   })
 
-  test('HAProxy: each member is in only while its Patroni REST port answers GET /primary with 200, checked every second, its sessions cut when it goes out', async () => {
+  test("PostgreSQL's HAProxy: each member is in only while its Patroni REST port answers GET /primary with 200, checked every second, its sessions cut when it goes out; HAProxy accepts the file", async () => {
     await load()
-    const command = commandOf(services.haproxy!)
+    const command = commandOf(services[PG_HAPROXY]!)
     assert.equal(command[0], 'haproxy')
-    const sections = haproxySections(readFileSync(copiedTo(pgInstructions, PG_CONTEXT, flag(command, '-f') ?? ''), 'utf8'))
-    const published = (publishedPorts(services.haproxy!).find((p) => p.startsWith('127.0.0.1:5432:')) ?? assert.fail('published on 127.0.0.1:5432')).split(':').at(-1)
+    const cfg = copiedTo(pgInstructions, PG_CONTEXT, flag(command, '-f') ?? '')
+    await assertHaproxyAccepts(cfg)
+    const sections = haproxySections(readFileSync(cfg, 'utf8'))
+    const published = (publishedPorts(services[PG_HAPROXY]!).find((p) => p.startsWith('127.0.0.1:5432:')) ?? assert.fail('published on 127.0.0.1:5432')).split(':').at(-1)
     const front = sections.find((sec) => sec.lines.some((l) => new RegExp(`^bind \\S*:${published}$`).test(l)))
     assert.ok(front !== undefined, `a section binds :${published}`)
     const [kind, proxy] = front.head.split(/\s+/)
@@ -612,31 +745,181 @@ describe('docker-compose.yml', () => {
     assert.ok(monitor?.lines.includes(`monitor fail if { nbsrv(${proxy}) lt 1 }`), 'its monitor page fails while no member is in')
   })
 
-  test('Redis: a master and two replicas without persistence, three Sentinels monitoring them with a quorum of 2', async () => {
+  test('Redis: a master and two replicas without persistence; a node that starts joins the master the Sentinels name, redis-1 is the master only when none answers', async () => {
     await load()
-    for (const name of REDIS) {
-      const script = commandOf(services[name]!).join(' ')
-      assert.match(script, /exec redis-server --save "" --appendonly no/, `${name} runs redis-server, keeping nothing`)
-      // a node that starts joins the master the Sentinels name, never comes back as an empty master
-      assert.match(script, /SENTINEL get-master-addr-by-name mayfly/, `${name} asks the Sentinels first`)
-      assert.match(script, /--replicaof/, name)
-      assert.equal(envOf(services[name]!).ME, name, `${name} announces its service name`)
+    const group = monitoredGroup(SENTINELS[0]!).name
+    // a stand-in redis-cli answers SENTINEL get-master-addr-by-name with $MASTER (none when empty)
+    const sentinelAnswers = `[ "$*" = "-h sentinel-1 -p 26379 SENTINEL get-master-addr-by-name ${group}" ] && [ -n "$MASTER" ] && printf '%s\\n6379\\n' "$MASTER"`
+    /** the arguments redis-server starts with */
+    const start = async (name: string, master: string) => {
+      const ran = await runStartScript(startScript(name, services[name]!), '/data', { ...envOf(services[name]!), MASTER: master }, ['redis-server', 'redis-cli'], { 'redis-cli': sentinelAnswers })
+      return ran.args('redis-server') ?? assert.fail(`${name} did not exec redis-server`)
     }
+    const keepsNothing = ['--save', '', '--appendonly', 'no']
+    for (const name of REDIS) {
+      assert.equal(envOf(services[name]!).ME, name, `${name} announces its service name`)
+      const alone = await start(name, '')
+      assert.deepEqual(alone.slice(0, 4), keepsNothing, `${name} runs redis-server, keeping nothing`)
+      assert.deepEqual(alone.slice(4), ['--replica-announce-ip', name, ...(name === REDIS[0] ? [] : ['--replicaof', REDIS[0]!, '6379'])],
+        `${name}, no Sentinel answering (the first start): ${name === REDIS[0] ? 'the master' : `a replica of ${REDIS[0]}`}`)
+      const other = REDIS.find((r) => r !== name)!
+      assert.deepEqual((await start(name, other)).slice(4), ['--replica-announce-ip', name, '--replicaof', other, '6379'],
+        `${name} joins ${other}, the master the Sentinels name: a restarted master never comes back as an empty master`)
+      assert.deepEqual((await start(name, name)).slice(4), ['--replica-announce-ip', name], `${name}, named master by the Sentinels, stays master`)
+    }
+  })
+
+  test("Sentinels: three, monitoring redis-1 under MAYFLY_REDIS_MASTER_NAME with a quorum of 2; each writes its config into its volume once and keeps what it rewrote", async () => {
+    await load()
+    const masterName = envOf(services[GATEWAYS[0]!]!).MAYFLY_REDIS_MASTER_NAME
     for (const name of SENTINELS) {
-      const script = commandOf(services[name]!).join(' ')
-      assert.match(script, /exec redis-sentinel \/data\/sentinel\.conf/, name)
-      assert.match(script, /sentinel monitor mayfly redis-1 6379 2/, `${name} monitors the group mayfly, quorum 2`)
-      assert.match(script, /\[ -f \/data\/sentinel\.conf \] \|\|/, `${name} keeps the config it rewrote across restarts`)
-      assert.ok(namedVolumes(services[name]!).size > 0, `${name} keeps its config in a volume`)
+      const s = services[name]!
+      const group = monitoredGroup(name)
+      assert.deepEqual(group, { name: masterName, host: REDIS[0], port: '6379', quorum: 2 }, `${name} monitors ${masterName} at ${REDIS[0]}, a failover needs 2 of 3`)
+      assert.ok([...namedVolumes(s)].some(([, target]) => target === '/data'), `${name} keeps its config in a volume at /data`)
+      for (const redis of REDIS) assert.ok(startScript(redis, services[redis]!).includes(`get-master-addr-by-name ${group.name} `), `${redis} asks the Sentinels for the group they monitor`)
+      const first = await runStartScript(startScript(name, s), '/data', envOf(s), ['redis-sentinel'])
+      const conf = join(first.data, 'sentinel.conf')
+      assert.deepEqual(first.args('redis-sentinel'), [conf], `${name} runs redis-sentinel on the config in its volume (Sentinel rewrites it)`)
+      const lines = readFileSync(conf, 'utf8').split('\n')
+      for (const line of [`sentinel monitor ${masterName} ${REDIS[0]} 6379 2`, `sentinel announce-ip ${name}`, 'sentinel resolve-hostnames yes', 'sentinel announce-hostnames yes']) {
+        assert.ok(lines.includes(line), `${name}'s config has "${line}"`)
+      }
+      // what Sentinel rewrote (a failover to redis-2) survives a restart
+      const rewritten = readFileSync(conf, 'utf8').replace(`monitor ${masterName} ${REDIS[0]} `, `monitor ${masterName} ${REDIS[1]} `)
+      writeFileSync(conf, rewritten)
+      const again = await run('sh', ['-c', startScript(name, s).replaceAll('/data/', `${first.data}/`)], { env: { PATH: `${join(first.dir, 'bin')}${delimiter}/usr/bin${delimiter}/bin`, ...envOf(s) } })
+      assert.equal(again.code, 0, again.stderr)
+      assert.equal(readFileSync(conf, 'utf8'), rewritten, `${name} keeps the config it rewrote across restarts`)
+    }
+  })
+
+  test("the gateways' HAProxy: what `mayfly lab` runs for gateway-1 and gateway-2 (gatewayBalancerConfig), line for line, plus only Docker's DNS, logs and health page; HAProxy accepts it", async () => {
+    await load()
+    await assertHaproxyAccepts(balancerFile())
+    assert.ok(readFileSync(balancerFile(), 'utf8') === composeGatewayBalancerConfig(),
+      `${balancerFile()} is not what docker/gateway-balancer/generate.ts makes of gatewayBalancerConfig (src/cli/lab/gateway-balancer.ts changed?): run \`npx node docker/gateway-balancer/generate.ts\``)
+    const actual = balancerSections()
+    const published = publishedPorts(services[BALANCER]!).find((p) => /^\d+:\d+$/.test(p)) ?? assert.fail('the balancer is published on every interface')
+    const gateways = GATEWAYS.map((name) => ({ name, host: name, port: Number(envOf(services[name]!).MAYFLY_PORT) }))
+    assert.deepEqual(COMPOSE_GATEWAYS, gateways, 'the generator names the gateway services, each on its MAYFLY_PORT')
+    assert.equal(String(COMPOSE_LISTEN.port), published.split(':')[1], 'the generator listens on the port compose publishes')
+    // and, apart from the generator, the file holds every line of the lab's config, in its order
+    const expected = haproxySections(gatewayBalancerConfig({ listen: { host: '', port: Number(published.split(':')[1]) }, gateways }))
+    // beside the lab's lines, Docker's own, in defaults only: logs to stdout, and every
+    // gateway's name looked up again through Docker's DNS (a recreated container has a new address)
+    const dockerOnly = [/^log stdout /, /^option dontlog-normal$/, /^default-server resolvers docker init-addr \S*none$/]
+    for (const want of expected) {
+      const have = actual.find((sec) => sec.head === want.head) ?? assert.fail(`no section "${want.head}" (gatewayBalancerConfig has it)`)
+      let matched = 0
+      const extra: string[] = []
+      for (const line of have.lines) {
+        if (line === want.lines[matched]) matched++
+        else extra.push(line)
+      }
+      assert.equal(matched, want.lines.length, `${want.head}: "${want.lines[matched]}" (gatewayBalancerConfig's, in its order) is missing`)
+      for (const line of extra) {
+        assert.ok(want.head === 'defaults' && dockerOnly.some((re) => re.test(line)), `${want.head}: "${line}" is not gatewayBalancerConfig's`)
+      }
+    }
+    const defaults = actual.find((sec) => sec.head === 'defaults')!.lines
+    assert.ok(defaults.some((l) => l.startsWith('default-server resolvers docker ')), "every server is resolved again through Docker's DNS")
+    assert.ok(actual.find((sec) => sec.head === 'resolvers docker')?.lines.some((l) => /^nameserver \S+ 127\.0\.0\.11:53$/.test(l)), "the resolvers section asks Docker's DNS (127.0.0.11)")
+    const others = actual.filter((sec) => !expected.some((e) => e.head === sec.head)).map((sec) => sec.head)
+    assert.deepEqual(others.sort(), ['listen health', 'resolvers docker'], 'no other sections')
+    // its own health: some gateway takes users' requests; published on loopback, where the health check asks
+    const health = actual.find((sec) => sec.head === 'listen health')!.lines
+    const ready = actual.find((sec) => sec.head.startsWith('backend ') && sec.lines.includes('option httpchk GET /ready'))?.head.split(' ')[1]
+    assert.ok(ready !== undefined && health.includes(`monitor fail if { nbsrv(${ready}) lt 1 }`), 'its health page fails while no gateway is ready')
+    const healthPort = health.map((l) => /^bind \S*:(\d+)$/.exec(l)?.[1]).find((p) => p !== undefined)
+    const check = services[BALANCER]!.healthcheck?.test
+    assert.match(Array.isArray(check) ? check.join(' ') : check ?? '', new RegExp(`^CMD curl -f\\S* .*http://127\\.0\\.0\\.1:${healthPort}/health$`), 'the health check asks its health page')
+    assert.ok(publishedPorts(services[BALANCER]!).includes(`127.0.0.1:${healthPort}:${healthPort}`), "its page is published on the host's loopback")
+    const deps = services[BALANCER]!.depends_on
+    assert.deepEqual((Array.isArray(deps) ? deps : Object.keys(deps ?? {})).sort(), GATEWAYS, 'it starts after the gateways')
+  })
+
+  test('gateways: each heartbeats under its own service url and believes X-Forwarded-For from the balancer alone, at its fixed address on the compose network, outside the range Docker hands out; one variable moves them together', async () => {
+    await load()
+    const check = (f: ComposeFile, prefix: string) => {
+      const ipam = f.networks?.default?.ipam?.config ?? []
+      assert.equal(ipam.length, 1, 'the default network has one subnet')
+      const { subnet, ip_range: range } = ipam[0]!
+      assert.ok(subnet !== undefined && range !== undefined, 'a subnet and the range Docker hands out')
+      assert.equal(subnet, `${prefix}.0/24`)
+      const networks = f.services[BALANCER]!.networks
+      assert.ok(networks !== undefined && !Array.isArray(networks), 'the balancer names its address')
+      assert.deepEqual(Object.keys(networks), ['default'], 'on the one network of the compose file')
+      const address = networks.default?.ipv4_address ?? assert.fail('the balancer has a fixed address')
+      assert.ok(inSubnet(address, subnet), `${address} is in ${subnet}`)
+      assert.ok(inSubnet(range.split('/')[0]!, subnet), `${range} is in ${subnet}`)
+      assert.ok(!inSubnet(address, range), `${address} is outside ${range}, so no other container can take it`)
+      for (const name of GATEWAYS) {
+        const env = envOf(f.services[name]!)
+        assert.equal(env.MAYFLY_TRUSTED_PROXIES, address, `${name} believes X-Forwarded-For from the balancer alone (rate limits per client)`)
+        assert.equal(env.MAYFLY_ADVERTISE_URL, `http://${name}:${env.MAYFLY_PORT}`, `${name} heartbeats under the url the balancer reaches it by`)
+      }
+      for (const [name, svc] of Object.entries(f.services)) {
+        if (name !== BALANCER) assert.ok(svc.networks === undefined || Object.keys(svc.networks).join() === 'default', `${name} is on the default network`)
+      }
+    }
+    check(file, '10.207.0')
+    const moved = await resolvedCompose(bin, { MAYFLY_DOCKER_NETWORK: '10.99.1' })
+    check(moved, '10.99.1')
+  })
+
+  test('RabbitMQ: three brokers of one cluster, each named by its service (hostname) with its own volume; the peer list names all three; one Erlang cookie; pause_minority', async () => {
+    await load()
+    const volumes = new Set<string>()
+    const confs = new Set<string>()
+    const cookies = new Set<string>()
+    for (const name of BROKERS) {
+      const s = services[name]!
+      assert.equal(s.hostname, name, `${name}: its node name, rabbit@${name}, follows the hostname, and so does where it keeps its data`)
+      const data = [...namedVolumes(s)].filter(([, target]) => target === '/var/lib/rabbitmq').map(([volume]) => volume)
+      assert.equal(data.length, 1, `${name} keeps /var/lib/rabbitmq in a named volume`)
+      assert.ok(file.volumes?.[data[0]!] !== undefined, `${data[0]} is declared`)
+      volumes.add(data[0]!)
+      const target = mountsOf(s).map(([, t]) => t).find((t) => /^\/etc\/rabbitmq\/conf\.d\/[^/]+\.conf$/.test(t)) ?? assert.fail(`${name} gets a config in /etc/rabbitmq/conf.d`)
+      confs.add(boundFile(s, target))
+      cookies.add(envOf(s).ERLANG_COOKIE ?? '')
+    }
+    assert.equal(volumes.size, BROKERS.length, 'no two brokers share a volume')
+    assert.equal(confs.size, 1, 'one cluster config for every broker')
+    assert.equal(cookies.size, 1, 'one Erlang cookie: brokers authenticate to each other with it')
+    assert.notEqual([...cookies][0], '', 'the cookie is set')
+    const settings = rabbitmqConf(readFileSync([...confs][0]!, 'utf8'))
+    assert.equal(settings.get('cluster_formation.peer_discovery_backend'), 'classic_config')
+    const peers = [...settings].filter(([key]) => /^cluster_formation\.classic_config\.nodes\.\d+$/.test(key)).map(([, node]) => node)
+    assert.deepEqual(peers.sort(), BROKERS.map((b) => `rabbit@${b}`).sort(), 'the peer list names every broker by its node name')
+    const lookingMs = Number(settings.get('cluster_formation.discovery_retry_limit')) * Number(settings.get('cluster_formation.discovery_retry_interval'))
+    assert.ok(lookingMs >= 30_000, `a broker looks for the others ${lookingMs} ms before starting alone: long enough for containers that boot at different speeds`)
+    assert.equal(settings.get('cluster_partition_handling'), 'pause_minority', 'a broker cut off from the other two stops rather than going on alone')
+    assert.ok(publishedPorts(services[BROKERS[0]!]!).includes('127.0.0.1:15672:15672'), "the management UI on the host's loopback")
+  })
+
+  test("a broker's start writes the shared cookie into its data volume, readable by its owner alone, then hands over to the image's entrypoint", async () => {
+    await load()
+    for (const name of BROKERS) {
+      const s = services[name]!
+      const env = envOf(s)
+      const ran = await runStartScript(startScript(name, s), '/var/lib/rabbitmq', env, ['docker-entrypoint.sh'])
+      assert.deepEqual(ran.args('docker-entrypoint.sh'), ['rabbitmq-server'], `${name} execs the image's entrypoint with rabbitmq-server`)
+      // the rabbitmq user's HOME (the image's), where the broker and the health check's CLI read it
+      const cookie = join(ran.data, '.erlang.cookie')
+      assert.equal(readFileSync(cookie, 'utf8'), env.ERLANG_COOKIE, `${name} writes the cookie, exactly`)
+      assert.equal(statSync(cookie).mode & 0o077, 0, 'Erlang refuses a cookie others may read')
     }
   })
 
   test('health checks: each infrastructure service has one; workers and replicators, which serve no HTTP, turn off the image\'s', async () => {
     await load()
     // curl -f: an HTTP error status is a failure (Patroni's /health answers 503 while its PostgreSQL is down)
-    const probes: Record<string, RegExp> = { rabbitmq: /rabbitmq-diagnostics -q ping/, etcd: new RegExp(`^CMD curl -f\\S* .*http://127\\.0\\.0\\.1:${etcdClientPort()}/health$`) }
+    const probes: Record<string, RegExp> = { etcd: new RegExp(`^CMD curl -f\\S* .*http://127\\.0\\.0\\.1:${etcdClientPort()}/health$`) }
     for (const name of MEMBERS) probes[name] = new RegExp(`^CMD curl -f\\S* .*http://127\\.0\\.0\\.1:${await portOf(name, 'restapi')}/health$`)
-    probes.haproxy = /^CMD curl -f\S* .*http:\/\/127\.0\.0\.1:\d+\/health$/
+    probes[PG_HAPROXY] = /^CMD curl -f\S* .*http:\/\/127\.0\.0\.1:\d+\/health$/
+    // the broker's rabbit application runs (booted, and joined or formed the cluster), not only its Erlang VM
+    for (const name of BROKERS) probes[name] = /^CMD rabbitmq-diagnostics -q check_running$/
     for (const name of REDIS) probes[name] = /redis-cli ping/
     for (const name of SENTINELS) probes[name] = /redis-cli -p 26379 ping/
     for (const [name, probe] of Object.entries(probes)) {
@@ -644,7 +927,7 @@ describe('docker-compose.yml', () => {
       assert.ok(check !== undefined, `${name} has a health check`)
       assert.match(Array.isArray(check) ? check.join(' ') : check, probe, name)
     }
-    for (const name of ['etcd', ...MEMBERS, 'rabbitmq']) assert.ok(namedVolumes(services[name]!).size > 0, `${name} keeps its data in a volume`)
+    for (const name of ['etcd', ...MEMBERS, ...BROKERS]) assert.ok(namedVolumes(services[name]!).size > 0, `${name} keeps its data in a volume`)
     for (const name of ['worker', 'replicator']) {
       const check = services[name]!.healthcheck
       assert.ok(check?.disable === true || (Array.isArray(check?.test) && check.test[0] === 'NONE'), `${name} health check disabled`)
