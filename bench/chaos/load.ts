@@ -138,7 +138,8 @@ export async function startChaosLoad(base: string, options: { photosDir: string;
   }
 
   async function deleteOne(): Promise<void> {
-    const file = pick((f) => f.maxDownloads === null && !f.image)
+    // links that cannot die on their own meanwhile: a delete then answers 204, anything else is an error
+    const file = pick((f) => f.maxDownloads === null && !f.image && f.expiresAt > Date.now() + 60_000)
     if (file === undefined) return
     await attempt('delete', file.id, async (op) => {
       const res = await fetch(`${base}/api/files/${file.id}`, { method: 'DELETE', headers: { 'x-delete-token': file.deleteToken }, signal: AbortSignal.timeout(30_000) })

@@ -193,24 +193,33 @@ export interface TierLine {
   role: string
 }
 
-/** Every member of the lab's infrastructure tiers as its script reports it (state `running` when well). */
-export async function tierLines(lab: Lab): Promise<TierLine[]> {
+/**
+ * Every member of the lab's infrastructure tiers as its script reports it
+ * (state `running` when well). `leaders`: also ask RabbitMQ which broker leads
+ * the variant queue (a second of CPU: rabbitmqctl boots an Erlang VM).
+ */
+export async function tierLines(lab: Lab, options: { leaders?: boolean } = {}): Promise<TierLine[]> {
   const lines: TierLine[] = []
   for (const t of lab.tiers) {
     const { stdout } = await run('sh', [script(t.script), 'status', t.dir], { timeout: 30_000 }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }))
     if (t.name === 'postgres') {
       try {
         const members = (JSON.parse(stdout) as { members: { name: string; role: string; state: string; port: number }[] }).members
-        for (const m of members) lines.push({ tier: 'postgres', name: `${m.name} :${m.port}`, pid: '', state: m.state, role: m.role })
+        for (const m of members) {
+          const pid = await readFile(join(t.dir, `${m.name}.pid`), 'utf8').then((s) => `${s.trim()} (patroni)`, () => '')
+          lines.push({ tier: 'postgres', name: `${m.name} :${m.port}`, pid, state: m.state, role: m.role })
+        }
       } catch {
         lines.push({ tier: 'postgres', name: 'patroni', pid: '', state: 'no member answers', role: '' })
       }
     } else if (t.name === 'rabbitmq') {
       try {
         const brokers = (JSON.parse(stdout) as { brokers: { name: string; port: number; pid: number | null; alive: boolean; running_in_cluster: boolean }[] }).brokers
+        const queue = `${lab.env.MAYFLY_NAMESPACE ?? 'lab'}.variants`
+        const leader = options.leaders !== true ? undefined : await run('sh', [script(t.script), 'leader', t.dir, queue], { timeout: 30_000 }).then((r) => r.stdout.trim().split(/\s+/)[1], () => undefined)
         for (const b of brokers) {
           const state = b.alive ? (b.running_in_cluster ? 'running' : 'alive, not in cluster') : 'DEAD'
-          lines.push({ tier: 'rabbitmq', name: `${b.name} :${b.port}`, pid: String(b.pid ?? ''), state, role: '' })
+          lines.push({ tier: 'rabbitmq', name: `${b.name} :${b.port}`, pid: String(b.pid ?? ''), state, role: b.name === leader ? `leader of ${queue}` : '' })
         }
       } catch {
         lines.push({ tier: 'rabbitmq', name: 'brokers', pid: '', state: stdout.trim().slice(0, 80) || 'unknown', role: '' })
@@ -235,7 +244,7 @@ export async function labStatusCommand(options: LabOptions & { json?: boolean })
   const cluster = await fetch(`${lab.url}/api/cluster`, { headers: { authorization: `Bearer ${lab.env.MAYFLY_CLUSTER_SECRET}` }, signal: AbortSignal.timeout(3000) })
     .then((r) => (r.ok ? (r.json() as Promise<Record<string, unknown>>) : null))
     .catch(() => null)
-  const tiers = await tierLines(lab)
+  const tiers = await tierLines(lab, { leaders: true })
   if (options.json === true) {
     process.stdout.write(`${JSON.stringify({ dir, url: lab.url, start_seconds: lab.startSeconds ?? null, processes, tiers, cluster }, null, 2)}\n`)
     return
