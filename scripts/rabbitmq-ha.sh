@@ -23,9 +23,9 @@
 #
 # Timings on these machines (2 cores): a cold start takes 20-26 s (the three
 # brokers boot at once in 15-17 s, about 5 CPU-seconds each; then brokers 2
-# and 3 join broker 1 in 5-7 s; the higher figures with other tests running;
-# INFRA-NOTES has 17-18 s); start-member 7-14 s. Every rabbitmqctl call
-# costs most of a CPU-second (it boots an Erlang VM of its own).
+# and 3 join broker 1 in 5-7 s; INFRA-NOTES has 17-18 s), 40-50 s while
+# other tests load the machine (load average 16); start-member 7-14 s.
+# Every rabbitmqctl call costs most of a CPU-second (it boots an Erlang VM).
 #
 # What it took (../shared/INFRA-NOTES.md): Debian's /usr/sbin/rabbitmq-server
 # wrapper forces /var/lib/rabbitmq and its cookie, so this runs
