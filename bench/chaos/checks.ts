@@ -81,11 +81,16 @@ export async function check(ctx: CheckContext, waitBoundMs: number): Promise<Ver
   const now = Date.now()
   /** file -> when it died: an acknowledged delete, its expiry, or the download that used it up */
   const dead = new Map<string, number>()
+  /** files used up by the downloads the history saw served in full */
+  const usedUp = new Set<string>()
   for (const f of ctx.files.values()) {
     const lastServed = ctx.history.filter((o) => o.kind === 'download' && o.fileId === f.id && o.status === 200).at(-1)
     if (f.deletedAt !== undefined) dead.set(f.id, f.deletedAt)
     else if (f.expiresAt <= now) dead.set(f.id, f.expiresAt)
-    else if (f.maxDownloads !== null && (served.get(f.id) ?? 0) >= f.maxDownloads) dead.set(f.id, lastServed!.endedAt)
+    else if (f.maxDownloads !== null && (served.get(f.id) ?? 0) >= f.maxDownloads) {
+      dead.set(f.id, lastServed!.endedAt)
+      usedUp.add(f.id)
+    }
   }
   for (const f of ctx.files.values()) {
     const upload = ctx.history.find((o) => o.kind === 'upload' && o.fileId === f.id)
@@ -111,6 +116,10 @@ export async function check(ctx: CheckContext, waitBoundMs: number): Promise<Ver
     }
     if (f.maxDownloads !== null && body.downloads > f.maxDownloads) {
       violations.push({ invariant: 'download limit exceeded', fileId: f.id, detail: `${body.downloads} downloads counted, limit ${f.maxDownloads}` })
+    }
+    // a download served in full and then forgotten by the store would let one more through
+    if (f.maxDownloads !== null && body.downloads < (served.get(f.id) ?? 0)) {
+      violations.push({ invariant: 'download limit exceeded', fileId: f.id, detail: `${served.get(f.id)} full downloads served, only ${body.downloads} counted` })
     }
     if (body.status === 'download_limit_reached' && maybeUsedUp) dead.set(f.id, now)
     else if (body.status !== 'active') violations.push({ invariant: 'acknowledged upload lost', fileId: f.id, detail: `status ${body.status}, never deleted, expired nor used up`, operation: upload })
@@ -155,7 +164,9 @@ export async function check(ctx: CheckContext, waitBoundMs: number): Promise<Ver
       count('dead file not gone')
       const res = await fetch(`${ctx.url}/api/download/${id}`, { method: 'HEAD' })
       // 410 while its record is kept, 404 once purged: never 200
-      if (res.status !== 410 && res.status !== 404) violations.push({ invariant: 'dead file not gone', fileId: id, detail: `HEAD /api/download answered ${res.status}` })
+      if (res.status === 410 || res.status === 404) continue
+      if (usedUp.has(id)) violations.push({ invariant: 'download limit exceeded', fileId: id, detail: `${served.get(id)} full downloads served, and the link still answers ${res.status}` })
+      else violations.push({ invariant: 'dead file not gone', fileId: id, detail: `HEAD /api/download answered ${res.status}` })
     }
     const lastDeath = Math.max(0, ...dead.values())
     const bound = lastDeath + ctx.graceMs + 60_000

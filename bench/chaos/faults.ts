@@ -64,7 +64,13 @@ export interface Fault {
 
 export function faultList(kinds: FaultKind[], actions: ('kill' | 'freeze')[]): Fault[] {
   const out: Fault[] = []
-  for (const action of actions) for (const kind of kinds) out.push({ name: `${action} ${kind}`, kind, action, floorMs: FLOOR_MS[kind] })
+  for (const action of actions) {
+    for (const kind of kinds) {
+      // a frozen member (Patroni and PostgreSQL) is found out only when its leader key lapses, as a killed Patroni
+      const floorMs = action === 'freeze' && kind === 'postgres-primary' ? FLOOR_MS['patroni-leader'] : FLOOR_MS[kind]
+      out.push({ name: `${action} ${kind}`, kind, action, floorMs })
+    }
+  }
   return out
 }
 

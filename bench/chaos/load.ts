@@ -114,8 +114,8 @@ export async function startChaosLoad(base: string, options: { photosDir: string;
     return live[Math.floor(Math.random() * live.length)]
   }
 
-  async function downloadOne(): Promise<void> {
-    const file = pick(() => true)
+  async function downloadOne(limited: boolean): Promise<void> {
+    const file = pick((f) => (f.maxDownloads !== null) === limited)
     if (file === undefined) return void (await new Promise((r) => setTimeout(r, 50)))
     await attempt('download', file.id, async (op) => {
       const res = await fetch(`${base}/api/download/${file.id}`, { signal: AbortSignal.timeout(30_000) })
@@ -158,7 +158,7 @@ export async function startChaosLoad(base: string, options: { photosDir: string;
     }
   }
   // paced, so that a fault's pause shows, not a machine run flat out (2 cores run the whole lab)
-  const running = Promise.all([loop(uploadOne, 100), loop(uploadOne, 150), loop(downloadOne, 50), loop(downloadOne, 50), loop(deleteOne, 1500)])
+  const running = Promise.all([loop(uploadOne, 100), loop(uploadOne, 150), loop(() => downloadOne(false), 50), loop(() => downloadOne(false), 50), loop(() => downloadOne(true), 100), loop(deleteOne, 1500)])
   return {
     history,
     files,

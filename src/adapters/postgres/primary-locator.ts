@@ -7,6 +7,13 @@
 // wins: a promoted replica starts a new timeline, so an orphaned primary (its
 // Patroni killed, its postmaster still accepting writes that no synchronous
 // replica confirms any more) loses to the new one as soon as both answer.
+// Nor is it chosen when the new primary misses a probe or two (a loaded
+// machine): a member writing on an older timeline than the newest one seen
+// in the last STALE_TIMELINE_MS is a demoted primary that has not noticed,
+// and what it commits is rewound away (a chaos run lost acknowledged writes
+// so: issue 10). Only once no member has written on the newest timeline for
+// that long is an older one trusted again (the new primary died at once and
+// Patroni kept the old one).
 // A member that does not answer within PROBE_TIMEOUT_MS (frozen, gone) takes
 // no writes. When the primary changes, `onSwitch` hears of it and the
 // executor drops every connection to the old one (pg-db.ts).
@@ -19,6 +26,8 @@ const PROBE_MS = 400
 const FAST_PROBE_MS = 100
 /** a member that answers no probe within this long takes no writes (ms) */
 const PROBE_TIMEOUT_MS = 1000
+/** an older timeline is refused while a primary on the newest one answered within this long (ms) */
+const STALE_TIMELINE_MS = 30_000
 
 /**
  * in: none. out: in_recovery, read_only (transaction_read_only), wal_file
@@ -150,21 +159,20 @@ export function createPrimaryLocator(options: PrimaryLocatorOptions): PrimaryLoc
     }
   }
 
-  /** Of the members that take writes, the one on the highest timeline; the current one on a tie. */
-  function choose(states: MemberState[]): number | null {
-    let best: number | null = null
-    states.forEach((s, i) => {
-      if (s.role !== 'primary') return
-      const bestTimeline = best === null ? -1 : states[best]!.timeline!
-      if (s.timeline! > bestTimeline || (s.timeline === bestTimeline && i === primary)) best = i
-    })
-    return best
-  }
+  /** the newest timeline a member wrote on, and when a member last answered as primary on it */
+  let newest: { timeline: number; at: number } | null = null
 
   /** Chooses the primary from what the members said last; called after every probe and suspicion. */
   function decide(): void {
     const states = probers.map((p) => p.state)
-    const chosen = choose(states)
+    const now = Date.now()
+    for (const st of states) {
+      if (st.role !== 'primary') continue
+      if (newest === null || st.timeline! > newest.timeline) newest = { timeline: st.timeline!, at: now }
+      else if (st.timeline === newest.timeline) newest.at = now
+    }
+    const oldest = newest !== null && now - newest.at < STALE_TIMELINE_MS ? newest.timeline : -1
+    const chosen = choosePrimary(states, primary, oldest)
     const primaryLsn = chosen === null ? null : states[chosen]!.lsn
     for (const s of states) {
       if (s.role === 'replica' && s.lsn !== null && primaryLsn !== null) {
@@ -250,4 +258,18 @@ export function createPrimaryLocator(options: PrimaryLocatorOptions): PrimaryLoc
       for (const prober of probers) drop(prober)
     },
   }
+}
+
+/**
+ * Of the members that take writes, the one on the highest timeline (the
+ * current one on a tie), never one on a timeline below `oldestTimeline`.
+ */
+export function choosePrimary(states: MemberState[], current: number | null, oldestTimeline: number): number | null {
+  let best: number | null = null
+  states.forEach((s, i) => {
+    if (s.role !== 'primary' || s.timeline! < oldestTimeline) return
+    const bestTimeline = best === null ? -1 : states[best]!.timeline!
+    if (s.timeline! > bestTimeline || (s.timeline === bestTimeline && i === current)) best = i
+  })
+  return best
 }
