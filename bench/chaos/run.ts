@@ -62,7 +62,11 @@ async function healthy(dir: string): Promise<string | null> {
   const lab = await readLab(dir)
   if (lab === null) return `no lab in ${dir}`
   for (const p of lab.processes) if (!(await isLabProcess(p.pid, lab.dir))) return `${p.name} is not running`
-  for (const t of await tierLines(lab)) if (t.state !== 'running' && t.state !== 'streaming') return `${t.tier} ${t.name}: ${t.state}`
+  const members = await tierLines(lab)
+  for (const t of members) if (t.state !== 'running' && t.state !== 'streaming') return `${t.tier} ${t.name}: ${t.state}`
+  // Patroni drops to asynchronous replication while no standby can be synchronous (a member being
+  // rewound after the last fault): a failover then may lose what the old primary acknowledged
+  if (!members.some((t) => t.tier === 'postgres' && t.role === 'sync_standby')) return 'postgres: no synchronous standby yet'
   const c = await clusterOf(lab).catch((err: Error) => ({ error: err.message }) as Record<string, unknown>)
   if ('error' in c) return String(c.error)
   const nodes = (c.storage_nodes as { state: string }[]).filter((n) => n.state === 'up').length

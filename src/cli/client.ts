@@ -108,7 +108,7 @@ export async function statusCommand(options: ClientOptions & { json?: boolean; s
     metadata: { kind: string; ok: boolean; detail?: MetadataDetail }
     gateways?: GatewayJson[] | null
     cache: { kind: string; ok: boolean; detail?: CacheDetail }
-    queue: { kind: string; ok: boolean; queues: { queue: string; ready: number; dead: number }[] }
+    queue: { kind: string; ok: boolean; queues: { queue: string; ready: number; dead: number }[]; detail?: QueueDetail }
     replication: {
       factor: number; write_quorum: number; blobs_below_factor: number | null; bytes_to_copy: number | null
       copy_rate_bytes_per_second: number; manager: { active: boolean }; orphans?: OrphansJson | null
@@ -133,6 +133,8 @@ export async function statusCommand(options: ClientOptions & { json?: boolean; s
   if (metadataLine !== null) process.stdout.write(`${metadataLine}\n`)
   const cacheLine = describeCache(cluster.cache.detail)
   if (cacheLine !== null) process.stdout.write(`${cacheLine}\n`)
+  const brokersLine = describeBrokers(cluster.queue.detail)
+  if (brokersLine !== null) process.stdout.write(`${brokersLine}\n`)
   for (const q of cluster.queue.queues) process.stdout.write(`queue ${q.queue}: ${q.ready} ready, ${q.dead} dead\n`)
   const gatewaysLine = describeGateways(cluster.gateways)
   if (gatewaysLine !== null) process.stdout.write(`${gatewaysLine}\n`)
@@ -198,6 +200,20 @@ interface CacheDetail {
   quorum?: number | null
   last_failover_at?: string | null
   error?: string
+}
+
+/** /api/cluster's queue.detail (RabbitMQ) */
+interface QueueDetail {
+  brokers?: { url: string; state: string }[]
+  connected?: string
+}
+
+/** `rabbitmq: 2 of 3 brokers up: …`, or null for the embedded queue */
+export function describeBrokers(d: QueueDetail | undefined): string | null {
+  if (d?.brokers === undefined) return null
+  const up = d.brokers.filter((b) => b.state === 'up').length
+  const each = d.brokers.map((b) => `${new URL(b.url).host} ${b.state}${b.url === d.connected ? ' (publishing here)' : ''}`)
+  return `rabbitmq: ${up} of ${d.brokers.length} brokers up: ${each.join('; ')}`
 }
 
 /** /api/cluster's gateways: each one heard from within the hour */

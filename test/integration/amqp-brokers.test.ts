@@ -34,8 +34,10 @@ test('a broker list whose first member is a closed port: the process publishes a
   assert.deepEqual(got, [1])
   const status = await infra.queue.status()
   assert.equal(status.ok, true)
-  // both brokers known to the adapter (credentials redacted)
-  const brokers = status.detail.brokers as string[]
-  assert.deepEqual(brokers.map((b) => new URL(b).port), ['1', '5672'])
-  assert.equal(JSON.stringify(brokers).includes('guest@'), false)
+  // both brokers known to the adapter (credentials redacted), each with whether it answers AMQP
+  const brokers = status.detail.brokers as { url: string; state: string }[]
+  assert.deepEqual(brokers.map((b) => [new URL(b.url).port, b.state]), [['1', 'down'], ['5672', 'up']])
+  assert.equal(status.detail.brokers_up, 1)
+  assert.equal(new URL(String(status.detail.connected)).port, '5672', 'the broker it publishes through')
+  assert.equal(JSON.stringify(status.detail).includes('guest@'), false)
 })

@@ -12,8 +12,11 @@
 // in the last STALE_TIMELINE_MS is a demoted primary that has not noticed,
 // and what it commits is rewound away (a chaos run lost acknowledged writes
 // so: issue 10). Only once no member has written on the newest timeline for
-// that long is an older one trusted again (the new primary died at once and
-// Patroni kept the old one).
+// that long is an older one trusted again: Patroni 3.0.2 can give the lock
+// back to a frozen leader that wakes and demote the member it had just
+// promoted (seen in a chaos run), and then the old timeline is the one that
+// goes on. Requests wait meanwhile (up to 15 s), so the window costs a pause,
+// not errors.
 // A member that does not answer within PROBE_TIMEOUT_MS (frozen, gone) takes
 // no writes. When the primary changes, `onSwitch` hears of it and the
 // executor drops every connection to the old one (pg-db.ts).
@@ -26,8 +29,8 @@ const PROBE_MS = 400
 const FAST_PROBE_MS = 100
 /** a member that answers no probe within this long takes no writes (ms) */
 const PROBE_TIMEOUT_MS = 1000
-/** an older timeline is refused while a primary on the newest one answered within this long (ms) */
-const STALE_TIMELINE_MS = 30_000
+/** an older timeline is refused while a primary on the newest one answered within this long (ms): several missed probes */
+const STALE_TIMELINE_MS = 5000
 
 /**
  * in: none. out: in_recovery, read_only (transaction_read_only), wal_file

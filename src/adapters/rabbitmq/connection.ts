@@ -17,6 +17,8 @@ export interface SupervisedConnection {
   recycle(conn: ChannelModel, reason: string): void
   /** The current connection if open, without waiting. */
   current(): ChannelModel | null
+  /** which of the urls the current connection (or the last attempt) went to */
+  currentIndex(): number
   /** true after a failed connect or a lost connection, until the next success */
   isDown(): boolean
   close(): Promise<void>
@@ -91,6 +93,7 @@ export function superviseConnection(opts: ConnectionOptions): SupervisedConnecti
 
   return {
     current: () => conn,
+    currentIndex: () => (next - 1 + opts.urls.length) % opts.urls.length,
     isDown: () => down,
     get(timeoutMs) {
       if (closed) return Promise.reject(new Unavailable('job queue closed'))

@@ -21,6 +21,7 @@ import type { Consumer, DependencyStatus, JobQueue, QueueDepth } from '../../por
 import { Unavailable } from '../../core/errors.ts'
 import { DEFAULT_MAX_RETRY_DELAY_MS } from '../../core/jobs.ts'
 import { redactUrl } from '../redact-url.ts'
+import { probeBroker, type BrokerState } from './broker-probe.ts'
 import { superviseConnection } from './connection.ts'
 import { ATTEMPT_HEADER, startConsumer, type RunningConsumer } from './consumer.ts'
 import { assertTopology, legacyPolicyCommand, onChannel, retryQueues, topicQueues, type TopicQueues } from './topology.ts'
@@ -73,6 +74,7 @@ export function createRabbitQueue(opts: RabbitQueueOptions): JobQueue {
   const sub = connection('consume')
   const consumers = new Map<string, Set<RunningConsumer>>()
   let closed = false
+  let brokerLook: { at: number; value: Promise<BrokerState[]> } | null = null
 
   const queuesOf = (topic: string): TopicQueues => {
     if (!/^[A-Za-z0-9._-]{1,100}$/.test(topic)) throw new Error(`invalid topic name: ${topic}`)
@@ -243,8 +245,20 @@ export function createRabbitQueue(opts: RabbitQueueOptions): JobQueue {
     },
 
     async status(): Promise<DependencyStatus> {
+      // each broker asked on its own (a frozen one answers nothing), at most once a second for every caller
+      if (brokerLook === null || Date.now() - brokerLook.at > 1000) {
+        brokerLook = {
+          at: Date.now(),
+          value: Promise.all(urls.map(async (url): Promise<BrokerState> => {
+            const r = await probeBroker(url, 1000)
+            return r.ok ? { url: redactUrl(url), state: 'up' } : { url: redactUrl(url), state: 'down', error: r.error }
+          })),
+        }
+      }
+      const brokers = await brokerLook.value
       const detail: Record<string, unknown> = {
-        brokers: urls.map(redactUrl),
+        brokers,
+        brokers_up: brokers.filter((b) => b.state === 'up').length,
         namespace: opts.namespace,
         consumers: [...consumers.values()].reduce((n, s) => n + s.size, 0),
         consumerConnection: sub.current() ? 'open' : 'down',
@@ -253,7 +267,9 @@ export function createRabbitQueue(opts: RabbitQueueOptions): JobQueue {
       try {
         const conn = await pub.get(pub.isDown() ? 0 : 1000)
         const server = conn.connection.serverProperties
-        return { name: 'rabbitmq', kind: 'queue', ok: true, detail: { ...detail, product: server.product, version: server.version, cluster: server.cluster_name } }
+        // the broker this process publishes through
+        const connected = redactUrl(urls[pub.currentIndex()] ?? '')
+        return { name: 'rabbitmq', kind: 'queue', ok: true, detail: { ...detail, connected, product: server.product, version: server.version, cluster: server.cluster_name } }
       } catch (err) {
         return { name: 'rabbitmq', kind: 'queue', ok: false, detail: { ...detail, error: errorText(err) } }
       }

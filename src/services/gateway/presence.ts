@@ -44,9 +44,12 @@ export function createGatewayPresence(registry: GatewayRegistry, log: Logger): G
     id,
     start(url) {
       if (timer !== null || left) return
+      let inFlight = false
       const tick = () => {
-        // one beat at a time: a slow store is not flooded
-        beating = beating.then(() => (left ? undefined : beat(url())))
+        // one beat at a time: a store that is away (a beat waits for its primary) is not flooded
+        if (inFlight || left) return
+        inFlight = true
+        beating = beat(url()).finally(() => (inFlight = false))
       }
       tick()
       timer = setInterval(tick, GATEWAY_BEAT_MS)
