@@ -8,7 +8,7 @@
 // files, and lab.json, which says what was started. `down` stops only that.
 import { execFile, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, open, readFile, writeFile } from 'node:fs/promises'
 import { createConnection } from 'node:net'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -47,6 +47,18 @@ function portInUse(port: number): Promise<boolean> {
     const socket = createConnection({ host: '127.0.0.1', port }, () => (socket.destroy(), done(true)))
     socket.on('error', () => done(false))
   })
+}
+
+/**
+ * PostgreSQL and RabbitMQ run as their own users (they refuse root), in
+ * directories under the lab's: every directory above it must let them pass
+ * (a lab under /root, or under a mkdtemp directory, does not).
+ */
+async function mustBeReachable(dir: string): Promise<void> {
+  for (const user of ['postgres', 'rabbitmq']) {
+    const ok = await run('setpriv', [`--reuid=${user}`, `--regid=${user}`, '--init-groups', '--', 'test', '-x', dir]).then(() => true, () => false)
+    if (!ok) throw new Error(`the lab directory ${dir} cannot be reached by the ${user} user (a directory above it is not searchable by others); use --dir under /tmp or /srv`)
+  }
 }
 
 async function startTier(dir: string, name: LabTier['name'], file: string): Promise<{ env: Record<string, string> }> {
@@ -105,6 +117,8 @@ export async function labUpCommand(options: LabOptions): Promise<void> {
   }
   const begun = Date.now()
   await mkdir(join(dir, 'logs'), { recursive: true })
+  await chmod(dir, 0o755)
+  await mustBeReachable(dir)
   const secret = randomBytes(32).toString('base64url')
   const lab: Lab = { dir, url: `http://127.0.0.1:${port}`, startedAt: new Date().toISOString(), env: {}, tiers: [], processes: [] }
   await writeLab(lab)
