@@ -20,8 +20,9 @@ import { check, type Verdict } from './checks.ts'
 import { FAULT_KINDS, faultList, findTarget, inject, type Fault, type FaultKind } from './faults.ts'
 import { startChaosLoad, type Operation } from './load.ts'
 import { printReport, type FaultResult } from './report.ts'
+import { longestGap } from '../../test/helpers/load.ts'
+import { PHOTOS } from '../../test/helpers/testdata.ts'
 
-const PHOTOS = new URL('../../test/fixtures/photos/', import.meta.url).pathname
 const GRACE_SECONDS = 5
 // the faults that cross the most tiers at once; a node and a RabbitMQ leader killed have fault tests of their own
 const SHORT: Fault[] = faultList(['gateway', 'postgres-primary'], ['kill'])
@@ -86,17 +87,6 @@ async function waitHealthy(dir: string, timeoutMs: number): Promise<void> {
   }
 }
 
-/** The longest time in [from, to] without an entry of `times`. */
-function longestGap(times: number[], from: number, to: number): number {
-  let last = from
-  let best = 0
-  for (const t of [...times.filter((x) => x > from && x < to).sort((a, b) => a - b), to]) {
-    best = Math.max(best, t - last)
-    last = t
-  }
-  return best
-}
-
 export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
   const log = options.log ?? ((line: string) => process.stderr.write(`chaos: ${line}\n`))
   // mkdtemp makes it 0700: the lab's PostgreSQL and RabbitMQ users must be able to enter it
@@ -135,14 +125,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       const to = Date.now()
       load.setFault(null)
       const ops = load.history.filter((o) => o.startedAt >= from && o.startedAt <= to)
+      // the history is in the order operations ended
       const ends = (kind: Operation['kind']) => load.history.filter((o) => o.kind === kind && o.ok).map((o) => o.endedAt)
       const result: FaultResult = {
         fault: fault.name,
         target: target.label,
         floorMs: fault.floorMs,
         seconds: Math.round((to - from) / 100) / 10,
-        uploadPauseMs: longestGap(ends('upload'), from, to),
-        downloadPauseMs: longestGap(ends('download'), from, to),
+        uploadPauseMs: longestGap(ends('upload'), from, to).ms,
+        downloadPauseMs: longestGap(ends('download'), from, to).ms,
         operations: ops.length,
         errors: ops.filter((o) => !o.ok).length,
         errorSamples: [...new Set(ops.filter((o) => !o.ok).map((o) => `${o.kind}: ${o.error ?? o.status}`))].slice(0, 5),
