@@ -33,11 +33,16 @@
 # scripts/pg-backup.sh takes base backups there and restores to a point in
 # time (docs/ha.md, "Backups").
 #
-# What bit us (../shared/INFRA-NOTES.md): Patroni's `etcd3:` section (etcd 3.4
-# serves v2 only with a flag), pg_hba lines for replication from 127.0.0.1,
-# `primary_start_timeout: 0` (or a killed postmaster is restarted in place),
-# one unix socket directory per member, Debian's /usr/bin/patroni, and
-# loop_wait + 2 × retry_timeout ≤ ttl (10 here).
+# What bit us (../shared/INFRA-NOTES.md, and the chaos run): Patroni talks to
+# etcd's v2 API (`etcd:`, etcd started with --enable-v2), not `etcd3:`. With
+# etcd3, Patroni 3.0.2 renews a leader key by writing it unconditionally from
+# its cached view: a leader frozen past the ttl woke, wrote the key back and
+# demoted the member just promoted, whose acknowledged writes were rewound.
+# The v2 client renews with a compare-and-swap on its own name. Also: pg_hba
+# lines for replication from 127.0.0.1, `primary_start_timeout: 0` (or a
+# killed postmaster is restarted in place), one unix socket directory per
+# member, Debian's /usr/bin/patroni, and loop_wait + 2 × retry_timeout ≤ ttl
+# (10 here).
 set -eu
 
 usage() {
@@ -96,8 +101,8 @@ name: pg$n
 restapi:
   listen: 127.0.0.1:$3
   connect_address: 127.0.0.1:$3
-etcd3:
-  hosts: 127.0.0.1:$ETCD_CLIENT_PORT
+etcd:
+  host: 127.0.0.1:$ETCD_CLIENT_PORT
 bootstrap:
   dcs:
     ttl: 10
@@ -143,6 +148,10 @@ postgresql:
       password: postgres
   parameters:
     unix_socket_directories: $dir/pg$n
+  # a replica copied afresh (a reinit) starts at once: pg_basebackup's
+  # default spread checkpoint took minutes on a primary under load
+  basebackup:
+  - checkpoint: fast
   pg_hba:
   - local all all trust
   - host replication replicator 127.0.0.1/32 trust
@@ -191,7 +200,7 @@ EOF
   spawn_as_postgres "$dir/etcd.log" "$dir/etcd.pid" etcd --name e1 --data-dir "$dir/etcd/data" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster "e1=http://127.0.0.1:$ETCD_PEER_PORT" --initial-cluster-state new
+    --initial-cluster "e1=http://127.0.0.1:$ETCD_PEER_PORT" --initial-cluster-state new --enable-v2=true
   wait_for "etcd to answer" 100 sh -c "curl -fsS --max-time 1 http://127.0.0.1:$ETCD_CLIENT_PORT/health >/dev/null 2>&1"
   for n in 1 2 3; do
     eval "pg_port=\$PG${n}_PORT rest_port=\$PG${n}_REST_PORT"
