@@ -64,7 +64,7 @@ async function startStandInNode(cluster: Cluster, id: string, zone: string, blob
       body: JSON.stringify(announcement),
     })
     await res.body?.cancel()
-    assert.equal(res.status, 204)
+    assert.equal(res.status, 200)
   }
   await beat()
   const beats = setInterval(() => void beat().catch(() => undefined), 200)

@@ -63,7 +63,7 @@ describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, (
     })
 
   test('a heartbeat registers the node; a bad one or one without the secret is refused and changes nothing', async () => {
-    assert.equal((await beat('node-hb', 'http://127.0.0.1:9001')).statusCode, 204)
+    assert.equal((await beat('node-hb', 'http://127.0.0.1:9001')).statusCode, 200)
     // recorded behind the answer
     await waitFor('node-hb registered', registered('node-hb'), 5_000)
     const unauthorized = await app.inject({ method: 'POST', url: '/internal/nodes/heartbeat', payload: { id: 'node-x' } })
@@ -75,7 +75,7 @@ describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, (
   })
 
   test('GET /internal/nodes/:id: a registered node with its url and whether it is lost; 404 unknown_node otherwise; 401 without the secret', async () => {
-    assert.equal((await beat('node-look', 'http://127.0.0.1:9002')).statusCode, 204)
+    assert.equal((await beat('node-look', 'http://127.0.0.1:9002')).statusCode, 200)
     await waitFor('node-look registered', registered('node-look'), 5_000)
     const found = await app.inject({ url: '/internal/nodes/node-look', headers: auth })
     assert.equal(found.statusCode, 200)
@@ -98,9 +98,27 @@ describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, (
     await infra.metadata.replication.declareNodeLost('node-look', { name: lease.name, token: lease.token })
     assert.equal((await app.inject({ url: '/internal/nodes/node-look', headers: auth })).json().lost, true)
     await new Promise((resolve) => setTimeout(resolve, 20))
-    assert.equal((await beat('node-look', 'http://127.0.0.1:9002')).statusCode, 204)
+    assert.equal((await beat('node-look', 'http://127.0.0.1:9002')).statusCode, 200)
     await waitFor('node-look no longer lost', async () => (await app.inject({ url: '/internal/nodes/node-look', headers: auth })).json().lost === false, 5_000)
     await lease.release()
+  })
+
+  test('a heartbeat is answered with the gateways up (this one once it listens), not the stopped, the silent or the unreachable', async (t) => {
+    const listening = buildGateway({ settings: { ...gatewaySettings(config, secret), advertiseUrl: 'http://127.0.0.1:5901' }, log, metadata: infra.metadata, cache: infra.cache, rateLimiter: infra.rateLimiter, queue: infra.queue, blobs: infra.blobs, nodes: infra.nodes, metrics: new Registry() })
+    t.after(() => listening.close())
+    const peer = (id: string, url: string) => ({ id, url, host: 'h', pid: 1, version: '0', startedAt: new Date() })
+    await infra.metadata.gateways.beat(peer('gw-peer', 'http://127.0.0.1:5902'))
+    await infra.metadata.gateways.beat(peer('gw-stopped', 'http://127.0.0.1:5903'))
+    await infra.metadata.gateways.leave('gw-stopped')
+    await infra.metadata.gateways.beat(peer('gw-nowhere', 'http://0.0.0.0:5904'))
+    await listening.listen({ host: '127.0.0.1', port: 0 })
+    const answer = await waitFor('the gateways in the answer', async () => {
+      const res = await beat('node-gw', 'http://127.0.0.1:9004', listening)
+      assert.equal(res.statusCode, 200)
+      const gateways = (res.json() as { gateways: string[] }).gateways
+      return gateways.length > 0 ? gateways : undefined
+    }, 5_000)
+    assert.deepEqual(answer, ['http://127.0.0.1:5901', 'http://127.0.0.1:5902'])
   })
 
   test('a node heard stays up while the metadata store cannot record its heartbeats; the record follows when it can (issue 13)', async () => {
@@ -124,14 +142,14 @@ describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, (
     const stateOf = async () => (await nodes.byId('node-paused'))?.state
     const recordedAgeMs = async () => (await store.listNodes()).find((n) => n.id === 'node-paused')?.heartbeatAgeMs ?? Infinity
 
-    assert.equal((await beat('node-paused', 'http://127.0.0.1:9003', paused)).statusCode, 204)
+    assert.equal((await beat('node-paused', 'http://127.0.0.1:9003', paused)).statusCode, 200)
     await waitFor('node-paused up', async () => (await stateOf()) === 'up', 5_000)
 
     recording = false
     const pausedUntil = Date.now() + 1_500
     while (Date.now() < pausedUntil) {
       const res = await beat('node-paused', 'http://127.0.0.1:9003', paused)
-      assert.equal(res.statusCode, 204, 'a heartbeat is answered though the store cannot record it')
+      assert.equal(res.statusCode, 200, 'a heartbeat is answered though the store cannot record it')
       assert.equal(await stateOf(), 'up', 'heard here: up')
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
@@ -139,7 +157,7 @@ describe('gateway: the internal routes of storage nodes', { timeout: 60_000 }, (
     assert.ok((await recordedAgeMs()) > timings.suspectAfterMs, 'the store alone would call it suspect')
 
     recording = true
-    assert.equal((await beat('node-paused', 'http://127.0.0.1:9003', paused)).statusCode, 204)
+    assert.equal((await beat('node-paused', 'http://127.0.0.1:9003', paused)).statusCode, 200)
     await waitFor('the heartbeat recorded again', async () => (await recordedAgeMs()) < timings.suspectAfterMs, 5_000)
   })
 })

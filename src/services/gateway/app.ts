@@ -68,7 +68,7 @@ export function buildGateway(deps: GatewayDeps) {
   registerDownloadRoutes(app, deps, { files, metrics, tally, limits, checkPassword })
   registerFileRoutes(app, deps, files, checkPassword)
   registerClusterRoutes(app, deps, reads, presence.id)
-  registerInternalRoutes(app, deps)
+  registerInternalRoutes(app, deps, presence.peers)
   registerOperatorRoutes(app, deps)
   registerOrphanRoutes(app, deps)
   registerPages(app, deps, files)

@@ -26,7 +26,11 @@ const announcementSchema = z.object({
   quarantined: z.number().int().nonnegative().default(0),
 })
 
-export function registerInternalRoutes(app: FastifyInstance, deps: GatewayDeps): void {
+/**
+ * `gateways`: the urls of the gateways up, answered to every heartbeat, so
+ * that a node announcing through a load balancer beats each of them too.
+ */
+export function registerInternalRoutes(app: FastifyInstance, deps: GatewayDeps, gateways: () => string[]): void {
   const { metadata, settings } = deps
   const recorder = createHeartbeatRecorder(metadata, deps.log, deps.now ?? (() => new Date()))
   app.addHook('onClose', () => recorder.close())
@@ -37,7 +41,7 @@ export function registerInternalRoutes(app: FastifyInstance, deps: GatewayDeps):
     if (!parsed.success) throw new Invalid(`bad heartbeat: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
     deps.nodes.heard(parsed.data.id)
     recorder.record(parsed.data)
-    return reply.status(204).send()
+    return reply.status(200).send({ gateways: gateways() })
   })
 
   /**

@@ -4,9 +4,15 @@
 // written (their pending blobs carry this id, see GatewayRegistry). A clean
 // stop says goodbye; a kill -9 simply falls silent. A store that is away
 // only delays the beats; the log says so once per outage.
+//
+// After each beat it reads which gateways are up (peers()): the answer to a
+// storage node's heartbeat, so that a node announcing through a load
+// balancer also beats every gateway directly. Behind a balancer each
+// gateway heard each node only every other beat, and while the store was
+// away (a failover) nodes flapped suspect and uploads got 503.
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
-import { GATEWAY_BEAT_MS, type GatewayAnnouncement } from '../../core/gateway.ts'
+import { GATEWAY_BEAT_MS, gatewayState, type GatewayAnnouncement } from '../../core/gateway.ts'
 import type { Logger } from '../../log.ts'
 import type { GatewayRegistry } from '../../ports.ts'
 import { VERSION } from '../../version.ts'
@@ -18,7 +24,12 @@ export interface GatewayPresence {
   start(url: () => string): void
   /** Stops beating and says goodbye (its pending uploads become the sweeper's at once). */
   leave(): Promise<void>
+  /** the urls of the gateways up (this one included) at the last read; kept while the store is away */
+  peers(): string[]
 }
+
+/** an address a gateway listens on but nobody can reach it by (it set no MAYFLY_ADVERTISE_URL) */
+const UNSPECIFIED_HOST = /^https?:\/\/(0\.0\.0\.0|\[::\])(:|\/|$)/
 
 export function createGatewayPresence(registry: GatewayRegistry, log: Logger): GatewayPresence {
   const id = `gw-${randomBytes(9).toString('base64url')}`
@@ -27,11 +38,14 @@ export function createGatewayPresence(registry: GatewayRegistry, log: Logger): G
   let beating: Promise<void> = Promise.resolve()
   let failing = false
   let left = false
+  let peers: string[] = []
 
   async function beat(url: string): Promise<void> {
     const announcement: GatewayAnnouncement = { id, url, host: hostname(), pid: process.pid, version: VERSION, startedAt }
     try {
       await registry.beat(announcement)
+      const up = (await registry.list()).filter((g) => gatewayState(g, Infinity) === 'up' && !UNSPECIFIED_HOST.test(g.url))
+      peers = [...new Set(up.map((g) => g.url))].sort()
       if (failing) log.info('gateway heartbeats are recorded again')
       failing = false
     } catch (err) {
@@ -55,6 +69,7 @@ export function createGatewayPresence(registry: GatewayRegistry, log: Logger): G
       timer = setInterval(tick, GATEWAY_BEAT_MS)
       timer.unref()
     },
+    peers: () => peers,
     async leave() {
       if (left) return
       left = true

@@ -1,6 +1,8 @@
 // Announce + heartbeat (DESIGN §1): the node POSTs what it is to the control
 // plane at start and then every interval. A control plane that is away is
-// logged once per outage and never stops the node.
+// logged once per outage and never stops the node. A gateway answers with
+// the urls of the gateways up (`onGateways`): behind a load balancer the
+// node beats each of them directly too (gateway-beats.ts).
 import { request, type Dispatcher } from 'undici'
 import type { NodeAnnouncement } from '../../core/node.ts'
 import type { Logger } from '../../log.ts'
@@ -13,6 +15,8 @@ export interface HeartbeatOptions {
   dispatcher: Dispatcher
   describe: () => Promise<NodeAnnouncement>
   log: Logger
+  /** the gateways a control plane named in its answer (none from an older one, which answers 204) */
+  onGateways?: (urls: string[]) => void
 }
 
 export interface Heartbeat {
@@ -39,8 +43,12 @@ export function startHeartbeat(options: HeartbeatOptions): Heartbeat {
         headersTimeout: options.timeoutMs,
         bodyTimeout: options.timeoutMs,
       })
-      await res.body.dump()
-      if (res.statusCode >= 300) throw new Error(`control plane answered ${res.statusCode}`)
+      if (res.statusCode >= 300) {
+        await res.body.dump()
+        throw new Error(`control plane answered ${res.statusCode}`)
+      }
+      const answer: unknown = res.statusCode === 200 ? await res.body.json().catch(() => null) : await res.body.dump()
+      options.onGateways?.(gatewaysIn(answer))
       if (failing) log.info({ controlUrl: options.controlUrl }, 'heartbeats reach the control plane again')
       else if (!stopped && timer === undefined) log.info({ controlUrl: options.controlUrl }, 'announced to the control plane')
       failing = false
@@ -65,4 +73,11 @@ export function startHeartbeat(options: HeartbeatOptions): Heartbeat {
       await inflight
     },
   }
+}
+
+/** the http(s) urls of an answer's `gateways`; anything else in it is ignored */
+function gatewaysIn(answer: unknown): string[] {
+  const listed = (answer as { gateways?: unknown } | null)?.gateways
+  if (!Array.isArray(listed)) return []
+  return listed.filter((u): u is string => typeof u === 'string' && /^https?:\/\/[^/\s]+/.test(u))
 }

@@ -6,7 +6,7 @@ import type { Logger } from '../../log.ts'
 import { buildStorageNode, describeNode, type NodeIdentity } from './app.ts'
 import { loadNodeId, openBlobFiles } from './blob-files.ts'
 import { openFences } from './fences.ts'
-import { startHeartbeat, type Heartbeat } from './heartbeat.ts'
+import { startGatewayBeats } from './gateway-beats.ts'
 import { startScrubber } from './scrub.ts'
 import { createSourceNodes } from './source-nodes.ts'
 import { VERSION } from '../../version.ts'
@@ -60,19 +60,18 @@ export async function runStorageNode(config: Config, rootLog: Logger): Promise<R
   log.info({ id: identity.id, zone: identity.zone, url: identity.url, dataDir }, 'storage node started')
 
   const scrubber = startScrubber({ files, intervalMs: config.MAYFLY_SCRUB_INTERVAL_SECONDS * 1000, log })
-  // one heartbeat per control url: with every gateway listed, each hears every node itself
-  const heartbeats: Heartbeat[] = (config.MAYFLY_CONTROL_URL ?? []).map((controlUrl) =>
-    startHeartbeat({
-      controlUrl,
-      secret,
-      intervalMs: config.MAYFLY_HEARTBEAT_INTERVAL_MS,
-      timeoutMs,
-      dispatcher,
-      describe: () => describeNode(files, identity),
-      log,
-    }),
-  )
-  if (heartbeats.length === 0) {
+  // one heartbeat per control url, and one to each gateway they name: each gateway hears every node itself
+  const controlUrls = config.MAYFLY_CONTROL_URL ?? []
+  const heartbeats = startGatewayBeats({
+    controlUrls,
+    secret,
+    intervalMs: config.MAYFLY_HEARTBEAT_INTERVAL_MS,
+    timeoutMs,
+    dispatcher,
+    describe: () => describeNode(files, identity),
+    log,
+  })
+  if (controlUrls.length === 0) {
     log.info('no MAYFLY_CONTROL_URL: not announcing to a control plane, and no node-to-node copy can be made to this node')
   }
 
@@ -82,7 +81,7 @@ export async function runStorageNode(config: Config, rootLog: Logger): Promise<R
     url: identity.url,
     close() {
       closing ??= (async () => {
-        await Promise.all(heartbeats.map((h) => h.stop()))
+        await heartbeats.stop()
         await scrubber.stop()
         const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS)
         try {
