@@ -49,7 +49,7 @@ export function createGatewayPresence(registry: GatewayRegistry, log: Logger): G
       if (failing) log.info('gateway heartbeats are recorded again')
       failing = false
     } catch (err) {
-      if (!failing) log.warn({ err }, 'gateway heartbeat not recorded; retrying every second')
+      if (!failing) log.warn({ err }, 'gateway heartbeat not recorded, or the gateways up not read; retrying every second')
       failing = true
     }
   }
