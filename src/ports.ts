@@ -521,9 +521,10 @@ export interface NodeDirectory {
   reportSuccess(nodeId: string): void
   /**
    * a heartbeat of this node reached this process just now: the node counts
-   * as heard from even before (or without) the metadata store recording it
+   * as heard from even before (or without) the metadata store recording it,
+   * at the url the heartbeat gave
    */
-  heard(nodeId: string): void
+  heard(nodeId: string, url: string): void
 }
 
 /** The storage node API (DESIGN §4) as the gateway, workers and the replication manager call it. */

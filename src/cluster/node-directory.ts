@@ -12,6 +12,10 @@
 // the two says, so a metadata store that cannot record heartbeats for a few
 // seconds (a failover) makes no node look suspect (issue 13). Only nodes the
 // store knows are listed: a node is registered by its first recorded beat.
+// A heartbeat heard here also carries the node's url: while it is newer
+// than the record's, the node is called there (a node restarted on another
+// port, or a store migrated with the old ports, was called at an address
+// nobody listened on until the list caught up, and a download got 503).
 //
 // The list is refreshed once it is older than refreshMs. The read that finds
 // it due waits for the new one, but at most refreshWaitMs; every other read
@@ -51,8 +55,8 @@ export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirector
   // neither the age of the list nor the failure penalty depends on it
   const monotonic = options.clock ?? (() => performance.now())
   const failedAt = new Map<string, number>()
-  /** when this process last heard each node's heartbeat (monotonic) */
-  const heardAt = new Map<string, number>()
+  /** when this process last heard each node's heartbeat (monotonic), and the url it gave */
+  const heardAt = new Map<string, { at: number; url: string }>()
   /** the last list read, and when (monotonic) */
   let cached: Loaded | null = null
   let inflight: Promise<Loaded> | null = null
@@ -91,9 +95,12 @@ export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirector
   function view(node: NodeRecord, heldMs: number, at: number): NodeView {
     const failed = failedAt.get(node.id)
     const heard = heardAt.get(node.id)
-    const silentMs = Math.min(node.heartbeatAgeMs + heldMs, heard === undefined ? Infinity : at - heard)
+    const recordSilentMs = node.heartbeatAgeMs + heldMs
+    const heardSilentMs = heard === undefined ? Infinity : at - heard.at
+    const silentMs = Math.min(recordSilentMs, heardSilentMs)
     return {
       ...node,
+      url: heard !== undefined && heardSilentMs < recordSilentMs ? heard.url : node.url,
       state: nodeState(silentMs, options.timings),
       failing: failed !== undefined && at - failed < penaltyMs,
     }
@@ -118,8 +125,8 @@ export function createNodeDirectory(options: NodeDirectoryOptions): NodeDirector
     reportSuccess(nodeId) {
       failedAt.delete(nodeId)
     },
-    heard(nodeId) {
-      heardAt.set(nodeId, monotonic())
+    heard(nodeId, url) {
+      heardAt.set(nodeId, { at: monotonic(), url })
     },
   }
 }

@@ -59,14 +59,38 @@ test('a heartbeat heard here keeps a node up while the metadata store records no
   assert.equal((await directory.writable()).length, 2)
   for (let second = 1; second <= 8; second++) {
     t += 1_000
-    directory.heard('a')
-    directory.heard('unknown') // not in the store: not listed until its first beat is recorded
+    directory.heard('a', 'http://127.0.0.1:9/a')
+    directory.heard('unknown', 'http://127.0.0.1:9/unknown') // not in the store: not listed until its first beat is recorded
   }
   assert.deepEqual((await directory.writable()).map((n) => n.id), ['a'])
   assert.equal((await directory.byId('b'))?.state, 'suspect')
   assert.equal(await directory.byId('unknown'), undefined)
   t += 2_001 // a is silent here too now
   assert.equal((await directory.byId('a'))?.state, 'suspect')
+})
+
+test('a node heard at a new url (restarted on another port) is called there until the record is as fresh', async () => {
+  let t = 0
+  let age = 5_000
+  const directory = createNodeDirectory({
+    // the store still has the old url, recorded 5 s ago
+    listNodes: async () => [node('a', age)],
+    timings: { suspectAfterMs: 2_000, downAfterMs: 10_000 },
+    refreshMs: 60_000,
+    clock: () => t,
+  })
+  assert.equal((await directory.byId('a'))?.url, 'http://127.0.0.1:9/a')
+  t += 100
+  directory.heard('a', 'http://127.0.0.1:7777')
+  const heard = await directory.byId('a')
+  assert.equal(heard?.url, 'http://127.0.0.1:7777', 'the url the heartbeat gave')
+  assert.equal(heard?.state, 'up')
+  // a record fresher than what was heard here wins again (refreshMs 60 s: a new directory reads it)
+  age = 0
+  const later = createNodeDirectory({ listNodes: async () => [node('a', age)], timings: { suspectAfterMs: 2_000, downAfterMs: 10_000 }, clock: () => t })
+  later.heard('a', 'http://127.0.0.1:7777')
+  t += 1_000
+  assert.equal((await later.byId('a'))?.url, 'http://127.0.0.1:9/a', 'heard 1 s ago, recorded 0 s before the read: the record')
 })
 
 test('a refresh that hangs (the metadata store paused) holds one caller for refreshWaitMs, the others not at all: the last list is used', async () => {
@@ -87,7 +111,7 @@ test('a refresh that hangs (the metadata store paused) holds one caller for refr
   assert.ok(waited >= 90 && waited < 300, `the first read waited for the hung refresh about 100 ms, the others not: ${waited} ms`)
   assert.equal(calls, 2, 'one refresh in flight, shared')
   t += 1_500
-  directory.heard('a')
+  directory.heard('a', 'http://127.0.0.1:9/a')
   assert.equal((await directory.byId('a'))?.state, 'up')
 })
 

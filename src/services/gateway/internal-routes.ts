@@ -39,7 +39,7 @@ export function registerInternalRoutes(app: FastifyInstance, deps: GatewayDeps, 
     requireClusterSecret(req, settings.clusterSecret)
     const parsed = announcementSchema.safeParse(req.body)
     if (!parsed.success) throw new Invalid(`bad heartbeat: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
-    deps.nodes.heard(parsed.data.id)
+    deps.nodes.heard(parsed.data.id, parsed.data.url)
     recorder.record(parsed.data)
     return reply.status(200).send({ gateways: gateways() })
   })
